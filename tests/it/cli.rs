@@ -1,0 +1,318 @@
+//! The built binary: `vodhook serve` as a user runs it (stdout lines,
+//! signals, exit status), `vodhook send`, `vodhook check-config`.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+use vodhook::events::{EventKind, Format};
+use vodhook::send::{LEGACY_TEMPLATES, TEMPLATES};
+
+use crate::helpers::{fixtures, TestApp, PATIENCE};
+
+const BIN: &str = env!("CARGO_BIN_EXE_vodhook");
+
+async fn vodhook(args: &[&str]) -> (i32, String, String) {
+    let output = tokio::time::timeout(PATIENCE, Command::new(BIN).args(args).output())
+        .await
+        .expect("vodhook did not finish in time")
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn send_posts_every_template_and_the_server_types_it() {
+    let mut app = TestApp::spawn().await;
+    for (legacy, names) in [(false, &TEMPLATES[..]), (true, &LEGACY_TEMPLATES[..])] {
+        for name in names {
+            let mut args = vec![
+                "send",
+                name,
+                "--to",
+                &app.url,
+                "--file-id",
+                "5285890799999999999",
+            ];
+            if legacy {
+                args.push("--legacy");
+            }
+            let (code, stdout, stderr) = vodhook(&args).await;
+            assert_eq!(code, 0, "{name}: {stderr}");
+            assert_eq!(stdout.trim(), r#"200 {"code":0}"#);
+            let received = app.next_event().await;
+            assert_eq!(received.event.kind, EventKind::from_name(name), "{name}");
+            assert_eq!(
+                received.event.format,
+                if legacy { Format::V2017 } else { Format::V3 }
+            );
+            assert_eq!(received.event.parse_error, None, "{name}");
+            assert_eq!(
+                received.event.file_id.as_deref(),
+                Some("5285890799999999999")
+            );
+        }
+    }
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn send_file_posts_the_bytes_as_they_are() {
+    let mut app = TestApp::spawn().await;
+    let path = fixtures().join("samples/v3-ProcedureStateChanged.json");
+    let (code, stdout, _) =
+        vodhook(&["send", "--file", path.to_str().unwrap(), "--to", &app.url]).await;
+    assert_eq!((code, stdout.trim()), (0, r#"200 {"code":0}"#));
+    let received = app.next_event().await;
+    assert_eq!(&received.raw[..], &std::fs::read(&path).unwrap()[..]);
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn send_reports_refusals_and_failures() {
+    let app = TestApp::spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    let not_json = dir.path().join("bad.json");
+    std::fs::write(&not_json, "[1,2]").unwrap();
+    let (code, stdout, stderr) = vodhook(&[
+        "send",
+        "--file",
+        not_json.to_str().unwrap(),
+        "--to",
+        &app.url,
+    ])
+    .await;
+    assert_eq!(code, 1);
+    assert!(stdout.starts_with("400 "), "{stdout}");
+    assert!(stderr.contains("400"), "{stderr}");
+
+    let wrong_path = format!("http://{}/nope", app.addr);
+    let (code, stdout, _) = vodhook(&["send", "NewFileUpload", "--to", &wrong_path]).await;
+    assert_eq!(code, 1);
+    assert!(stdout.starts_with("404 "), "{stdout}");
+
+    let (code, _, stderr) = vodhook(&["send", "NoSuchEvent", "--to", &app.url]).await;
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("NoSuchEvent") && stderr.contains("NewFileUpload"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+
+    let (code, _, stderr) = vodhook(&["send", "ClipComplete", "--legacy", "--to", &app.url]).await;
+    assert_eq!(code, 2, "{stderr}");
+
+    let (code, _, stderr) = vodhook(&["send", "--file", "/nonexistent.json"]).await;
+    assert_eq!(code, 2);
+    assert!(stderr.contains("/nonexistent.json"), "{stderr}");
+    app.stop().await.unwrap();
+
+    // Nothing listens there any more.
+    let (code, _, stderr) =
+        vodhook(&["send", "NewFileUpload", "--to", &app_url_after_stop()]).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("connection failed"), "{stderr}");
+}
+
+fn app_url_after_stop() -> String {
+    // A port that was just free: bind, note, release.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    format!("http://{addr}/")
+}
+
+#[tokio::test]
+async fn check_config_prints_the_effective_configuration() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+    let (code, stdout, stderr) =
+        vodhook(&["check-config", "--config", example.to_str().unwrap()]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("listen = \"0.0.0.0:8080\""), "{stdout}");
+    assert!(stdout.contains("format = \"text\""), "{stdout}");
+
+    let (code, stdout, _) = vodhook(&["check-config"]).await;
+    assert_eq!(code, 0);
+    assert!(stdout.contains("max_body_bytes = 1048576"), "{stdout}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[server]\nlisten = \"127.0.0.1:9\"\nlisen = \"x\"\n").unwrap();
+    let (code, stdout, stderr) =
+        vodhook(&["check-config", "--config", bad.to_str().unwrap()]).await;
+    assert_eq!(code, 2);
+    assert_eq!(stdout, "");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("lisen") && stderr.contains("line 3"),
+        "{stderr}"
+    );
+}
+
+/// A `vodhook serve` child with its stdout read line by line.
+struct Daemon {
+    child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl Daemon {
+    async fn start(args: &[&str]) -> (Daemon, String) {
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut daemon = Daemon { child, lines };
+        let first = daemon.line().await;
+        (daemon, first)
+    }
+
+    async fn line(&mut self) -> String {
+        tokio::time::timeout(PATIENCE, self.lines.next_line())
+            .await
+            .expect("no output in time")
+            .unwrap()
+            .expect("stdout closed")
+    }
+
+    async fn json_line(&mut self) -> Value {
+        let line = self.line().await;
+        serde_json::from_str(&line).unwrap_or_else(|error| panic!("not JSON ({error}): {line}"))
+    }
+
+    fn signal(&self, name: &str) {
+        let pid = self.child.id().unwrap().to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-s", name, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    async fn exit_code(&mut self) -> i32 {
+        let status = tokio::time::timeout(PATIENCE, self.child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        status.code().unwrap_or(-1)
+    }
+}
+
+#[tokio::test]
+async fn serve_logs_json_lines_and_stops_on_sigterm() {
+    let (mut daemon, first) = Daemon::start(&["--log-format", "json"]).await;
+    let startup: Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(startup["message"], "listening");
+    let url = startup["url"].as_str().unwrap().to_owned();
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+
+    let (code, _, stderr) =
+        vodhook(&["send", "NewFileUpload", "--to", &url, "--file-id", "123"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let line = daemon.json_line().await;
+    assert_eq!(line["level"], "info");
+    assert_eq!(line["event_type"], "NewFileUpload");
+    assert_eq!(line["format"], "v3");
+    assert_eq!(line["file_id"], "123");
+    assert!(line["task_id"].is_string());
+    assert_eq!(line["status"], Value::Null, "present and null");
+    assert_eq!(line["source"], "push");
+    assert!(line.get("parse_error").is_none());
+
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.json");
+    std::fs::write(
+        &broken,
+        r#"{"EventType":"PullComplete","PullCompleteEvent":{"TaskId":"t","ErrCode":"boom"}}"#,
+    )
+    .unwrap();
+    let (code, _, _) = vodhook(&["send", "--file", broken.to_str().unwrap(), "--to", &url]).await;
+    assert_eq!(code, 0);
+    let line = daemon.json_line().await;
+    assert_eq!(line["level"], "warn");
+    assert_eq!(line["event_type"], "PullComplete");
+    assert_eq!(line["task_id"], "t");
+    assert_eq!(line["file_id"], Value::Null);
+    assert!(
+        line["parse_error"]
+            .as_str()
+            .unwrap()
+            .contains("PullCompleteEvent"),
+        "{line}"
+    );
+
+    daemon.signal("TERM");
+    let mut messages = Vec::new();
+    while let Ok(Some(line)) = daemon.lines.next_line().await {
+        let line: Value = serde_json::from_str(&line).unwrap();
+        messages.push(line["message"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(daemon.exit_code().await, 0);
+    assert_eq!(
+        messages.last().map(String::as_str),
+        Some("stopped"),
+        "{messages:?}"
+    );
+}
+
+#[tokio::test]
+async fn serve_logs_readable_text_and_stops_on_sigint() {
+    let (mut daemon, first) = Daemon::start(&[]).await;
+    assert!(
+        first.contains("INFO") && first.contains("listening"),
+        "{first}"
+    );
+    let url = first
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("url="))
+        .unwrap()
+        .to_owned();
+
+    let (code, _, _) = vodhook(&[
+        "send",
+        "ProcedureStateChanged",
+        "--to",
+        &url,
+        "--file-id",
+        "555",
+    ])
+    .await;
+    assert_eq!(code, 0);
+    let line = daemon.line().await;
+    assert!(line.contains("INFO  ProcedureStateChanged task="), "{line}");
+    assert!(line.contains("file=555 status=FINISH"), "{line}");
+    assert!(
+        line.contains("| Transcode status=SUCCESS def=100030 url=https://"),
+        "{line}"
+    );
+    assert!(
+        line.contains("| CoverBySnapshot status=SUCCESS cover=https://"),
+        "{line}"
+    );
+    assert!(line.contains(" source=push"), "{line}");
+    assert!(
+        !line.contains("event_type="),
+        "text lines do not repeat the fields: {line}"
+    );
+
+    daemon.signal("INT");
+    assert_eq!(daemon.exit_code().await, 0);
+}
+
+#[tokio::test]
+async fn serve_refuses_a_bad_configuration_with_status_2() {
+    let (code, stdout, stderr) = vodhook(&["serve", "--path", "no-slash"]).await;
+    assert_eq!(code, 2);
+    assert_eq!(stdout, "");
+    assert!(stderr.contains("server.path"), "{stderr}");
+}

@@ -1,0 +1,13 @@
+//! Integration tests: the real server, in-process on 127.0.0.1:0, and the
+//! built binary. One test binary, one module per feature.
+
+// Helpers are `pub` for the sibling modules of this one binary.
+#![allow(unreachable_pub)]
+
+mod catalog;
+mod cli;
+mod errors;
+mod helpers;
+mod quirks;
+mod samples;
+mod shutdown;
