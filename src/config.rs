@@ -19,6 +19,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Log output.
     pub log: LogConfig,
+    /// The event store.
+    pub store: StoreConfig,
 }
 
 /// `[server]`: where and how callbacks are received.
@@ -39,6 +41,39 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             path: "/".to_owned(),
             max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// `[store]`: the SQLite event store.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Database file (`store.path`, default `./vodhook.db`), created if missing.
+    pub path: PathBuf,
+    /// Days events are kept (`store.retention_days`, default 90; 0 keeps them forever).
+    pub retention_days: u32,
+    /// Milliseconds a write waits for a lock held by another process
+    /// (`store.busy_timeout_ms`, default 2000) before the callback gets 503.
+    pub busy_timeout_ms: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: PathBuf::from("./vodhook.db"),
+            retention_days: 90,
+            busy_timeout_ms: 2000,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// The options the store opens with.
+    pub fn options(&self) -> crate::store::StoreOptions {
+        crate::store::StoreOptions {
+            path: self.path.clone(),
+            busy_timeout: std::time::Duration::from_millis(self.busy_timeout_ms),
         }
     }
 }
@@ -82,6 +117,8 @@ pub struct Overrides {
     pub log_format: Option<LogFormat>,
     /// `--max-body-bytes`.
     pub max_body_bytes: Option<usize>,
+    /// `--db`.
+    pub db: Option<PathBuf>,
 }
 
 /// A configuration problem, phrased for a one-line message.
@@ -170,6 +207,9 @@ impl Config {
         if let Some(max) = overrides.max_body_bytes {
             self.server.max_body_bytes = max;
         }
+        if let Some(db) = overrides.db {
+            self.store.path = db;
+        }
     }
 
     /// Checks values that the types alone do not constrain.
@@ -194,6 +234,17 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "server.max_body_bytes must be between 1 and {MAX_BODY_LIMIT}, got {}",
                 self.server.max_body_bytes
+            )));
+        }
+        if self.store.path.as_os_str().is_empty() {
+            return Err(ConfigError::Invalid(
+                "store.path must not be empty".to_owned(),
+            ));
+        }
+        if self.store.busy_timeout_ms > 60_000 {
+            return Err(ConfigError::Invalid(format!(
+                "store.busy_timeout_ms must be at most 60000, got {}",
+                self.store.busy_timeout_ms
             )));
         }
         Ok(())
@@ -225,6 +276,8 @@ mod tests {
         assert_eq!(config.server.path, "/");
         assert_eq!(config.server.max_body_bytes, 1 << 20);
         assert_eq!(config.log.format, LogFormat::Text);
+        assert_eq!(config.store.path, PathBuf::from("./vodhook.db"));
+        assert_eq!(config.store.retention_days, 90);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use serde_json::json;
 
 use crate::events::BodyError;
-use crate::ingest::{Ingest, Source};
+use crate::ingest::{Ingest, IngestError, Source};
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -67,6 +67,19 @@ impl From<BodyError> for ApiError {
     }
 }
 
+impl From<IngestError> for ApiError {
+    fn from(error: IngestError) -> Self {
+        match error {
+            IngestError::Body(error) => error.into(),
+            IngestError::Store(error) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                50300,
+                format!("event not stored, send it again: {error}"),
+            ),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Json(json!({ "code": self.code, "message": self.message }));
@@ -90,7 +103,7 @@ async fn receive(
         .map(|info| info.0);
     let (parts, body) = request.into_parts();
     let raw = read_body(&parts.headers, body, app.max_body_bytes).await?;
-    app.ingest.accept(raw, Source::Push, remote)?;
+    app.ingest.accept(raw, Source::Push, remote).await?;
     Ok(Json(json!({ "code": 0 })))
 }
 

@@ -1,9 +1,11 @@
 //! The one path every event takes, whether pushed by VOD or sent by a test:
-//! parse once, hand the event on, log one line.
+//! parse once, store durably, then log one line and publish.
 //!
 //! The HTTP handler calls [`Ingest::accept`] with the raw body; nothing else
-//! parses bodies. Accepted events are also published on a broadcast channel
-//! so that other parts of the process (and tests) can watch them.
+//! parses bodies. `accept` returns only after the event is committed, so
+//! its caller may acknowledge it. Accepted events are also published on a
+//! broadcast channel so that other parts of the process (and tests) can
+//! watch them.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use tokio::sync::broadcast;
 
 use crate::events::{describe, BodyError, Event};
 use crate::log::EVENT_TARGET;
+use crate::store::{self, Rejected, Store, StoreError, Stored};
 
 /// Where an event came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,33 +44,52 @@ pub struct Received {
     pub source: Source,
     /// The peer address, when known.
     pub remote: Option<SocketAddr>,
+    /// Its id in the store, and whether it was a duplicate.
+    pub stored: Stored,
+}
+
+/// Why a body was not accepted.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum IngestError {
+    /// Not a JSON object (400).
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    /// Could not be stored (503); nothing was recorded.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// The ingest path, a cheap-clone handle.
 #[derive(Debug, Clone)]
 pub struct Ingest {
+    store: Store,
     accepted: broadcast::Sender<Arc<Received>>,
 }
 
-impl Default for Ingest {
-    fn default() -> Self {
-        let (accepted, _) = broadcast::channel(1024);
-        Ingest { accepted }
-    }
-}
-
 impl Ingest {
-    /// Parses `raw` and accepts it as an event.
+    /// An ingest path that writes to `store`.
+    pub fn new(store: Store) -> Self {
+        let (accepted, _) = broadcast::channel(1024);
+        Ingest { store, accepted }
+    }
+
+    /// The store behind this path.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Parses `raw`, stores it durably (or recognises a duplicate), logs it.
     ///
     /// # Errors
     ///
-    /// The body is not a JSON object ([`BodyError`]); nothing is accepted.
-    pub fn accept(
+    /// The body is not a JSON object, or the store cannot commit; in both
+    /// cases nothing was accepted.
+    pub async fn accept(
         &self,
         raw: Bytes,
         source: Source,
         remote: Option<SocketAddr>,
-    ) -> Result<Arc<Received>, BodyError> {
+    ) -> Result<Arc<Received>, IngestError> {
         let event = match Event::parse(&raw) {
             Ok(event) => event,
             Err(error) => {
@@ -78,7 +100,27 @@ impl Ingest {
                     reason = %error,
                     "body rejected"
                 );
-                return Err(error);
+                self.keep_rejected(raw, &error, source, remote).await;
+                return Err(error.into());
+            }
+        };
+        let new = store::new_event(
+            &event,
+            raw.clone(),
+            source.as_str(),
+            remote.map(|r| r.to_string()),
+        );
+        let stored = match self.store.insert(new).await {
+            Ok(stored) => stored,
+            Err(error) => {
+                tracing::error!(
+                    %error,
+                    event_type = %event.event_type,
+                    source = source.as_str(),
+                    remote = remote.map(|r| r.to_string()),
+                    "event not stored; answered 503 so that it is sent again"
+                );
+                return Err(error.into());
             }
         };
         let received = Arc::new(Received {
@@ -86,11 +128,31 @@ impl Ingest {
             raw,
             source,
             remote,
+            stored,
         });
         log_event(&received);
         // Nobody listening is fine.
         let _ = self.accepted.send(Arc::clone(&received));
         Ok(received)
+    }
+
+    async fn keep_rejected(
+        &self,
+        body: Bytes,
+        error: &BodyError,
+        source: Source,
+        remote: Option<SocketAddr>,
+    ) {
+        let rejected = Rejected {
+            body,
+            reason: error.to_string(),
+            source: source.as_str(),
+            remote: remote.map(|r| r.to_string()),
+            received_at: store::now_ms(),
+        };
+        if let Err(error) = self.store.reject(rejected).await {
+            tracing::warn!(%error, "cannot keep the rejected body");
+        }
     }
 
     /// A receiver of every event accepted from now on.
@@ -102,6 +164,7 @@ impl Ingest {
 /// The event's one log line: `info`, or `warn` when its typed parse failed.
 fn log_event(received: &Received) {
     let event = &received.event;
+    let stored = received.stored;
     macro_rules! line {
         ($level:ident) => {
             tracing::$level!(
@@ -112,6 +175,9 @@ fn log_event(received: &Received) {
                 task_id = event.task_id.as_deref(),
                 status = event.status.as_deref(),
                 parse_error = event.parse_error.as_deref(),
+                id = stored.id,
+                duplicate = stored.duplicate().then_some(true),
+                times_seen = stored.duplicate().then_some(stored.times_seen),
                 source = received.source.as_str(),
                 remote = received.remote.map(|r| r.to_string()),
                 "{}",

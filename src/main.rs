@@ -10,7 +10,9 @@ use tokio::net::TcpListener;
 
 use vodhook::config::{Config, LogFormat, Overrides};
 use vodhook::ingest::Ingest;
+use vodhook::inspect::{self, Shown};
 use vodhook::send::{self, TemplateOptions};
+use vodhook::store::{self, EventFilter, Reader, Store};
 
 /// Receive Tencent Cloud VOD event notifications and never lose one.
 #[derive(Debug, Parser)]
@@ -28,6 +30,92 @@ enum Command {
     Send(SendArgs),
     /// Validate the configuration and print the effective values.
     CheckConfig(ConfigArgs),
+    /// Query stored events.
+    #[command(subcommand)]
+    Events(EventsCommand),
+    /// What happened to a media file: upload, tasks, outputs, deletion.
+    File(LookupArgs),
+    /// One task and its sub-tasks.
+    Task(LookupArgs),
+    /// Rebuild the task and file state from the stored raw events.
+    Reindex(ReindexArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum EventsCommand {
+    /// One line per event, newest first.
+    List(ListArgs),
+    /// One event: its typed view, or with --raw the exact bytes received.
+    Show(ShowArgs),
+    /// Bodies refused with 400 (the last 1000 are kept).
+    Rejected(RejectedArgs),
+}
+
+#[derive(Debug, Args)]
+struct StoreArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// SQLite database file [default: store.path, ./vodhook.db].
+    #[arg(long, value_name = "PATH", env = "VODHOOK_DB")]
+    db: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct ListArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Only this event type.
+    #[arg(long = "type", value_name = "TYPE")]
+    event_type: Option<String>,
+    /// Only events about this file.
+    #[arg(long, value_name = "ID")]
+    file_id: Option<String>,
+    /// Only events about this task.
+    #[arg(long, value_name = "ID")]
+    task_id: Option<String>,
+    /// Only events received since an RFC 3339 time or a duration ago (15m, 2h, 7d).
+    #[arg(long, value_name = "WHEN")]
+    since: Option<String>,
+    /// At most this many.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    limit: u32,
+}
+
+#[derive(Debug, Args)]
+struct ShowArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Event id (the `id=` of its log line, or from `events list`).
+    id: i64,
+    /// Print the exact bytes received instead.
+    #[arg(long, conflicts_with = "json")]
+    raw: bool,
+}
+
+#[derive(Debug, Args)]
+struct RejectedArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// At most this many.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    limit: u32,
+}
+
+#[derive(Debug, Args)]
+struct LookupArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// The id to look up.
+    id: String,
+}
+
+#[derive(Debug, Args)]
+struct ReindexArgs {
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 #[derive(Debug, Args)]
@@ -41,6 +129,9 @@ struct ConfigArgs {
 struct ServeArgs {
     #[command(flatten)]
     config: ConfigArgs,
+    /// SQLite database file [default: ./vodhook.db].
+    #[arg(long, value_name = "PATH", env = "VODHOOK_DB")]
+    db: Option<PathBuf>,
     /// Address to listen on [default: 0.0.0.0:8080].
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
@@ -100,6 +191,52 @@ fn main() -> ExitCode {
         Command::Serve(args) => runtime.block_on(serve(args)),
         Command::Send(args) => runtime.block_on(send(args)),
         Command::CheckConfig(args) => check_config(args),
+        Command::Events(EventsCommand::List(args)) => query(&args.store, |reader, json| {
+            let since_ms = match args
+                .since
+                .as_deref()
+                .map(|s| inspect::parse_since(s, store::now_ms()))
+            {
+                Some(Err(error)) => return Err(Failure::Usage(error)),
+                Some(Ok(ms)) => Some(ms),
+                None => None,
+            };
+            let filter = EventFilter {
+                event_type: args.event_type.clone(),
+                file_id: args.file_id.clone(),
+                task_id: args.task_id.clone(),
+                since_ms,
+                limit: args.limit,
+            };
+            Ok(inspect::events_list(reader, &filter, json)?)
+        }),
+        Command::Events(EventsCommand::Show(args)) => query(&args.store, |reader, json| {
+            match inspect::event_show(reader, args.id, args.raw, json)? {
+                Some(Shown::Text(text)) => Ok(text),
+                Some(Shown::Raw(bytes)) => {
+                    use std::io::Write as _;
+                    let mut stdout = std::io::stdout().lock();
+                    stdout
+                        .write_all(&bytes)
+                        .and_then(|()| stdout.flush())
+                        .map_err(anyhow::Error::from)?;
+                    Ok(String::new())
+                }
+                None => Err(Failure::NotFound(format!("no event {}", args.id))),
+            }
+        }),
+        Command::Events(EventsCommand::Rejected(args)) => query(&args.store, |reader, json| {
+            Ok(inspect::rejected_list(reader, args.limit, json)?)
+        }),
+        Command::File(args) => query(&args.store, |reader, json| {
+            inspect::file_view(reader, &args.id, json)?
+                .ok_or_else(|| Failure::NotFound(format!("nothing known about file {}", args.id)))
+        }),
+        Command::Task(args) => query(&args.store, |reader, json| {
+            inspect::task_view(reader, &args.id, json)?
+                .ok_or_else(|| Failure::NotFound(format!("nothing known about task {}", args.id)))
+        }),
+        Command::Reindex(args) => reindex(&args.store),
     }
 }
 
@@ -112,6 +249,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         path: args.path,
         log_format: args.log_format,
         max_body_bytes: args.max_body_bytes,
+        db: args.db,
     };
     let config = match Config::load(args.config.config.as_deref(), overrides) {
         Ok(config) => config,
@@ -124,6 +262,20 @@ async fn serve(args: ServeArgs) -> ExitCode {
         eprintln!("vodhook: {error:#}");
         return ExitCode::from(USAGE);
     }
+    let shutdown = match vodhook::shutdown_signal() {
+        Ok(shutdown) => shutdown,
+        Err(error) => {
+            tracing::error!(%error, "cannot install signal handlers");
+            return ExitCode::FAILURE;
+        }
+    };
+    let store = match Store::open(&config.store.options()) {
+        Ok(store) => store,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "cannot open the event store");
+            return ExitCode::FAILURE;
+        }
+    };
     let listener = match TcpListener::bind(config.server.listen).await {
         Ok(listener) => listener,
         Err(error) => {
@@ -131,14 +283,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match vodhook::run(
-        config,
-        listener,
-        Ingest::default(),
-        vodhook::shutdown_signal(),
-    )
-    .await
-    {
+    match vodhook::run(config, listener, Ingest::new(store), shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "server failed");
@@ -207,6 +352,86 @@ fn check_config(args: ConfigArgs) -> ExitCode {
         Err(error) => {
             eprintln!("vodhook: {error}");
             ExitCode::from(USAGE)
+        }
+    }
+}
+
+/// How a query command fails.
+enum Failure {
+    /// A usage mistake: exit status 2.
+    Usage(String),
+    /// Nothing found: exit status 1.
+    NotFound(String),
+    /// Anything else: exit status 1.
+    Other(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Self {
+        Failure::Other(error)
+    }
+}
+
+fn store_config(args: &StoreArgs) -> Result<Config, ExitCode> {
+    let overrides = Overrides {
+        db: args.db.clone(),
+        ..Overrides::default()
+    };
+    Config::load(args.config.config.as_deref(), overrides).map_err(|error| {
+        eprintln!("vodhook: {error}");
+        ExitCode::from(USAGE)
+    })
+}
+
+/// Opens the store read-only and prints what `run` returns.
+fn query(args: &StoreArgs, run: impl FnOnce(&Reader, bool) -> Result<String, Failure>) -> ExitCode {
+    let config = match store_config(args) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let outcome = Reader::open(&config.store.path)
+        .map_err(Failure::Other)
+        .and_then(|reader| run(&reader, args.json));
+    match outcome {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(Failure::Usage(message)) => {
+            eprintln!("vodhook: {message}");
+            ExitCode::from(USAGE)
+        }
+        Err(Failure::NotFound(message)) => {
+            eprintln!("vodhook: {message} in {}", config.store.path.display());
+            ExitCode::FAILURE
+        }
+        Err(Failure::Other(error)) => {
+            eprintln!("vodhook: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn reindex(args: &StoreArgs) -> ExitCode {
+    let config = match store_config(args) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    match store::reindex(&config.store.options()) {
+        Ok(report) => {
+            if args.json {
+                println!("{}", serde_json::to_string(&report).unwrap_or_default());
+            } else {
+                println!(
+                    "reindexed {} events: {} tasks, {} files ({} events with a typed-parse error)",
+                    report.events, report.tasks, report.files, report.parse_errors
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("vodhook: {error:#}");
+            ExitCode::FAILURE
         }
     }
 }

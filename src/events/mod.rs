@@ -950,6 +950,60 @@ fn legacy_ids(payload: &LegacyPayload) -> Ids {
     }
 }
 
+/// The identity of an event across deliveries: SHA-256 of its canonical
+/// JSON (keys sorted, no white space) without the transport fields
+/// (`EventHandle`, `Sign`, `T`). The same event pushed twice, or pushed and
+/// then pulled, has the same key.
+pub fn dedup_key(body: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut canonical = Vec::with_capacity(body.len());
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(mut object)) => {
+            for key in Transport::KEYS {
+                object.remove(key);
+            }
+            write_canonical(&Value::Object(object), &mut canonical);
+        }
+        _ => canonical.extend_from_slice(body),
+    }
+    Sha256::digest(&canonical).into()
+}
+
+/// Compact JSON with object keys sorted at every level, whatever the map
+/// type behind `Value` keeps.
+fn write_canonical(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Object(object) => {
+            let mut entries: Vec<(&String, &Value)> = object.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push(b'{');
+            for (index, (key, value)) in entries.into_iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                // Writing a string into a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut *out, key);
+                out.push(b':');
+                write_canonical(value, out);
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(b']');
+        }
+        scalar => {
+            let _ = serde_json::to_writer(&mut *out, scalar);
+        }
+    }
+}
+
 /// Is this a VOD placeholder time such as `0000-00-00T00:00:00Z` (or empty)?
 pub fn is_placeholder_time(time: &str) -> bool {
     time.is_empty() || time.starts_with("0000-00-00")
@@ -1025,6 +1079,15 @@ mod tests {
             Some("EventType is not a string")
         );
         assert!(matches!(event.payload, Payload::Unknown(_)));
+    }
+
+    #[test]
+    fn the_dedup_key_ignores_transport_fields_order_and_white_space() {
+        let pushed = br#"{"EventType":"FileDeleted","FileDeleteEvent":{"FileIdSet":["1"]},"Sign":"abc","T":1}"#;
+        let pulled = br#"{ "EventHandle": "h1", "FileDeleteEvent": { "FileIdSet": [ "1" ] }, "EventType": "FileDeleted" }"#;
+        assert_eq!(dedup_key(pushed), dedup_key(pulled));
+        let other = br#"{"EventType":"FileDeleted","FileDeleteEvent":{"FileIdSet":["2"]}}"#;
+        assert_ne!(dedup_key(pushed), dedup_key(other));
     }
 
     #[test]

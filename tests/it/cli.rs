@@ -2,29 +2,12 @@
 //! signals, exit status), `vodhook send`, `vodhook check-config`.
 
 use std::path::Path;
-use std::process::Stdio;
 
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
 use vodhook::events::{EventKind, Format};
 use vodhook::send::{LEGACY_TEMPLATES, TEMPLATES};
 
-use crate::helpers::{fixtures, TestApp, PATIENCE};
-
-const BIN: &str = env!("CARGO_BIN_EXE_vodhook");
-
-async fn vodhook(args: &[&str]) -> (i32, String, String) {
-    let output = tokio::time::timeout(PATIENCE, Command::new(BIN).args(args).output())
-        .await
-        .expect("vodhook did not finish in time")
-        .unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
+use crate::helpers::{fixtures, vodhook, Daemon, TestApp};
 
 #[tokio::test]
 async fn send_posts_every_template_and_the_server_types_it() {
@@ -154,63 +137,10 @@ async fn check_config_prints_the_effective_configuration() {
     );
 }
 
-/// A `vodhook serve` child with its stdout read line by line.
-struct Daemon {
-    child: Child,
-    lines: Lines<BufReader<ChildStdout>>,
-}
-
-impl Daemon {
-    async fn start(args: &[&str]) -> (Daemon, String) {
-        let mut child = Command::new(BIN)
-            .arg("serve")
-            .args(["--listen", "127.0.0.1:0"])
-            .args(args)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut daemon = Daemon { child, lines };
-        let first = daemon.line().await;
-        (daemon, first)
-    }
-
-    async fn line(&mut self) -> String {
-        tokio::time::timeout(PATIENCE, self.lines.next_line())
-            .await
-            .expect("no output in time")
-            .unwrap()
-            .expect("stdout closed")
-    }
-
-    async fn json_line(&mut self) -> Value {
-        let line = self.line().await;
-        serde_json::from_str(&line).unwrap_or_else(|error| panic!("not JSON ({error}): {line}"))
-    }
-
-    fn signal(&self, name: &str) {
-        let pid = self.child.id().unwrap().to_string();
-        let status = std::process::Command::new("kill")
-            .args(["-s", name, &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    async fn exit_code(&mut self) -> i32 {
-        let status = tokio::time::timeout(PATIENCE, self.child.wait())
-            .await
-            .unwrap()
-            .unwrap();
-        status.code().unwrap_or(-1)
-    }
-}
-
 #[tokio::test]
 async fn serve_logs_json_lines_and_stops_on_sigterm() {
-    let (mut daemon, first) = Daemon::start(&["--log-format", "json"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut daemon, first) = Daemon::start(&dir, &["--log-format", "json"]).await;
     let startup: Value = serde_json::from_str(&first).unwrap();
     assert_eq!(startup["message"], "listening");
     let url = startup["url"].as_str().unwrap().to_owned();
@@ -229,7 +159,6 @@ async fn serve_logs_json_lines_and_stops_on_sigterm() {
     assert_eq!(line["source"], "push");
     assert!(line.get("parse_error").is_none());
 
-    let dir = tempfile::tempdir().unwrap();
     let broken = dir.path().join("broken.json");
     std::fs::write(
         &broken,
@@ -253,7 +182,7 @@ async fn serve_logs_json_lines_and_stops_on_sigterm() {
 
     daemon.signal("TERM");
     let mut messages = Vec::new();
-    while let Ok(Some(line)) = daemon.lines.next_line().await {
+    for line in daemon.rest().await {
         let line: Value = serde_json::from_str(&line).unwrap();
         messages.push(line["message"].as_str().unwrap().to_owned());
     }
@@ -267,7 +196,8 @@ async fn serve_logs_json_lines_and_stops_on_sigterm() {
 
 #[tokio::test]
 async fn serve_logs_readable_text_and_stops_on_sigint() {
-    let (mut daemon, first) = Daemon::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut daemon, first) = Daemon::start(&dir, &[]).await;
     assert!(
         first.contains("INFO") && first.contains("listening"),
         "{first}"

@@ -6,19 +6,27 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::process::Stdio;
+
 use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::net::TcpListener;
+use tokio::process::{Child, ChildStdout, Command};
 use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
 
 use vodhook::config::Config;
 use vodhook::ingest::{Ingest, Received};
+use vodhook::store::{Reader, Store};
 
 /// How long a test waits for something that should happen at once.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The database file, in `dir`.
+    pub db: PathBuf,
+    _dir: tempfile::TempDir,
     pub client: reqwest::Client,
     pub url: String,
     events: broadcast::Receiver<Arc<Received>>,
@@ -31,11 +39,17 @@ impl TestApp {
         TestApp::spawn_with(Config::default()).await
     }
 
-    pub async fn spawn_with(config: Config) -> TestApp {
+    /// Spawns the server with `config`; its store lives in a fresh
+    /// temporary directory.
+    pub async fn spawn_with(mut config: Config) -> TestApp {
         init_test_log();
+        let dir = tempfile::tempdir().unwrap();
+        config.store.path = dir.path().join("vodhook.db");
+        let db = config.store.path.clone();
+        let store = Store::open(&config.store.options()).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let ingest = Ingest::default();
+        let ingest = Ingest::new(store);
         let events = ingest.subscribe();
         let (stop, stopped) = oneshot::channel::<()>();
         let url = format!("http://{addr}{}", config.server.path);
@@ -44,6 +58,8 @@ impl TestApp {
         }));
         TestApp {
             addr,
+            db,
+            _dir: dir,
             client: reqwest::Client::new(),
             url,
             events,
@@ -72,6 +88,11 @@ impl TestApp {
             .await
             .expect("no event accepted in time")
             .expect("event feed closed")
+    }
+
+    /// A read-only view of the store.
+    pub fn reader(&self) -> Reader {
+        Reader::open(&self.db).unwrap()
     }
 
     /// Signals shutdown and waits for `run` to return.
@@ -169,4 +190,97 @@ pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
         .expect("no answer in time")
         .unwrap();
     String::from_utf8_lossy(&answer).into_owned()
+}
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_vodhook");
+
+pub async fn vodhook(args: &[&str]) -> (i32, String, String) {
+    let output = tokio::time::timeout(PATIENCE, Command::new(BIN).args(args).output())
+        .await
+        .expect("vodhook did not finish in time")
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A `vodhook serve` child with its stdout read line by line.
+pub struct Daemon {
+    pub child: Child,
+    lines: Option<Lines<BufReader<ChildStdout>>>,
+}
+
+impl Daemon {
+    /// Starts `vodhook serve` on 127.0.0.1:0 with its database in `dir`;
+    /// returns it with its first stdout line.
+    pub async fn start(dir: &tempfile::TempDir, args: &[&str]) -> (Daemon, String) {
+        let db = dir.path().join("vodhook.db");
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .arg("--db")
+            .arg(&db)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let lines = Some(BufReader::new(child.stdout.take().unwrap()).lines());
+        let mut daemon = Daemon { child, lines };
+        let first = daemon.line().await;
+        (daemon, first)
+    }
+
+    pub async fn line(&mut self) -> String {
+        let lines = self.lines.as_mut().expect("stdout is being drained");
+        tokio::time::timeout(PATIENCE, lines.next_line())
+            .await
+            .expect("no output in time")
+            .unwrap()
+            .expect("stdout closed")
+    }
+
+    pub async fn json_line(&mut self) -> Value {
+        let line = self.line().await;
+        serde_json::from_str(&line).unwrap_or_else(|error| panic!("not JSON ({error}): {line}"))
+    }
+
+    /// The remaining stdout lines, until the daemon exits.
+    pub async fn rest(&mut self) -> Vec<String> {
+        let mut rest = Vec::new();
+        if let Some(lines) = self.lines.as_mut() {
+            while let Ok(Some(line)) = lines.next_line().await {
+                rest.push(line);
+            }
+        }
+        rest
+    }
+
+    /// Reads stdout in the background from now on, so that the daemon never
+    /// blocks on a full pipe.
+    pub fn drain(&mut self) {
+        if let Some(mut lines) = self.lines.take() {
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        }
+    }
+
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().unwrap().to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-s", name, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    pub async fn exit_code(&mut self) -> i32 {
+        let status = tokio::time::timeout(PATIENCE, self.child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        status.code().unwrap_or(-1)
+    }
 }

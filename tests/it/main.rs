@@ -6,8 +6,11 @@
 
 mod catalog;
 mod cli;
+mod durability;
 mod errors;
 mod helpers;
+mod query;
 mod quirks;
 mod samples;
 mod shutdown;
+mod store;

@@ -1,0 +1,788 @@
+//! Derived state: the latest known state of each task and each file, as a
+//! pure function of the events seen, whatever their order.
+//!
+//! [`derive()`] turns one event into partial updates; [`TaskState::merge`] and
+//! [`FileState::merge`] fold an update into what is known. The merge is
+//! order-tolerant: a status only moves forward (`PROCESSING` never replaces
+//! `FINISH`), lists merge by key, deletion is final. So replaying all stored
+//! events in any order (`vodhook reindex`) gives the same state, and a late
+//! or duplicate delivery never overwrites newer state.
+//!
+//! This module does no IO; `store` persists the states as JSON documents.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::events::model::{MediaProcessTaskResult, ProcedureTask};
+use crate::events::{legacy, Event, LegacyPayload, Payload, V3Payload};
+
+/// What is known of one task.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskState {
+    /// The task id.
+    pub task_id: String,
+    /// The event type that reports on it (e.g. `ProcedureStateChanged`).
+    pub task_type: Option<String>,
+    /// The media file it works on.
+    pub file_id: Option<String>,
+    /// Overall status (`PROCESSING`, `FINISH`, `SUCCESS`, `FAIL`, …).
+    pub status: Option<String>,
+    /// Error code of the task itself, when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Error message of the task itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The main output (URL or file) where the type has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    /// Sub-tasks by key (`Transcode:100030`, `CoverBySnapshot:10`, `Review:Porn`, …).
+    #[serde(default)]
+    pub subtasks: BTreeMap<String, SubtaskState>,
+}
+
+/// One sub-task of a task flow.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SubtaskState {
+    /// `Transcode`, `CoverBySnapshot`, `Review:Porn`, …
+    pub kind: String,
+    /// `PROCESSING`, `SUCCESS` or `FAIL`.
+    pub status: Option<String>,
+    /// Error code (`ErrCodeExt`, else a non-zero `ErrCode`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Error message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The output that matters (URL, definition, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+}
+
+/// What is known of one media file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FileState {
+    /// The file id.
+    pub file_id: String,
+    /// File name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `Video`, `Audio` or `Image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    /// Container, e.g. `mp4`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    /// Size of the original in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<i64>,
+    /// Duration in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<f64>,
+    /// URL of the original.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_url: Option<String>,
+    /// Cover URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cover_url: Option<String>,
+    /// The task flow started by the upload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub procedure_task_id: Option<String>,
+    /// Transcode outputs: definition → URL.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub transcodes: BTreeMap<String, String>,
+    /// Snapshot URLs, in order of arrival, without repeats.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshots: Vec<String>,
+    /// True once the file (its original) was deleted.
+    #[serde(default)]
+    pub deleted: bool,
+    /// Parts deleted (`OriginalFiles:0`, `TranscodeFiles:20`, …).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deleted_parts: Vec<String>,
+}
+
+/// The updates one event makes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Derived {
+    /// Task updates.
+    pub tasks: Vec<TaskState>,
+    /// File updates.
+    pub files: Vec<FileState>,
+}
+
+/// How far along a status is: a status of lower rank never replaces one of
+/// higher rank.
+pub fn rank(status: Option<&str>) -> u8 {
+    match status {
+        None => 0,
+        Some("WAITING" | "PROCESSING") => 1,
+        Some(_) => 2,
+    }
+}
+
+fn set_if_none<T>(slot: &mut Option<T>, value: Option<T>) {
+    if slot.is_none() {
+        *slot = value;
+    }
+}
+
+impl TaskState {
+    /// Folds `update` into `self` (see the module docs for the rules).
+    pub fn merge(&mut self, update: TaskState) {
+        let forward = rank(update.status.as_deref()) >= rank(self.status.as_deref());
+        if forward {
+            if update.error.is_some() || update.status.is_some() {
+                self.error = update.error;
+                self.message = update.message;
+            }
+            if update.status.is_some() {
+                self.status = update.status;
+            }
+            if update.output.is_some() {
+                self.output = update.output;
+            }
+        } else {
+            set_if_none(&mut self.output, update.output);
+        }
+        set_if_none(&mut self.task_type, update.task_type);
+        set_if_none(&mut self.file_id, update.file_id);
+        for (key, sub) in update.subtasks {
+            match self.subtasks.get_mut(&key) {
+                Some(known) if rank(sub.status.as_deref()) < rank(known.status.as_deref()) => {}
+                Some(known) => *known = sub,
+                None => {
+                    self.subtasks.insert(key, sub);
+                }
+            }
+        }
+    }
+}
+
+impl FileState {
+    /// Folds `update` into `self` (see the module docs for the rules).
+    pub fn merge(&mut self, update: FileState) {
+        set_if_none(&mut self.name, update.name);
+        set_if_none(&mut self.category, update.category);
+        set_if_none(&mut self.media_type, update.media_type);
+        set_if_none(&mut self.size, update.size);
+        set_if_none(&mut self.duration, update.duration);
+        set_if_none(&mut self.media_url, update.media_url);
+        set_if_none(&mut self.procedure_task_id, update.procedure_task_id);
+        if update.cover_url.is_some() {
+            self.cover_url = update.cover_url;
+        }
+        self.transcodes.extend(update.transcodes);
+        for url in update.snapshots {
+            if !self.snapshots.contains(&url) {
+                self.snapshots.push(url);
+            }
+        }
+        self.deleted |= update.deleted;
+        for part in update.deleted_parts {
+            if !self.deleted_parts.contains(&part) {
+                self.deleted_parts.push(part);
+            }
+        }
+    }
+}
+
+fn nonempty(value: Option<&str>) -> Option<String> {
+    value.filter(|v| !v.is_empty()).map(str::to_owned)
+}
+
+fn error_of(code: Option<i64>, ext: Option<&str>) -> Option<String> {
+    nonempty(ext).or(code.filter(|c| *c != 0).map(|c| c.to_string()))
+}
+
+fn file(file_id: Option<&str>) -> Option<FileState> {
+    let file_id = nonempty(file_id)?;
+    Some(FileState {
+        file_id,
+        ..FileState::default()
+    })
+}
+
+/// The task and file updates `event` makes.
+pub fn derive(event: &Event) -> Derived {
+    let mut derived = Derived::default();
+    let mut task = event.task_id.as_deref().map(|task_id| TaskState {
+        task_id: task_id.to_owned(),
+        task_type: Some(event.event_type.clone()),
+        file_id: event.file_id.clone(),
+        status: event.status.clone(),
+        ..TaskState::default()
+    });
+    match &event.payload {
+        Payload::V3(payload) => derive_v3(event, payload, &mut task, &mut derived),
+        Payload::Legacy(payload) => derive_legacy(event, payload, &mut task, &mut derived),
+        Payload::Unknown(_) | Payload::Invalid => {}
+    }
+    // The upload names the task flow it started; that flow is reported by
+    // its own ProcedureStateChanged events.
+    if matches!(event.payload, Payload::V3(V3Payload::NewFileUpload(_)))
+        || matches!(
+            event.payload,
+            Payload::Legacy(LegacyPayload::NewFileUpload(_))
+        )
+    {
+        task = None;
+    }
+    derived.tasks.extend(task);
+    derived
+}
+
+fn derive_v3(
+    event: &Event,
+    payload: &V3Payload,
+    task: &mut Option<TaskState>,
+    derived: &mut Derived,
+) {
+    let common = payload.common();
+    if let Some(task) = task.as_mut() {
+        task.error = error_of(common.err_code(), common.err_code_ext());
+        task.message = nonempty(common.message()).filter(|_| task.error.is_some());
+    }
+    match payload {
+        V3Payload::NewFileUpload(upload) => {
+            let Some(mut file) = file(upload.file_id.as_deref()) else {
+                return;
+            };
+            if let Some(info) = upload.media_basic_info.as_deref() {
+                file.name = nonempty(info.name.as_deref());
+                file.category = nonempty(info.category.as_deref());
+                file.media_type = nonempty(info.r#type.as_deref());
+                file.media_url = nonempty(info.media_url.as_deref());
+                file.cover_url = nonempty(info.cover_url.as_deref());
+            }
+            if let Some(meta) = upload.meta_data.as_deref() {
+                file.size = meta.size;
+                file.duration = meta.duration;
+            }
+            file.procedure_task_id = nonempty(upload.procedure_task_id.as_deref());
+            derived.files.push(file);
+        }
+        V3Payload::PullComplete(pull) => {
+            let Some(mut file) = file(pull.file_id.as_deref()) else {
+                return;
+            };
+            if let Some(info) = pull.media_basic_info.as_deref() {
+                file.name = nonempty(info.name.as_deref());
+                file.category = nonempty(info.category.as_deref());
+                file.media_type = nonempty(info.r#type.as_deref());
+                file.cover_url = nonempty(info.cover_url.as_deref());
+            }
+            file.media_url = nonempty(pull.file_url.as_deref());
+            file.size = pull.meta_data.as_deref().and_then(|m| m.size);
+            file.duration = pull.meta_data.as_deref().and_then(|m| m.duration);
+            file.procedure_task_id = nonempty(pull.procedure_task_id.as_deref());
+            derived.files.push(file);
+        }
+        V3Payload::ProcedureStateChanged(procedure) => derive_procedure(procedure, task, derived),
+        V3Payload::FileDeleted(deleted) => {
+            let mut files: BTreeMap<String, FileState> = BTreeMap::new();
+            for id in deleted.file_id_set.iter().flatten() {
+                if let Some(file) = file(Some(id)) {
+                    files.entry(id.clone()).or_insert(FileState {
+                        deleted: true,
+                        ..file
+                    });
+                }
+            }
+            for item in deleted.file_delete_result_info.iter().flatten() {
+                let Some(id) = nonempty(item.file_id.as_deref()) else {
+                    continue;
+                };
+                let entry = files.entry(id.clone()).or_insert(FileState {
+                    file_id: id,
+                    ..FileState::default()
+                });
+                let parts: Vec<String> = item
+                    .delete_parts
+                    .iter()
+                    .flatten()
+                    .filter_map(|p| {
+                        p.r#type
+                            .as_deref()
+                            .map(|t| format!("{t}:{}", p.definition.unwrap_or(0)))
+                    })
+                    .collect();
+                // Only transcodes (say) deleted: the file itself remains.
+                entry.deleted =
+                    parts.is_empty() || parts.iter().any(|p| p.starts_with("OriginalFiles"));
+                entry.deleted_parts = parts;
+            }
+            derived.files.extend(files.into_values());
+        }
+        V3Payload::TranscodeComplete(transcode) => {
+            let Some(mut file) = file(transcode.file_id.as_deref()) else {
+                return;
+            };
+            file.name = nonempty(transcode.file_name.as_deref());
+            file.cover_url = nonempty(transcode.cover_url.as_deref());
+            for play in transcode.play_info_set.iter().flatten() {
+                if let (Some(def), Some(url)) = (play.definition, nonempty(play.url.as_deref())) {
+                    file.transcodes.insert(def.to_string(), url);
+                }
+            }
+            derived.files.push(file);
+        }
+        V3Payload::EditMediaComplete(edit) => {
+            let output = edit.output.as_deref();
+            output_file(
+                output.and_then(|o| o.file_id.as_deref()),
+                output.and_then(|o| o.file_url.as_deref()),
+                task,
+                derived,
+            );
+        }
+        V3Payload::ComposeMediaComplete(compose) => {
+            let output = compose.output.as_deref();
+            output_file(
+                output.and_then(|o| o.file_id.as_deref()),
+                output.and_then(|o| o.file_url.as_deref()),
+                task,
+                derived,
+            );
+        }
+        V3Payload::ClipComplete(clip) => {
+            let output = clip.file_info.as_deref();
+            output_file(
+                output.and_then(|o| o.file_id.as_deref()),
+                output.and_then(|o| o.file_url.as_deref()),
+                task,
+                derived,
+            );
+        }
+        V3Payload::CreateSnapshotByTimeOffsetComplete(snapshot) => {
+            let Some(mut file) = file(snapshot.file_id.as_deref()) else {
+                return;
+            };
+            file.snapshots = snapshot
+                .snapshot_info_set
+                .iter()
+                .flatten()
+                .filter_map(|s| nonempty(s.url.as_deref()))
+                .collect();
+            derived.files.push(file);
+        }
+        _ => derived.files.extend(file(event.file_id.as_deref())),
+    }
+}
+
+/// A task whose product is a new media file: remember the file and point
+/// the task's output at it.
+fn output_file(
+    file_id: Option<&str>,
+    url: Option<&str>,
+    task: &mut Option<TaskState>,
+    derived: &mut Derived,
+) {
+    if let Some(task) = task.as_mut() {
+        task.output = nonempty(url).map(|url| json!({ "file_id": file_id, "url": url }));
+    }
+    if let Some(mut file) = file(file_id) {
+        file.media_url = nonempty(url);
+        derived.files.push(file);
+    }
+}
+
+fn derive_procedure(
+    procedure: &ProcedureTask,
+    task: &mut Option<TaskState>,
+    derived: &mut Derived,
+) {
+    let mut file = file(procedure.file_id.as_deref());
+    if let Some(file) = file.as_mut() {
+        file.name = nonempty(procedure.file_name.as_deref());
+        file.media_url = nonempty(procedure.file_url.as_deref());
+        file.procedure_task_id = nonempty(procedure.task_id.as_deref());
+    }
+    for (index, result) in procedure
+        .media_process_result_set
+        .iter()
+        .flatten()
+        .enumerate()
+    {
+        let sub = media_process_subtask(result, index);
+        if let (Some(file), Some("SUCCESS")) = (file.as_mut(), sub.status.as_deref()) {
+            if let Some(output) = &sub.output {
+                if let (Some("Transcode"), Some(url)) =
+                    (result.r#type.as_deref(), output["url"].as_str())
+                {
+                    file.transcodes
+                        .insert(output["definition"].to_string(), url.to_owned());
+                }
+                if let Some(cover) = output["cover_url"].as_str() {
+                    file.cover_url = Some(cover.to_owned());
+                }
+                for url in output["urls"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                {
+                    if result.r#type.as_deref() != Some("ImageSprites")
+                        && !file.snapshots.iter().any(|s| s == url)
+                    {
+                        file.snapshots.push(url.to_owned());
+                    }
+                }
+            }
+        }
+        if let Some(task) = task.as_mut() {
+            task.subtasks
+                .insert(subtask_key(&sub.kind, sub.output.as_ref(), index), sub);
+        }
+    }
+    let ai = procedure
+        .ai_content_review_result_set
+        .iter()
+        .flatten()
+        .map(|r| ("Review", r.r#type.as_deref(), r.task()))
+        .chain(
+            procedure
+                .ai_analysis_result_set
+                .iter()
+                .flatten()
+                .map(|r| ("Analysis", r.r#type.as_deref(), r.task())),
+        )
+        .chain(
+            procedure
+                .ai_recognition_result_set
+                .iter()
+                .flatten()
+                .map(|r| ("Recognition", r.r#type.as_deref(), r.task())),
+        );
+    for (family, kind, result) in ai {
+        let kind = format!("{family}:{}", kind.unwrap_or("Unknown"));
+        let sub = SubtaskState {
+            status: result.and_then(|r| nonempty(r.status.as_deref())),
+            error: result.and_then(|r| error_of(r.err_code, r.err_code_ext.as_deref())),
+            message: result.and_then(|r| nonempty(r.message.as_deref())),
+            output: None,
+            kind: kind.clone(),
+        };
+        if let Some(task) = task.as_mut() {
+            task.subtasks.insert(kind, sub);
+        }
+    }
+    derived.files.extend(file);
+}
+
+fn subtask_key(kind: &str, output: Option<&Value>, index: usize) -> String {
+    match output.map(|o| &o["definition"]) {
+        Some(Value::Number(def)) => format!("{kind}:{def}"),
+        _ => format!("{kind}:#{index}"),
+    }
+}
+
+fn media_process_subtask(result: &MediaProcessTaskResult, index: usize) -> SubtaskState {
+    let kind = result
+        .r#type
+        .clone()
+        .unwrap_or_else(|| format!("Unknown#{index}"));
+    macro_rules! base {
+        ($task:expr, $output:expr) => {{
+            let task = $task;
+            SubtaskState {
+                kind: kind.clone(),
+                status: nonempty(task.status.as_deref()),
+                error: error_of(task.err_code, task.err_code_ext.as_deref()),
+                message: nonempty(task.message.as_deref())
+                    .filter(|_| error_of(task.err_code, task.err_code_ext.as_deref()).is_some()),
+                output: Some($output(task))
+                    .filter(|o: &Value| o.as_object().is_some_and(|o| !o.is_empty())),
+            }
+        }};
+    }
+    fn definition(input: Option<u64>, output: Option<i64>) -> Value {
+        input
+            .map(Value::from)
+            .or(output.map(Value::from))
+            .unwrap_or(Value::Null)
+    }
+    if let Some(task) = result.transcode_task.as_deref() {
+        return base!(
+            task,
+            |t: &crate::events::model::MediaProcessTaskTranscodeResult| {
+                let out = t.output.as_deref();
+                compact(json!({
+                    "definition": definition(t.input.as_deref().and_then(|i| i.definition), out.and_then(|o| o.definition)),
+                    "url": out.and_then(|o| o.url.as_deref()),
+                    "file_id": out.and_then(|o| o.file_id.as_deref()),
+                }))
+            }
+        );
+    }
+    if let Some(task) = result.cover_by_snapshot_task.as_deref() {
+        return base!(
+            task,
+            |t: &crate::events::model::MediaProcessTaskCoverBySnapshotResult| {
+                compact(json!({
+                    "definition": t.input.as_deref().and_then(|i| i.definition),
+                    "cover_url": t.output.as_deref().and_then(|o| o.cover_url.as_deref()),
+                }))
+            }
+        );
+    }
+    if let Some(task) = result.snapshot_by_time_offset_task.as_deref() {
+        return base!(
+            task,
+            |t: &crate::events::model::MediaProcessTaskSnapshotByTimeOffsetResult| {
+                let out = t.output.as_deref();
+                let urls: Vec<&str> = out
+                    .into_iter()
+                    .flat_map(|o| o.pic_info_set.iter().flatten())
+                    .filter_map(|p| p.url.as_deref())
+                    .collect();
+                compact(json!({
+                    "definition": definition(t.input.as_deref().and_then(|i| i.definition), out.and_then(|o| o.definition)),
+                    "urls": urls,
+                }))
+            }
+        );
+    }
+    if let Some(task) = result.sample_snapshot_task.as_deref() {
+        return base!(
+            task,
+            |t: &crate::events::model::MediaProcessTaskSampleSnapshotResult| {
+                let out = t.output.as_deref();
+                compact(json!({
+                    "definition": definition(t.input.as_deref().and_then(|i| i.definition), out.and_then(|o| o.definition)),
+                    "urls": out.and_then(|o| o.image_url_set.clone()),
+                }))
+            }
+        );
+    }
+    if let Some(task) = result.image_sprite_task.as_deref() {
+        return base!(
+            task,
+            |t: &crate::events::model::MediaProcessTaskImageSpriteResult| {
+                let out = t.output.as_deref();
+                compact(json!({
+                    "definition": definition(t.input.as_deref().and_then(|i| i.definition), out.and_then(|o| o.definition)),
+                    "urls": out.and_then(|o| o.image_url_set.clone()),
+                    "webvtt_url": out.and_then(|o| o.web_vtt_url.as_deref()),
+                }))
+            }
+        );
+    }
+    if let Some(task) = result.animated_graphic_task.as_deref() {
+        return base!(
+            task,
+            |t: &crate::events::model::MediaProcessTaskAnimatedGraphicResult| {
+                let out = t.output.as_deref();
+                compact(json!({
+                    "definition": definition(t.input.as_deref().and_then(|i| i.definition), out.and_then(|o| o.definition)),
+                    "url": out.and_then(|o| o.url.as_deref()),
+                }))
+            }
+        );
+    }
+    if let Some(task) = result.adaptive_dynamic_streaming_task.as_deref() {
+        return base!(
+            task,
+            |t: &crate::events::model::MediaProcessTaskAdaptiveDynamicStreamingResult| {
+                let out = t.output.as_deref();
+                compact(json!({
+                    "definition": definition(t.input.as_deref().and_then(|i| i.definition), out.and_then(|o| o.definition)),
+                    "package": out.and_then(|o| o.package.as_deref()),
+                    "url": out.and_then(|o| o.url.as_deref()),
+                }))
+            }
+        );
+    }
+    SubtaskState {
+        kind,
+        ..SubtaskState::default()
+    }
+}
+
+/// Drops null members.
+fn compact(mut value: Value) -> Value {
+    if let Some(object) = value.as_object_mut() {
+        object.retain(|_, v| !v.is_null());
+    }
+    value
+}
+
+fn derive_legacy(
+    event: &Event,
+    payload: &LegacyPayload,
+    task: &mut Option<TaskState>,
+    derived: &mut Derived,
+) {
+    match payload {
+        LegacyPayload::NewFileUpload(data) => {
+            let Some(mut file) = file(data.file_id.as_deref()) else {
+                return;
+            };
+            file.name = nonempty(data.file_name.as_deref());
+            file.media_url = nonempty(data.file_url.as_deref());
+            file.cover_url = nonempty(data.cover_url.as_deref());
+            file.procedure_task_id = nonempty(data.procedure_task_id.as_deref());
+            derived.files.push(file);
+        }
+        LegacyPayload::FileDeleted(data) => {
+            for info in data.file_info.iter().flatten() {
+                if let Some(file) = file(info.file_id.as_deref()) {
+                    derived.files.push(FileState {
+                        deleted: true,
+                        ..file
+                    });
+                }
+            }
+        }
+        LegacyPayload::ProcedureStateChanged(data) => {
+            if let Some(task) = task.as_mut() {
+                task.error = error_of(data.err_code, None);
+                let subtasks = data
+                    .process_task_list
+                    .iter()
+                    .flatten()
+                    .chain(data.content_review_list.iter().flatten())
+                    .chain(data.ai_analysis_list.iter().flatten());
+                for (index, sub) in subtasks.enumerate() {
+                    let state = legacy_subtask(sub);
+                    let key = subtask_key(&state.kind, sub.input.as_ref(), index);
+                    task.subtasks.insert(key, state);
+                }
+            }
+            derived.files.extend(file(data.file_id.as_deref()));
+        }
+        LegacyPayload::TranscodeComplete(data) => {
+            let Some(mut file) = file(data.file_id.as_deref()) else {
+                return;
+            };
+            file.name = nonempty(data.file_name.as_deref());
+            file.cover_url = nonempty(data.cover_url.as_deref());
+            for play in data.play_set.iter().flatten() {
+                if let (Some(def), Some(url)) = (play.definition, nonempty(play.url.as_deref())) {
+                    file.transcodes.insert(def.to_string(), url);
+                }
+            }
+            derived.files.push(file);
+        }
+        _ => derived.files.extend(file(event.file_id.as_deref())),
+    }
+}
+
+fn legacy_subtask(sub: &legacy::SubTask) -> SubtaskState {
+    let output = sub.output.as_ref();
+    let url = output
+        .and_then(|o| o.get("url").or_else(|| o.get("imageUrl")))
+        .cloned();
+    let urls = output.and_then(|o| o.get("imageUrls")).cloned();
+    SubtaskState {
+        kind: sub
+            .task_type
+            .clone()
+            .unwrap_or_else(|| "Unknown".to_owned()),
+        status: nonempty(sub.status.as_deref()),
+        error: error_of(sub.err_code, None),
+        message: nonempty(sub.message.as_deref()).filter(|_| sub.err_code.is_some_and(|c| c != 0)),
+        output: Some(compact(json!({ "url": url, "urls": urls })))
+            .filter(|o| o.as_object().is_some_and(|o| !o.is_empty())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(body: serde_json::Value) -> Event {
+        Event::parse(&serde_json::to_vec(&body).unwrap()).unwrap()
+    }
+
+    fn procedure(status: &str, transcode_status: &str) -> Event {
+        event(
+            json!({"EventType": "ProcedureStateChanged", "ProcedureStateChangeEvent": {
+            "TaskId": "p1", "Status": status, "FileId": "f1",
+            "MediaProcessResultSet": [
+                {"Type": "Transcode", "TranscodeTask": {"Status": transcode_status, "ErrCode": 0, "Message": "",
+                    "Input": {"Definition": 20}, "Output": {"Url": "https://x/v.f20.mp4", "Definition": 20}}},
+                {"Type": "CoverBySnapshot", "CoverBySnapshotTask": {"Status": "SUCCESS",
+                    "Input": {"Definition": 10}, "Output": {"CoverUrl": "https://x/cover.jpg"}}}
+            ]}}),
+        )
+    }
+
+    fn fold(events: &[Event]) -> (TaskState, FileState) {
+        let mut task = TaskState::default();
+        let mut file = FileState::default();
+        for event in events {
+            let derived = derive(event);
+            for update in derived.tasks {
+                task.merge(update);
+            }
+            for update in derived.files {
+                file.merge(update);
+            }
+        }
+        (task, file)
+    }
+
+    #[test]
+    fn finish_then_processing_leaves_finish() {
+        let finish = procedure("FINISH", "SUCCESS");
+        let processing = procedure("PROCESSING", "PROCESSING");
+        let (in_order, _) = fold(&[processing.clone(), finish.clone()]);
+        let (reversed, _) = fold(&[finish, processing]);
+        assert_eq!(in_order, reversed);
+        assert_eq!(reversed.status.as_deref(), Some("FINISH"));
+        assert_eq!(
+            reversed.subtasks["Transcode:20"].status.as_deref(),
+            Some("SUCCESS")
+        );
+        assert_eq!(
+            reversed.subtasks["CoverBySnapshot:10"]
+                .output
+                .as_ref()
+                .unwrap()["cover_url"],
+            "https://x/cover.jpg"
+        );
+    }
+
+    #[test]
+    fn a_file_collects_upload_outputs_and_deletion_in_any_order() {
+        let upload = event(
+            json!({"EventType": "NewFileUpload", "FileUploadEvent": {"FileId": "f1", "ProcedureTaskId": "p1",
+            "MediaBasicInfo": {"Name": "clip", "MediaUrl": "https://x/clip.mp4", "Category": "Video"},
+            "MetaData": {"Size": 100, "Duration": 1.5}}}),
+        );
+        let done = procedure("FINISH", "SUCCESS");
+        let deleted =
+            event(json!({"EventType": "FileDeleted", "FileDeleteEvent": {"FileIdSet": ["f1"]}}));
+        let (_, forward) = fold(&[upload.clone(), done.clone(), deleted.clone()]);
+        let (_, backward) = fold(&[deleted, done, upload]);
+        assert_eq!(forward, backward);
+        assert_eq!(forward.name.as_deref(), Some("clip"));
+        assert_eq!(forward.media_url.as_deref(), Some("https://x/clip.mp4"));
+        assert_eq!(forward.cover_url.as_deref(), Some("https://x/cover.jpg"));
+        assert_eq!(forward.transcodes["20"], "https://x/v.f20.mp4");
+        assert_eq!(forward.procedure_task_id.as_deref(), Some("p1"));
+        assert_eq!((forward.size, forward.duration), (Some(100), Some(1.5)));
+        assert!(forward.deleted);
+    }
+
+    #[test]
+    fn deleting_only_transcodes_leaves_the_file() {
+        let partial = event(json!({"EventType": "FileDeleted", "FileDeleteEvent": {
+            "FileDeleteResultInfo": [{"FileId": "f2", "DeleteParts": [{"Type": "TranscodeFiles", "Definition": 20}]}]}}));
+        let derived = derive(&partial);
+        assert_eq!(derived.files.len(), 1);
+        assert!(!derived.files[0].deleted);
+        assert_eq!(derived.files[0].deleted_parts, ["TranscodeFiles:20"]);
+    }
+
+    #[test]
+    fn an_upload_does_not_create_the_task_it_names() {
+        let upload = event(
+            json!({"EventType": "NewFileUpload", "FileUploadEvent": {"FileId": "f1", "ProcedureTaskId": "p1"}}),
+        );
+        assert!(derive(&upload).tasks.is_empty());
+    }
+}

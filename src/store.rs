@@ -1,0 +1,1029 @@
+//! The durable event store: SQLite in one file, and the only module that
+//! contains SQL.
+//!
+//! # Writing
+//!
+//! One writer thread owns the write connection. Requests reach it over a
+//! channel; it takes every request waiting (up to [`MAX_BATCH`]), writes
+//! them in one `BEGIN IMMEDIATE … COMMIT` (group commit) and only then
+//! answers each of them. The database runs in WAL mode with
+//! `synchronous=FULL`, so a commit that returned is on disk: a caller that
+//! got `Ok` may acknowledge the event.
+//!
+//! Each event is written under its own savepoint, so one event that cannot
+//! be written fails alone; a commit that fails (disk full, file unwritable,
+//! database locked past the busy timeout) fails the whole batch, and the
+//! next batch simply tries again.
+//!
+//! # Deduplication and derived state
+//!
+//! Events are unique on their dedup key (`events::dedup_key`). A duplicate
+//! only bumps `times_seen`/`last_seen`. A new event also folds its
+//! `state::Derived` updates into the `tasks` and `files` tables (JSON
+//! documents merged by `state`), in the same transaction.
+//!
+//! # Reading
+//!
+//! [`Reader`] opens its own read-only connection; in WAL mode readers never
+//! block the writer, so the query commands work while the daemon runs.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use rusqlite::{
+    params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
+};
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use crate::events::{self, Event};
+use crate::state::{self, Derived, FileState, TaskState};
+
+/// Most requests written in one transaction.
+pub const MAX_BATCH: usize = 512;
+
+/// Bodies refused with 400 kept for inspection.
+pub const REJECTED_KEPT: i64 = 1000;
+
+/// The schema, one migration per entry; `PRAGMA user_version` counts the
+/// ones applied.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE events (
+    id           INTEGER PRIMARY KEY,
+    dedup_key    BLOB    NOT NULL UNIQUE,
+    received_at  INTEGER NOT NULL,
+    last_seen    INTEGER NOT NULL,
+    times_seen   INTEGER NOT NULL DEFAULT 1,
+    source       TEXT    NOT NULL,
+    format       TEXT    NOT NULL,
+    event_type   TEXT    NOT NULL,
+    file_id      TEXT,
+    task_id      TEXT,
+    status       TEXT,
+    parse_error  TEXT,
+    remote       TEXT,
+    raw          BLOB    NOT NULL
+);
+CREATE INDEX events_received_at ON events (received_at);
+CREATE INDEX events_file_id ON events (file_id) WHERE file_id IS NOT NULL;
+CREATE INDEX events_task_id ON events (task_id) WHERE task_id IS NOT NULL;
+CREATE INDEX events_event_type ON events (event_type);
+
+-- Every file an event concerns (a FileDeleted may name several).
+CREATE TABLE event_files (
+    file_id  TEXT    NOT NULL,
+    event_id INTEGER NOT NULL,
+    PRIMARY KEY (file_id, event_id)
+) WITHOUT ROWID;
+CREATE INDEX event_files_event_id ON event_files (event_id);
+
+CREATE TABLE tasks (
+    task_id     TEXT PRIMARY KEY,
+    task_type   TEXT,
+    file_id     TEXT,
+    status      TEXT,
+    state       TEXT NOT NULL,
+    first_event INTEGER NOT NULL,
+    last_event  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL
+);
+CREATE INDEX tasks_file_id ON tasks (file_id);
+
+CREATE TABLE files (
+    file_id     TEXT PRIMARY KEY,
+    deleted     INTEGER NOT NULL DEFAULT 0,
+    state       TEXT NOT NULL,
+    first_event INTEGER NOT NULL,
+    last_event  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL
+);
+
+CREATE TABLE rejected (
+    id          INTEGER PRIMARY KEY,
+    received_at INTEGER NOT NULL,
+    source      TEXT NOT NULL,
+    remote      TEXT,
+    reason      TEXT NOT NULL,
+    body        BLOB NOT NULL
+);
+"#];
+
+/// Store settings, from `[store]`.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// The database file.
+    pub path: PathBuf,
+    /// How long a write waits for a lock held by another process.
+    pub busy_timeout: Duration,
+}
+
+/// Why a write failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot commit right now (disk, permissions, lock); the
+    /// event was not stored and may be sent again.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The writer thread is gone (the daemon is stopping).
+    #[error("store closed")]
+    Closed,
+}
+
+/// An event ready to be written: parsed and derived off the writer thread.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// The exact bytes received.
+    pub raw: Bytes,
+    /// `events::dedup_key` of `raw`.
+    pub dedup_key: [u8; 32],
+    /// `push`, `pull` or `replay`.
+    pub source: &'static str,
+    /// Peer address, when known.
+    pub remote: Option<String>,
+    /// Milliseconds since the epoch.
+    pub received_at: i64,
+    /// Columns taken from the parsed event.
+    pub meta: EventMeta,
+    /// Task and file updates.
+    pub derived: Derived,
+}
+
+/// The searchable columns of an event.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct EventMeta {
+    /// `v3` or `v2017`.
+    pub format: String,
+    /// `EventType` as sent or inferred.
+    pub event_type: String,
+    /// File id, if any.
+    pub file_id: Option<String>,
+    /// Task id, if any.
+    pub task_id: Option<String>,
+    /// Status, if any.
+    pub status: Option<String>,
+    /// Why the typed parse failed.
+    pub parse_error: Option<String>,
+}
+
+impl EventMeta {
+    /// The columns of `event`.
+    pub fn of(event: &Event) -> EventMeta {
+        EventMeta {
+            format: event.format.as_str().to_owned(),
+            event_type: event.event_type.clone(),
+            file_id: event.file_id.clone(),
+            task_id: event.task_id.clone(),
+            status: event.status.clone(),
+            parse_error: event.parse_error.clone(),
+        }
+    }
+}
+
+/// The result of writing an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    /// The event's id in the store.
+    pub id: i64,
+    /// How often it has been received, this delivery included.
+    pub times_seen: i64,
+}
+
+impl Stored {
+    /// True when this delivery was not the first.
+    pub fn duplicate(&self) -> bool {
+        self.times_seen > 1
+    }
+}
+
+/// A body refused with 400, kept (bounded) for inspection.
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    /// The bytes received.
+    pub body: Bytes,
+    /// Why it was refused.
+    pub reason: String,
+    /// `push`, `pull`, …
+    pub source: &'static str,
+    /// Peer address, when known.
+    pub remote: Option<String>,
+    /// Milliseconds since the epoch.
+    pub received_at: i64,
+}
+
+enum Command {
+    Insert(Box<NewEvent>, oneshot::Sender<Result<Stored, StoreError>>),
+    Reject(Box<Rejected>, oneshot::Sender<Result<(), StoreError>>),
+    Prune(i64, oneshot::Sender<Result<usize, StoreError>>),
+    Probe(oneshot::Sender<Result<(), StoreError>>),
+}
+
+/// A cheap-clone handle to the writer thread.
+#[derive(Debug, Clone)]
+pub struct Store {
+    commands: mpsc::Sender<Command>,
+    path: PathBuf,
+}
+
+/// Milliseconds since the epoch, now.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn open_connection(
+    path: &Path,
+    flags: OpenFlags,
+    busy_timeout: Duration,
+) -> anyhow::Result<Connection> {
+    let connection = Connection::open_with_flags(path, flags)
+        .with_context(|| format!("cannot open database {}", path.display()))?;
+    connection
+        .busy_timeout(busy_timeout)
+        .context("cannot set the busy timeout")?;
+    Ok(connection)
+}
+
+/// Brings the schema up to date.
+///
+/// # Errors
+///
+/// The file is not a vodhook database, was written by a newer vodhook, or a
+/// migration fails.
+fn migrate(connection: &mut Connection, path: &Path) -> anyhow::Result<()> {
+    let version: i64 = connection
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .with_context(|| format!("{} is not an SQLite database", path.display()))?;
+    let latest = MIGRATIONS.len() as i64;
+    if version > latest {
+        anyhow::bail!(
+            "database {} has schema version {version}, newer than this vodhook supports ({latest}); use a newer vodhook",
+            path.display()
+        );
+    }
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let transaction = connection.transaction()?;
+        transaction
+            .execute_batch(migration)
+            .with_context(|| format!("migration {} failed", index + 1))?;
+        transaction.pragma_update(None, "user_version", index as i64 + 1)?;
+        transaction.commit()?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Opens (or creates) the database, migrates it and starts the writer.
+    ///
+    /// # Errors
+    ///
+    /// The file cannot be opened or created, is not a vodhook database, or
+    /// has a newer schema.
+    pub fn open(options: &StoreOptions) -> anyhow::Result<Store> {
+        let path = &options.path;
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if !parent.is_dir() {
+                anyhow::bail!(
+                    "cannot open database {}: directory {} does not exist",
+                    path.display(),
+                    parent.display()
+                );
+            }
+        }
+        let mut connection = open_connection(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            options.busy_timeout,
+        )?;
+        let mode: String = connection
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .with_context(|| format!("cannot use {}", path.display()))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            anyhow::bail!(
+                "database {} cannot use WAL mode (got {mode})",
+                path.display()
+            );
+        }
+        connection.pragma_update(None, "synchronous", "FULL")?;
+        migrate(&mut connection, path)?;
+        let (commands, receiver) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("vodhook-store".to_owned())
+            .spawn(move || Writer { connection }.run(&receiver))
+            .context("cannot start the store writer")?;
+        Ok(Store {
+            commands,
+            path: path.clone(),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn call<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Command,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(command(reply))
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Writes `event` durably (or counts a duplicate); returns once the
+    /// transaction holding it has committed.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`]: nothing was stored.
+    pub async fn insert(&self, event: NewEvent) -> Result<Stored, StoreError> {
+        self.call(|reply| Command::Insert(Box::new(event), reply))
+            .await
+    }
+
+    /// Keeps a refused body; the oldest beyond [`REJECTED_KEPT`] are dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`]: the body was not kept.
+    pub async fn reject(&self, rejected: Rejected) -> Result<(), StoreError> {
+        self.call(|reply| Command::Reject(Box::new(rejected), reply))
+            .await
+    }
+
+    /// Deletes events received before `cutoff_ms`, and task and file state
+    /// not updated since; returns how many events were deleted.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    pub async fn prune(&self, cutoff_ms: i64) -> Result<usize, StoreError> {
+        self.call(|reply| Command::Prune(cutoff_ms, reply)).await
+    }
+
+    /// Succeeds when the store can take a write lock right now.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    pub async fn probe(&self) -> Result<(), StoreError> {
+        self.call(Command::Probe).await
+    }
+}
+
+struct Writer {
+    connection: Connection,
+}
+
+fn unavailable(error: &rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(error.to_string())
+}
+
+impl Writer {
+    fn run(mut self, receiver: &mpsc::Receiver<Command>) {
+        while let Ok(first) = receiver.recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match receiver.try_recv() {
+                    Ok(command) => batch.push(command),
+                    Err(_) => break,
+                }
+            }
+            self.process(batch);
+        }
+    }
+
+    fn process(&mut self, batch: Vec<Command>) {
+        let mut writes = Vec::with_capacity(batch.len());
+        for command in batch {
+            match command {
+                Command::Prune(cutoff, reply) => {
+                    let _ = reply.send(self.prune(cutoff).map_err(|e| unavailable(&e)));
+                }
+                Command::Probe(reply) => {
+                    let probed = self
+                        .connection
+                        .transaction_with_behavior(TransactionBehavior::Immediate)
+                        .and_then(Transaction::commit);
+                    let _ = reply.send(probed.map_err(|e| unavailable(&e)));
+                }
+                write => writes.push(write),
+            }
+        }
+        if writes.is_empty() {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let count = writes.len();
+        match self.write_batch(&writes) {
+            Ok(results) => {
+                tracing::trace!(
+                    batch = count,
+                    elapsed_us = started.elapsed().as_micros() as u64,
+                    "committed"
+                );
+                for (command, result) in writes.into_iter().zip(results) {
+                    match command {
+                        Command::Insert(_, reply) => {
+                            let _ = reply.send(result);
+                        }
+                        Command::Reject(_, reply) => {
+                            let _ = reply.send(result.map(|_| ()));
+                        }
+                        Command::Prune(..) | Command::Probe(_) => {}
+                    }
+                }
+            }
+            Err(error) => {
+                let error = unavailable(&error);
+                tracing::error!(%error, batch = count, "store commit failed; nothing in this batch was stored");
+                for command in writes {
+                    match command {
+                        Command::Insert(_, reply) => {
+                            let _ = reply.send(Err(error.clone()));
+                        }
+                        Command::Reject(_, reply) => {
+                            let _ = reply.send(Err(error.clone()));
+                        }
+                        Command::Prune(..) | Command::Probe(_) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// One transaction for the batch; per-command results, or the error
+    /// that failed the whole transaction.
+    fn write_batch(
+        &mut self,
+        writes: &[Command],
+    ) -> rusqlite::Result<Vec<Result<Stored, StoreError>>> {
+        let mut transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut results = Vec::with_capacity(writes.len());
+        let mut rejected = false;
+        for command in writes {
+            let mut savepoint = transaction.savepoint()?;
+            let result = match command {
+                Command::Insert(event, _) => insert_event(&savepoint, event),
+                Command::Reject(body, _) => {
+                    rejected = true;
+                    insert_rejected(&savepoint, body).map(|id| Stored { id, times_seen: 1 })
+                }
+                Command::Prune(..) | Command::Probe(_) => continue,
+            };
+            match result {
+                Ok(stored) => {
+                    savepoint.commit()?;
+                    results.push(Ok(stored));
+                }
+                Err(error) => {
+                    savepoint.rollback()?;
+                    savepoint.commit()?;
+                    tracing::error!(%error, "cannot store one event; the rest of its batch is stored");
+                    results.push(Err(unavailable(&error)));
+                }
+            }
+        }
+        if rejected {
+            transaction.execute(
+                "DELETE FROM rejected WHERE id <= (SELECT max(id) FROM rejected) - ?1",
+                params![REJECTED_KEPT],
+            )?;
+        }
+        transaction.commit()?;
+        Ok(results)
+    }
+
+    fn prune(&mut self, cutoff: i64) -> rusqlite::Result<usize> {
+        let mut deleted = 0;
+        // In slices, so that writers are not held up for long.
+        loop {
+            let transaction = self
+                .connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            transaction.execute(
+                "DELETE FROM event_files WHERE event_id IN
+                     (SELECT id FROM events WHERE received_at < ?1 ORDER BY id LIMIT 5000)",
+                params![cutoff],
+            )?;
+            let count = transaction.execute(
+                "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE received_at < ?1 ORDER BY id LIMIT 5000)",
+                params![cutoff],
+            )?;
+            transaction.commit()?;
+            deleted += count;
+            if count < 5000 {
+                break;
+            }
+        }
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        transaction.execute("DELETE FROM tasks WHERE updated_at < ?1", params![cutoff])?;
+        transaction.execute("DELETE FROM files WHERE updated_at < ?1", params![cutoff])?;
+        transaction.execute(
+            "DELETE FROM rejected WHERE received_at < ?1",
+            params![cutoff],
+        )?;
+        transaction.commit()?;
+        Ok(deleted)
+    }
+}
+
+fn insert_event(connection: &Connection, event: &NewEvent) -> rusqlite::Result<Stored> {
+    let mut statement = connection.prepare_cached(
+        "INSERT INTO events (dedup_key, received_at, last_seen, times_seen, source, format, event_type,
+                             file_id, task_id, status, parse_error, remote, raw)
+         VALUES (?1, ?2, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+         ON CONFLICT (dedup_key) DO UPDATE SET times_seen = times_seen + 1, last_seen = excluded.last_seen
+         RETURNING id, times_seen",
+    )?;
+    let meta = &event.meta;
+    let stored = statement.query_row(
+        params![
+            &event.dedup_key[..],
+            event.received_at,
+            event.source,
+            meta.format,
+            meta.event_type,
+            meta.file_id,
+            meta.task_id,
+            meta.status,
+            meta.parse_error,
+            event.remote,
+            &event.raw[..],
+        ],
+        |row| {
+            Ok(Stored {
+                id: row.get(0)?,
+                times_seen: row.get(1)?,
+            })
+        },
+    )?;
+    if !stored.duplicate() {
+        apply_derived(connection, &event.derived, stored.id, event.received_at)?;
+    }
+    Ok(stored)
+}
+
+/// Folds one event's updates into the `tasks` and `files` documents.
+fn apply_derived(
+    connection: &Connection,
+    derived: &Derived,
+    event_id: i64,
+    at: i64,
+) -> rusqlite::Result<()> {
+    for file in &derived.files {
+        connection
+            .prepare_cached(
+                "INSERT OR IGNORE INTO event_files (file_id, event_id) VALUES (?1, ?2)",
+            )?
+            .execute(params![file.file_id, event_id])?;
+    }
+    for update in &derived.tasks {
+        let known: Option<String> = connection
+            .prepare_cached("SELECT state FROM tasks WHERE task_id = ?1")?
+            .query_row(params![update.task_id], |row| row.get(0))
+            .optional()?;
+        let mut task = known
+            .and_then(|json| serde_json::from_str::<TaskState>(&json).ok())
+            .unwrap_or_else(|| TaskState {
+                task_id: update.task_id.clone(),
+                ..TaskState::default()
+            });
+        task.merge(update.clone());
+        connection
+            .prepare_cached(
+                "INSERT INTO tasks (task_id, task_type, file_id, status, state, first_event, last_event, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)
+                 ON CONFLICT (task_id) DO UPDATE SET task_type = excluded.task_type, file_id = excluded.file_id,
+                     status = excluded.status, state = excluded.state, last_event = excluded.last_event,
+                     updated_at = excluded.updated_at",
+            )?
+            .execute(params![
+                task.task_id,
+                task.task_type,
+                task.file_id,
+                task.status,
+                to_json(&task),
+                event_id,
+                at
+            ])?;
+    }
+    for update in &derived.files {
+        let known: Option<String> = connection
+            .prepare_cached("SELECT state FROM files WHERE file_id = ?1")?
+            .query_row(params![update.file_id], |row| row.get(0))
+            .optional()?;
+        let mut file = known
+            .and_then(|json| serde_json::from_str::<FileState>(&json).ok())
+            .unwrap_or_else(|| FileState {
+                file_id: update.file_id.clone(),
+                ..FileState::default()
+            });
+        file.merge(update.clone());
+        connection
+            .prepare_cached(
+                "INSERT INTO files (file_id, deleted, state, first_event, last_event, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?4, ?5)
+                 ON CONFLICT (file_id) DO UPDATE SET deleted = excluded.deleted, state = excluded.state,
+                     last_event = excluded.last_event, updated_at = excluded.updated_at",
+            )?
+            .execute(params![file.file_id, file.deleted, to_json(&file), event_id, at])?;
+    }
+    Ok(())
+}
+
+fn to_json(value: &impl Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "{}".to_owned())
+}
+
+fn insert_rejected(connection: &Connection, rejected: &Rejected) -> rusqlite::Result<i64> {
+    connection
+        .prepare_cached("INSERT INTO rejected (received_at, source, remote, reason, body) VALUES (?1, ?2, ?3, ?4, ?5)")?
+        .execute(params![
+            rejected.received_at,
+            rejected.source,
+            rejected.remote,
+            rejected.reason,
+            &rejected.body[..]
+        ])?;
+    Ok(connection.last_insert_rowid())
+}
+
+/// What `reindex` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ReindexReport {
+    /// Events read.
+    pub events: u64,
+    /// Tasks rebuilt.
+    pub tasks: u64,
+    /// Files rebuilt.
+    pub files: u64,
+    /// Events whose typed parse failed (their ids still count).
+    pub parse_errors: u64,
+}
+
+/// Rebuilds `tasks` and `files` from the raw events, in one transaction,
+/// re-parsing every body with the current parser (the columns of each
+/// event are refreshed too).
+///
+/// # Errors
+///
+/// The database cannot be opened or written.
+pub fn reindex(options: &StoreOptions) -> anyhow::Result<ReindexReport> {
+    if !options.path.exists() {
+        anyhow::bail!("no database at {}", options.path.display());
+    }
+    let mut connection = open_connection(
+        &options.path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE,
+        options.busy_timeout,
+    )?;
+    migrate(&mut connection, &options.path)?;
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    transaction.execute_batch("DELETE FROM tasks; DELETE FROM files; DELETE FROM event_files;")?;
+    let mut report = ReindexReport {
+        events: 0,
+        tasks: 0,
+        files: 0,
+        parse_errors: 0,
+    };
+    {
+        let mut select =
+            transaction.prepare("SELECT id, received_at, raw FROM events ORDER BY id")?;
+        let mut rows = select.query([])?;
+        while let Some(row) = rows.next()? {
+            let id: i64 = row.get(0)?;
+            let at: i64 = row.get(1)?;
+            let raw: Vec<u8> = row.get(2)?;
+            report.events += 1;
+            let Ok(event) = Event::parse(&raw) else {
+                continue;
+            };
+            if event.parse_error.is_some() {
+                report.parse_errors += 1;
+            }
+            let meta = EventMeta::of(&event);
+            transaction
+                .prepare_cached(
+                    "UPDATE events SET format = ?2, event_type = ?3, file_id = ?4, task_id = ?5, status = ?6,
+                         parse_error = ?7 WHERE id = ?1",
+                )?
+                .execute(params![id, meta.format, meta.event_type, meta.file_id, meta.task_id, meta.status, meta.parse_error])?;
+            apply_derived(&transaction, &state::derive(&event), id, at)?;
+        }
+    }
+    report.tasks =
+        transaction.query_row("SELECT count(*) FROM tasks", [], |row| row.get::<_, i64>(0))? as u64;
+    report.files =
+        transaction.query_row("SELECT count(*) FROM files", [], |row| row.get::<_, i64>(0))? as u64;
+    transaction.commit()?;
+    Ok(report)
+}
+
+/// Filters of `events list`.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    /// Only this event type.
+    pub event_type: Option<String>,
+    /// Only this file.
+    pub file_id: Option<String>,
+    /// Only this task.
+    pub task_id: Option<String>,
+    /// Only events first received at or after this time (ms).
+    pub since_ms: Option<i64>,
+    /// At most this many, newest first.
+    pub limit: u32,
+}
+
+/// One stored event, without its body.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventRow {
+    /// Id in the store.
+    pub id: i64,
+    /// First received (ms since the epoch).
+    pub received_at: i64,
+    /// Last received (ms since the epoch).
+    pub last_seen: i64,
+    /// Deliveries so far.
+    pub times_seen: i64,
+    /// How it first arrived.
+    pub source: String,
+    /// Peer address of the first delivery.
+    pub remote: Option<String>,
+    /// Columns from the parsed event.
+    #[serde(flatten)]
+    pub meta: EventMeta,
+}
+
+/// A stored task with its derived state.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskRecord {
+    /// The merged state.
+    #[serde(flatten)]
+    pub state: TaskState,
+    /// Last update (ms since the epoch).
+    pub updated_at: i64,
+}
+
+/// A stored file with its derived state.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FileRecord {
+    /// The merged state.
+    #[serde(flatten)]
+    pub state: FileState,
+    /// Last update (ms since the epoch).
+    pub updated_at: i64,
+}
+
+/// A body refused with 400.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RejectedRow {
+    /// Id in the `rejected` table.
+    pub id: i64,
+    /// When (ms since the epoch).
+    pub received_at: i64,
+    /// How it arrived.
+    pub source: String,
+    /// Peer address.
+    pub remote: Option<String>,
+    /// Why it was refused.
+    pub reason: String,
+    /// The bytes, lossily as text.
+    pub body: String,
+}
+
+/// A read-only connection for queries.
+pub struct Reader {
+    connection: Connection,
+}
+
+const EVENT_COLUMNS: &str =
+    "id, received_at, last_seen, times_seen, source, remote, format, event_type, file_id, task_id, status, parse_error";
+
+fn event_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
+    Ok(EventRow {
+        id: row.get(0)?,
+        received_at: row.get(1)?,
+        last_seen: row.get(2)?,
+        times_seen: row.get(3)?,
+        source: row.get(4)?,
+        remote: row.get(5)?,
+        meta: EventMeta {
+            format: row.get(6)?,
+            event_type: row.get(7)?,
+            file_id: row.get(8)?,
+            task_id: row.get(9)?,
+            status: row.get(10)?,
+            parse_error: row.get(11)?,
+        },
+    })
+}
+
+impl Reader {
+    /// Opens `path` read-only.
+    ///
+    /// # Errors
+    ///
+    /// No database there, or not a vodhook database of a known version.
+    pub fn open(path: &Path) -> anyhow::Result<Reader> {
+        if !path.exists() {
+            anyhow::bail!(
+                "no database at {} (start `vodhook serve` or pass --db)",
+                path.display()
+            );
+        }
+        let connection = open_connection(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            Duration::from_secs(5),
+        )?;
+        let version: i64 = connection
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .with_context(|| format!("{} is not an SQLite database", path.display()))?;
+        let latest = MIGRATIONS.len() as i64;
+        if version == 0 {
+            anyhow::bail!("{} is not a vodhook database", path.display());
+        }
+        if version > latest {
+            anyhow::bail!(
+                "database {} has schema version {version}, newer than this vodhook supports ({latest})",
+                path.display()
+            );
+        }
+        Ok(Reader { connection })
+    }
+
+    /// Events matching `filter`, newest first.
+    ///
+    /// # Errors
+    ///
+    /// The query fails.
+    pub fn events(&self, filter: &EventFilter) -> anyhow::Result<Vec<EventRow>> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events
+             WHERE (?1 IS NULL OR event_type = ?1)
+               AND (?2 IS NULL OR file_id = ?2 OR id IN (SELECT event_id FROM event_files WHERE file_id = ?2))
+               AND (?3 IS NULL OR task_id = ?3) AND (?4 IS NULL OR received_at >= ?4)
+             ORDER BY id DESC LIMIT ?5"
+        );
+        let mut statement = self.connection.prepare(&sql)?;
+        let rows = statement.query_map(
+            params![
+                filter.event_type,
+                filter.file_id,
+                filter.task_id,
+                filter.since_ms,
+                filter.limit
+            ],
+            event_row,
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// One event and its exact body.
+    ///
+    /// # Errors
+    ///
+    /// The query fails.
+    pub fn event(&self, id: i64) -> anyhow::Result<Option<(EventRow, Vec<u8>)>> {
+        let sql = format!("SELECT {EVENT_COLUMNS}, raw FROM events WHERE id = ?1");
+        Ok(self
+            .connection
+            .query_row(&sql, params![id], |row| {
+                Ok((event_row(row)?, row.get::<_, Vec<u8>>(12)?))
+            })
+            .optional()?)
+    }
+
+    /// The derived state of a task.
+    ///
+    /// # Errors
+    ///
+    /// The query fails.
+    pub fn task(&self, task_id: &str) -> anyhow::Result<Option<TaskRecord>> {
+        let row: Option<(String, i64)> = self
+            .connection
+            .query_row(
+                "SELECT state, updated_at FROM tasks WHERE task_id = ?1",
+                params![task_id],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?;
+        row.map(|(json, updated_at)| {
+            let state =
+                serde_json::from_str(&json).context("corrupt task state; run `vodhook reindex`")?;
+            Ok(TaskRecord { state, updated_at })
+        })
+        .transpose()
+    }
+
+    /// The tasks that work on a file, most recently updated first.
+    ///
+    /// # Errors
+    ///
+    /// The query fails.
+    pub fn tasks_of_file(&self, file_id: &str) -> anyhow::Result<Vec<TaskRecord>> {
+        let mut statement = self
+            .connection
+            .prepare("SELECT state, updated_at FROM tasks WHERE file_id = ?1 ORDER BY updated_at DESC, task_id")?;
+        let rows = statement.query_map(params![file_id], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+        })?;
+        let mut tasks = Vec::new();
+        for row in rows {
+            let (json, updated_at) = row?;
+            let state =
+                serde_json::from_str(&json).context("corrupt task state; run `vodhook reindex`")?;
+            tasks.push(TaskRecord { state, updated_at });
+        }
+        Ok(tasks)
+    }
+
+    /// The derived state of a file.
+    ///
+    /// # Errors
+    ///
+    /// The query fails.
+    pub fn file(&self, file_id: &str) -> anyhow::Result<Option<FileRecord>> {
+        let row: Option<(String, i64)> = self
+            .connection
+            .query_row(
+                "SELECT state, updated_at FROM files WHERE file_id = ?1",
+                params![file_id],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?;
+        row.map(|(json, updated_at)| {
+            let state =
+                serde_json::from_str(&json).context("corrupt file state; run `vodhook reindex`")?;
+            Ok(FileRecord { state, updated_at })
+        })
+        .transpose()
+    }
+
+    /// The most recent refused bodies, newest first.
+    ///
+    /// # Errors
+    ///
+    /// The query fails.
+    pub fn rejected(&self, limit: u32) -> anyhow::Result<Vec<RejectedRow>> {
+        let mut statement = self
+            .connection
+            .prepare("SELECT id, received_at, source, remote, reason, body FROM rejected ORDER BY id DESC LIMIT ?1")?;
+        let rows = statement.query_map(params![limit], |row| {
+            Ok(RejectedRow {
+                id: row.get(0)?,
+                received_at: row.get(1)?,
+                source: row.get(2)?,
+                remote: row.get(3)?,
+                reason: row.get(4)?,
+                body: String::from_utf8_lossy(&row.get::<_, Vec<u8>>(5)?).into_owned(),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// How many events, and how many distinct deliveries, the store holds.
+    ///
+    /// # Errors
+    ///
+    /// The query fails.
+    pub fn counts(&self) -> anyhow::Result<(i64, i64)> {
+        Ok(self.connection.query_row(
+            "SELECT count(*), coalesce(sum(times_seen), 0) FROM events",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?)
+    }
+}
+
+/// Builds the [`NewEvent`] for a parsed body.
+pub fn new_event(
+    event: &Event,
+    raw: Bytes,
+    source: &'static str,
+    remote: Option<String>,
+) -> NewEvent {
+    NewEvent {
+        dedup_key: events::dedup_key(&raw),
+        raw,
+        source,
+        remote,
+        received_at: now_ms(),
+        meta: EventMeta::of(event),
+        derived: state::derive(event),
+    }
+}

@@ -1,0 +1,342 @@
+//! The durable store through the running server: duplicates, derived state
+//! that tolerates order, failures answered 503 and recovered from,
+//! refused bodies kept, retention, schema versions.
+
+use serde_json::{json, Value};
+use vodhook::config::Config;
+use vodhook::store::{EventFilter, Reader, Store, StoreOptions};
+
+use crate::helpers::{fixture, TestApp};
+
+fn all() -> EventFilter {
+    EventFilter {
+        limit: 10_000,
+        ..EventFilter::default()
+    }
+}
+
+#[tokio::test]
+async fn a_duplicate_is_stored_once_and_counted() {
+    let mut app = TestApp::spawn().await;
+    let body = json!({"EventType": "ProcedureStateChanged", "ProcedureStateChangeEvent": {
+        "TaskId": "dup-1", "Status": "FINISH", "FileId": "777"}});
+    let first = app.post_event(serde_json::to_vec(&body).unwrap()).await;
+    assert!(!first.stored.duplicate());
+
+    // The same event again, then as VOD would resend or pull it: with
+    // other transport fields and another key order.
+    let again = app.post_event(serde_json::to_vec(&body).unwrap()).await;
+    let mut transported = body.clone();
+    transported["Sign"] = json!("0123456789abcdef0123456789abcdef");
+    transported["T"] = json!(1_900_000_000);
+    transported["EventHandle"] = json!("handle-9");
+    let reordered = r#"{"EventHandle":"h2","ProcedureStateChangeEvent":{"FileId":"777","Status":"FINISH","TaskId":"dup-1"},"EventType":"ProcedureStateChanged"}"#;
+    let third = app
+        .post_event(serde_json::to_vec(&transported).unwrap())
+        .await;
+    let fourth = app.post_event(reordered).await;
+    for (later, seen) in [(&again, 2), (&third, 3), (&fourth, 4)] {
+        assert!(later.stored.duplicate());
+        assert_eq!(later.stored.id, first.stored.id);
+        assert_eq!(later.stored.times_seen, seen);
+    }
+
+    let rows = app.reader().events(&all()).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].times_seen, 4);
+    assert!(rows[0].last_seen >= rows[0].received_at);
+    let (_, stored_body) = app.reader().event(first.stored.id).unwrap().unwrap();
+    assert_eq!(
+        stored_body,
+        serde_json::to_vec(&body).unwrap(),
+        "the first delivery's bytes are kept"
+    );
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn finish_then_processing_leaves_finish() {
+    let mut app = TestApp::spawn().await;
+    let procedure = |status: &str, transcode: &str| {
+        json!({"EventType": "ProcedureStateChanged", "ProcedureStateChangeEvent": {
+            "TaskId": "order-1", "Status": status, "FileId": "888",
+            "MediaProcessResultSet": [{"Type": "Transcode", "TranscodeTask": {
+                "Status": transcode, "Input": {"Definition": 20},
+                "Output": if transcode == "SUCCESS" { json!({"Url": "https://x/v.f20.mp4", "Definition": 20}) } else { Value::Null }}}]}})
+    };
+    app.post_event(serde_json::to_vec(&procedure("FINISH", "SUCCESS")).unwrap())
+        .await;
+    app.post_event(serde_json::to_vec(&procedure("PROCESSING", "PROCESSING")).unwrap())
+        .await;
+
+    let task = app.reader().task("order-1").unwrap().unwrap();
+    assert_eq!(task.state.status.as_deref(), Some("FINISH"));
+    let transcode = &task.state.subtasks["Transcode:20"];
+    assert_eq!(transcode.status.as_deref(), Some("SUCCESS"));
+    assert_eq!(
+        transcode.output.as_ref().unwrap()["url"],
+        "https://x/v.f20.mp4"
+    );
+    let file = app.reader().file("888").unwrap().unwrap();
+    assert_eq!(file.state.transcodes["20"], "https://x/v.f20.mp4");
+    assert_eq!(
+        app.reader().events(&all()).unwrap().len(),
+        2,
+        "both deliveries are kept as events"
+    );
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_file_view_follows_upload_procedure_and_deletion() {
+    let mut app = TestApp::spawn().await;
+    let upload = json!({"EventType": "NewFileUpload", "FileUploadEvent": {"FileId": "999", "ProcedureTaskId": "proc-9",
+        "MediaBasicInfo": {"Name": "holiday", "MediaUrl": "https://x/holiday.mp4", "Category": "Video", "Type": "mp4"},
+        "MetaData": {"Size": 1234, "Duration": 12.5}}});
+    let procedure = json!({"EventType": "ProcedureStateChanged", "ProcedureStateChangeEvent": {
+        "TaskId": "proc-9", "Status": "FINISH", "FileId": "999",
+        "MediaProcessResultSet": [
+            {"Type": "Transcode", "TranscodeTask": {"Status": "SUCCESS", "Input": {"Definition": 100030},
+                "Output": {"Url": "https://x/v.f100030.mp4", "Definition": 100030}}},
+            {"Type": "CoverBySnapshot", "CoverBySnapshotTask": {"Status": "SUCCESS", "Input": {"Definition": 10},
+                "Output": {"CoverUrl": "https://x/cover.jpg"}}},
+            {"Type": "SampleSnapshot", "SampleSnapshotTask": {"Status": "FAIL", "ErrCodeExt": "InternalError",
+                "Message": "try again", "Input": {"Definition": 10}}}]}});
+    let deleted = json!({"EventType": "FileDeleted", "FileDeleteEvent": {"FileIdSet": ["999"]}});
+    for body in [&upload, &procedure, &deleted] {
+        app.post_event(serde_json::to_vec(body).unwrap()).await;
+    }
+    let reader = app.reader();
+    let file = reader.file("999").unwrap().unwrap().state;
+    assert_eq!(file.name.as_deref(), Some("holiday"));
+    assert_eq!(file.media_url.as_deref(), Some("https://x/holiday.mp4"));
+    assert_eq!(file.cover_url.as_deref(), Some("https://x/cover.jpg"));
+    assert_eq!(file.transcodes["100030"], "https://x/v.f100030.mp4");
+    assert_eq!(file.procedure_task_id.as_deref(), Some("proc-9"));
+    assert_eq!((file.size, file.duration), (Some(1234), Some(12.5)));
+    assert!(file.deleted);
+    let tasks = reader.tasks_of_file("999").unwrap();
+    assert_eq!(tasks.len(), 1);
+    let failed = &tasks[0].state.subtasks["SampleSnapshot:10"];
+    assert_eq!(
+        (failed.status.as_deref(), failed.error.as_deref()),
+        (Some("FAIL"), Some("InternalError"))
+    );
+    let events = reader
+        .events(&EventFilter {
+            file_id: Some("999".into()),
+            limit: 10,
+            ..EventFilter::default()
+        })
+        .unwrap();
+    let types: Vec<&str> = events.iter().map(|e| e.meta.event_type.as_str()).collect();
+    assert_eq!(
+        types,
+        ["FileDeleted", "ProcedureStateChanged", "NewFileUpload"]
+    );
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_locked_store_answers_503_and_recovers_by_itself() {
+    let mut config = Config::default();
+    config.store.busy_timeout_ms = 50;
+    let mut app = TestApp::spawn_with(config).await;
+    let body = |id: &str| {
+        format!(r#"{{"EventType":"FileDeleted","FileDeleteEvent":{{"FileIdSet":["{id}"]}}}}"#)
+    };
+    app.post_event(body("before")).await;
+
+    // Another process holds the write lock.
+    let blocker = rusqlite::Connection::open(&app.db).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let response = app.post(body("during")).await;
+    assert_eq!(response.status(), 503);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["code"], 50300);
+    assert!(
+        error["message"].as_str().unwrap().contains("send it again"),
+        "{error}"
+    );
+    blocker.execute_batch("ROLLBACK").unwrap();
+    drop(blocker);
+
+    // The same event, sent again, is now stored, once.
+    app.post_event(body("during")).await;
+    app.post_event(body("after")).await;
+    let ids: Vec<String> = app
+        .reader()
+        .events(&all())
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| e.meta.file_id)
+        .collect();
+    assert_eq!(ids, ["after", "during", "before"]);
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn refused_bodies_are_kept_but_only_the_last_thousand() {
+    let app = TestApp::spawn().await;
+    let sent: Vec<String> = (0..1050).map(|n| format!("not json {n}")).collect();
+    for round in sent.chunks(50) {
+        let mut requests = tokio::task::JoinSet::new();
+        for body in round {
+            let request = app.client.post(&app.url).body(body.clone());
+            requests.spawn(async move { request.send().await.unwrap().status() });
+        }
+        while let Some(status) = requests.join_next().await {
+            assert_eq!(status.unwrap(), 400);
+        }
+    }
+    let kept = app.reader().rejected(5000).unwrap();
+    assert_eq!(kept.len(), 1000);
+    assert!(kept
+        .iter()
+        .all(|row| row.reason.starts_with("invalid JSON")));
+    assert!(
+        kept.iter().any(|row| row.body == sent[sent.len() - 1]),
+        "the newest is kept"
+    );
+    assert!(
+        !kept.iter().any(|row| row.body == sent[0]),
+        "the oldest is dropped"
+    );
+    assert!(
+        app.reader().events(&all()).unwrap().is_empty(),
+        "refused bodies are not events"
+    );
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn reindex_rebuilds_the_same_state_from_raw_events() {
+    let mut app = TestApp::spawn().await;
+    for sample in [
+        "samples/v3-NewFileUpload.json",
+        "samples/v3-ProcedureStateChanged.json",
+        "samples/v2017-ProcedureStateChanged.json",
+        "samples/v3-TranscodeComplete.json",
+    ] {
+        app.post_event(fixture(sample)).await;
+    }
+    let before_file = app
+        .reader()
+        .file("5285890784246869930")
+        .unwrap()
+        .unwrap()
+        .state;
+    let before_task = app
+        .reader()
+        .task("1256768367-Procedure-475b72xxxcb177t1")
+        .unwrap()
+        .unwrap()
+        .state;
+    let report = vodhook::store::reindex(&vodhook::store::StoreOptions {
+        path: app.db.clone(),
+        busy_timeout: std::time::Duration::from_secs(5),
+    })
+    .unwrap();
+    assert_eq!(report.events, 4);
+    assert_eq!(
+        app.reader()
+            .file("5285890784246869930")
+            .unwrap()
+            .unwrap()
+            .state,
+        before_file
+    );
+    assert_eq!(
+        app.reader()
+            .task("1256768367-Procedure-475b72xxxcb177t1")
+            .unwrap()
+            .unwrap()
+            .state,
+        before_task
+    );
+    // The server keeps working on the reindexed store.
+    app.post_event(fixture("samples/v3-FileDeleted.json")).await;
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn old_events_are_pruned_and_new_ones_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        path: dir.path().join("v.db"),
+        busy_timeout: std::time::Duration::from_secs(1),
+    };
+    let store = Store::open(&options).unwrap();
+    let event = vodhook::events::Event::parse(&fixture("samples/v3-NewFileUpload.json")).unwrap();
+    let mut old = vodhook::store::new_event(
+        &event,
+        fixture("samples/v3-NewFileUpload.json").into(),
+        "push",
+        None,
+    );
+    old.received_at -= 100 * 86_400_000;
+    store.insert(old).await.unwrap();
+    let recent = vodhook::events::Event::parse(&fixture("samples/v3-FileDeleted.json")).unwrap();
+    store
+        .insert(vodhook::store::new_event(
+            &recent,
+            fixture("samples/v3-FileDeleted.json").into(),
+            "push",
+            None,
+        ))
+        .await
+        .unwrap();
+    let deleted = store
+        .prune(vodhook::store::now_ms() - 90 * 86_400_000)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+    let rows = Reader::open(&options.path).unwrap().events(&all()).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].meta.event_type, "FileDeleted");
+    assert!(
+        Reader::open(&options.path)
+            .unwrap()
+            .file("5285890784273533167")
+            .unwrap()
+            .is_none(),
+        "its state went with it"
+    );
+}
+
+#[tokio::test]
+async fn a_database_from_a_newer_vodhook_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        path: dir.path().join("v.db"),
+        busy_timeout: std::time::Duration::from_secs(1),
+    };
+    drop(Store::open(&options).unwrap());
+    rusqlite::Connection::open(&options.path)
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
+    let error = format!("{:#}", Store::open(&options).unwrap_err());
+    assert!(
+        error.contains("schema version 99") && error.contains("newer"),
+        "{error}"
+    );
+    let error = format!("{:#}", Reader::open(&options.path).err().unwrap());
+    assert!(error.contains("newer"), "{error}");
+
+    let not_a_db = dir.path().join("notes.txt");
+    std::fs::write(
+        &not_a_db,
+        "hello, this is not SQLite, just some text that is long enough to be a header",
+    )
+    .unwrap();
+    let error = format!(
+        "{:#}",
+        Store::open(&StoreOptions {
+            path: not_a_db,
+            ..options
+        })
+        .unwrap_err()
+    );
+    assert!(error.contains("notes.txt"), "{error}");
+}
