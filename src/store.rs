@@ -70,9 +70,9 @@ CREATE TABLE events (
 CREATE INDEX events_received_at ON events (received_at);
 CREATE INDEX events_file_id ON events (file_id) WHERE file_id IS NOT NULL;
 CREATE INDEX events_task_id ON events (task_id) WHERE task_id IS NOT NULL;
-CREATE INDEX events_event_type ON events (event_type);
 
--- Every file an event concerns (a FileDeleted may name several).
+-- Files an event concerns besides events.file_id (a FileDeleted may name
+-- several); most events have none.
 CREATE TABLE event_files (
     file_id  TEXT    NOT NULL,
     event_id INTEGER NOT NULL,
@@ -311,11 +311,31 @@ impl Store {
             );
         }
         connection.pragma_update(None, "synchronous", "FULL")?;
+        // Savepoints' statement journals stay in memory, and a larger page
+        // cache keeps the indexes' hot pages from being re-read.
+        connection.pragma_update(None, "temp_store", "MEMORY")?;
+        connection.pragma_update(None, "cache_size", -16_384)?;
+        // Checkpoints run on their own thread (below), off the commit path;
+        // the writer checkpoints itself only if that thread falls far behind.
+        connection.pragma_update(None, "wal_autocheckpoint", 50_000)?;
         migrate(&mut connection, path)?;
+        let checkpoints = open_connection(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE,
+            options.busy_timeout,
+        )?;
+        let (stop_checkpoints, checkpoint_stop) = mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name("vodhook-checkpoint".to_owned())
+            .spawn(move || checkpoint_periodically(&checkpoints, &checkpoint_stop))
+            .context("cannot start the store checkpointer")?;
         let (commands, receiver) = mpsc::channel();
         std::thread::Builder::new()
             .name("vodhook-store".to_owned())
-            .spawn(move || Writer { connection }.run(&receiver))
+            .spawn(move || {
+                Writer { connection }.run(&receiver);
+                drop(stop_checkpoints);
+            })
             .context("cannot start the store writer")?;
         Ok(Store {
             commands,
@@ -377,6 +397,30 @@ impl Store {
     /// [`StoreError`].
     pub async fn probe(&self) -> Result<(), StoreError> {
         self.call(Command::Probe).await
+    }
+}
+
+/// How often committed WAL frames are copied into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+/// Copies committed WAL frames into the database (PASSIVE: never waits for
+/// the writer or readers) until the writer is gone, then once more.
+fn checkpoint_periodically(connection: &Connection, stop: &mpsc::Receiver<()>) {
+    loop {
+        let last = matches!(
+            stop.recv_timeout(CHECKPOINT_EVERY),
+            Err(mpsc::RecvTimeoutError::Disconnected)
+        );
+        let checkpointed: rusqlite::Result<(i64, i64, i64)> =
+            connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            });
+        if let Err(error) = checkpointed {
+            tracing::debug!(%error, "checkpoint failed; will try again");
+        }
+        if last {
+            return;
+        }
     }
 }
 
@@ -572,19 +616,31 @@ fn insert_event(connection: &Connection, event: &NewEvent) -> rusqlite::Result<S
         },
     )?;
     if !stored.duplicate() {
-        apply_derived(connection, &event.derived, stored.id, event.received_at)?;
+        apply_derived(
+            connection,
+            &event.derived,
+            meta.file_id.as_deref(),
+            stored.id,
+            event.received_at,
+        )?;
     }
     Ok(stored)
 }
 
-/// Folds one event's updates into the `tasks` and `files` documents.
+/// Folds one event's updates into the `tasks` and `files` documents, and
+/// records the files it concerns besides `main_file` (its `file_id`).
 fn apply_derived(
     connection: &Connection,
     derived: &Derived,
+    main_file: Option<&str>,
     event_id: i64,
     at: i64,
 ) -> rusqlite::Result<()> {
-    for file in &derived.files {
+    for file in derived
+        .files
+        .iter()
+        .filter(|file| Some(file.file_id.as_str()) != main_file)
+    {
         connection
             .prepare_cached(
                 "INSERT OR IGNORE INTO event_files (file_id, event_id) VALUES (?1, ?2)",
@@ -722,7 +778,13 @@ pub fn reindex(options: &StoreOptions) -> anyhow::Result<ReindexReport> {
                          parse_error = ?7 WHERE id = ?1",
                 )?
                 .execute(params![id, meta.format, meta.event_type, meta.file_id, meta.task_id, meta.status, meta.parse_error])?;
-            apply_derived(&transaction, &state::derive(&event), id, at)?;
+            apply_derived(
+                &transaction,
+                &state::derive(&event),
+                meta.file_id.as_deref(),
+                id,
+                at,
+            )?;
         }
     }
     report.tasks =
