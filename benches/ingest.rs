@@ -228,7 +228,7 @@ fn main() {
         let db = dir.path().join("bench.db");
         let mut vodhook = Command::new(env!("CARGO_BIN_EXE_vodhook"));
         vodhook
-            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "text", "--db"])
+            .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "", "--log-format", "text", "--db"])
             .arg(&db)
             .env("RUST_LOG", "vodhook=info");
         let (mut vodhook, vodhook_addr) = start(vodhook).await;

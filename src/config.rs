@@ -6,7 +6,7 @@
 //! the repository documents every key and is parsed by a test.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -21,6 +21,12 @@ pub struct Config {
     pub log: LogConfig,
     /// The event store.
     pub store: StoreConfig,
+    /// Access control.
+    pub auth: AuthConfig,
+    /// The metrics listener.
+    pub admin: AdminConfig,
+    /// HTTPS.
+    pub tls: TlsConfig,
 }
 
 /// `[server]`: where and how callbacks are received.
@@ -33,6 +39,17 @@ pub struct ServerConfig {
     pub path: String,
     /// Largest accepted body in bytes (`server.max_body_bytes`, default 1 MiB).
     pub max_body_bytes: usize,
+    /// Seconds a client has to send its request head, and again its body
+    /// (`server.request_timeout_secs`, default 10).
+    pub request_timeout_secs: u64,
+    /// Callbacks handled at once; more are answered 503 at once
+    /// (`server.max_concurrency`, default 256).
+    pub max_concurrency: usize,
+    /// Largest request head in bytes (`server.max_header_bytes`, default 16384).
+    pub max_header_bytes: usize,
+    /// Take the client address from `X-Forwarded-For` (behind a reverse
+    /// proxy only; `server.trust_forwarded_for`, default false).
+    pub trust_forwarded_for: bool,
 }
 
 impl Default for ServerConfig {
@@ -41,6 +58,142 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             path: "/".to_owned(),
             max_body_bytes: 1024 * 1024,
+            request_timeout_secs: 10,
+            max_concurrency: 256,
+            max_header_bytes: 16 * 1024,
+            trust_forwarded_for: false,
+        }
+    }
+}
+
+/// `[auth]`: who may deliver callbacks.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The `SignKey` set in VOD's event configuration; when set, callbacks
+    /// must carry a valid `Sign` and `T` (`auth.sign_key`, or the
+    /// `VODHOOK_SIGN_KEY` environment variable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sign_key: Option<String>,
+    /// Seconds `T` may lie in the past (`auth.clock_skew_secs`, default 60).
+    pub clock_skew_secs: u64,
+    /// A secret path segment: the callback path becomes `<path>/<token>`
+    /// (`auth.path_token`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path_token: Option<String>,
+    /// Client networks allowed to post callbacks, as CIDRs (`auth.allow_ips`,
+    /// default: everyone).
+    pub allow_ips: Vec<String>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            sign_key: None,
+            clock_skew_secs: 60,
+            path_token: None,
+            allow_ips: Vec::new(),
+        }
+    }
+}
+
+/// `[admin]`: the listener for `/metrics`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the admin listener (`admin.listen`, default
+    /// `127.0.0.1:9101`); empty turns it off.
+    pub listen: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: "127.0.0.1:9101".to_owned(),
+        }
+    }
+}
+
+impl AdminConfig {
+    /// The admin address, `None` when turned off.
+    ///
+    /// # Errors
+    ///
+    /// Not a socket address.
+    pub fn address(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if self.listen.trim().is_empty() {
+            return Ok(None);
+        }
+        self.listen.trim().parse().map(Some).map_err(|_| {
+            ConfigError::Invalid(format!(
+                "admin.listen must be an address like 127.0.0.1:9101 or empty, got {:?}",
+                self.listen
+            ))
+        })
+    }
+}
+
+/// `[tls]`: serve HTTPS on the main listener.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain (`tls.cert`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key (`tls.key`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+}
+
+/// A network in CIDR notation, e.g. `203.0.113.0/24` or `2001:db8::/32`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `a.b.c.d/n`, `x::y/n`, or a bare address (a single host).
+    ///
+    /// # Errors
+    ///
+    /// Not an address, or a prefix longer than the address.
+    pub fn parse(text: &str) -> Result<Cidr, String> {
+        let invalid = || format!("auth.allow_ips: {text:?} is not an address or CIDR");
+        let (address, prefix) = match text.trim().split_once('/') {
+            Some((address, prefix)) => (address, Some(prefix)),
+            None => (text.trim(), None),
+        };
+        let network: IpAddr = address.parse().map_err(|_| invalid())?;
+        let network = network.to_canonical();
+        let bits = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(prefix) => prefix
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= bits)
+                .ok_or_else(invalid)?,
+            None => bits,
+        };
+        Ok(Cidr { network, prefix })
+    }
+
+    /// Is `address` inside this network?
+    pub fn contains(&self, address: IpAddr) -> bool {
+        match (self.network, address.to_canonical()) {
+            (IpAddr::V4(network), IpAddr::V4(address)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(network) & mask == u32::from(address) & mask
+            }
+            (IpAddr::V6(network), IpAddr::V6(address)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(network) & mask == u128::from(address) & mask
+            }
+            _ => false,
         }
     }
 }
@@ -119,6 +272,10 @@ pub struct Overrides {
     pub max_body_bytes: Option<usize>,
     /// `--db`.
     pub db: Option<PathBuf>,
+    /// `VODHOOK_SIGN_KEY` from the environment.
+    pub sign_key: Option<String>,
+    /// `--admin-listen`.
+    pub admin_listen: Option<String>,
 }
 
 /// A configuration problem, phrased for a one-line message.
@@ -210,6 +367,12 @@ impl Config {
         if let Some(db) = overrides.db {
             self.store.path = db;
         }
+        if let Some(admin) = overrides.admin_listen {
+            self.admin.listen = admin;
+        }
+        if let Some(key) = overrides.sign_key.filter(|key| !key.is_empty()) {
+            self.auth.sign_key = Some(key);
+        }
     }
 
     /// Checks values that the types alone do not constrain.
@@ -236,6 +399,46 @@ impl Config {
                 self.server.max_body_bytes
             )));
         }
+        if ["/healthz", "/readyz"].contains(&path.trim_end_matches('/')) {
+            return Err(ConfigError::Invalid(format!(
+                "server.path {path:?} is reserved for health checks"
+            )));
+        }
+        if self.server.request_timeout_secs == 0 || self.server.max_concurrency == 0 {
+            return Err(ConfigError::Invalid(
+                "server.request_timeout_secs and server.max_concurrency must be at least 1"
+                    .to_owned(),
+            ));
+        }
+        if !(8192..=1024 * 1024).contains(&self.server.max_header_bytes) {
+            return Err(ConfigError::Invalid(format!(
+                "server.max_header_bytes must be between 8192 and 1048576, got {}",
+                self.server.max_header_bytes
+            )));
+        }
+        if let Some(key) = &self.auth.sign_key {
+            crate::sign::SignKey::new(key).map_err(ConfigError::Invalid)?;
+        }
+        if let Some(token) = &self.auth.path_token {
+            if token.len() < 8
+                || !token
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(ConfigError::Invalid(
+                    "auth.path_token must be at least 8 letters, digits, '-' or '_'".to_owned(),
+                ));
+            }
+        }
+        for cidr in &self.auth.allow_ips {
+            Cidr::parse(cidr).map_err(ConfigError::Invalid)?;
+        }
+        self.admin.address()?;
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err(ConfigError::Invalid(
+                "tls.cert and tls.key must be set together".to_owned(),
+            ));
+        }
         if self.store.path.as_os_str().is_empty() {
             return Err(ConfigError::Invalid(
                 "store.path must not be empty".to_owned(),
@@ -252,8 +455,31 @@ impl Config {
 
     /// The effective configuration as TOML, secrets redacted.
     pub fn to_toml_redacted(&self) -> String {
-        // No key holds a secret yet; when one does, it is replaced here.
-        toml::to_string_pretty(self).unwrap_or_else(|error| format!("# cannot render: {error}\n"))
+        let mut shown = self.clone();
+        for secret in [&mut shown.auth.sign_key, &mut shown.auth.path_token] {
+            if secret.is_some() {
+                *secret = Some("<redacted>".to_owned());
+            }
+        }
+        toml::to_string_pretty(&shown).unwrap_or_else(|error| format!("# cannot render: {error}\n"))
+    }
+
+    /// The allowed client networks, parsed (validated at load).
+    pub fn allowed_networks(&self) -> Vec<Cidr> {
+        self.auth
+            .allow_ips
+            .iter()
+            .filter_map(|cidr| Cidr::parse(cidr).ok())
+            .collect()
+    }
+
+    /// The signature checker, when a key is configured (validated at load).
+    pub fn verifier(&self) -> Option<crate::sign::Verifier> {
+        let key = crate::sign::SignKey::new(self.auth.sign_key.as_deref()?).ok()?;
+        Some(crate::sign::Verifier {
+            key,
+            clock_skew_secs: self.auth.clock_skew_secs,
+        })
     }
 }
 
@@ -334,6 +560,64 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(error.contains(key), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn cidrs_match_their_networks() {
+        let net = Cidr::parse("203.0.113.0/24").unwrap();
+        assert!(net.contains("203.0.113.77".parse().unwrap()));
+        assert!(!net.contains("203.0.114.1".parse().unwrap()));
+        assert!(
+            net.contains("::ffff:203.0.113.9".parse().unwrap()),
+            "IPv4-mapped IPv6"
+        );
+        let host = Cidr::parse("10.1.2.3").unwrap();
+        assert!(host.contains("10.1.2.3".parse().unwrap()));
+        assert!(!host.contains("10.1.2.4".parse().unwrap()));
+        assert!(Cidr::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
+        assert!(Cidr::parse("2001:db8::/32")
+            .unwrap()
+            .contains("2001:db8::1".parse().unwrap()));
+        assert!(!Cidr::parse("2001:db8::/32")
+            .unwrap()
+            .contains("10.0.0.1".parse().unwrap()));
+        for bad in ["10.0.0.0/33", "nonsense", "10.0.0.0/x", "::/129"] {
+            assert!(Cidr::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_the_printed_configuration() {
+        let mut config = Config::default();
+        config.auth.sign_key = Some("TopSecret42".to_owned());
+        config.auth.path_token = Some("tokentoken".to_owned());
+        let shown = config.to_toml_redacted();
+        assert!(
+            !shown.contains("TopSecret42") && !shown.contains("tokentoken"),
+            "{shown}"
+        );
+        assert!(shown.contains("<redacted>"));
+    }
+
+    #[test]
+    fn auth_values_are_validated() {
+        for (text, needle) in [
+            ("[auth]\nsign_key = \"not valid!\"\n", "sign_key"),
+            ("[auth]\npath_token = \"short\"\n", "path_token"),
+            ("[auth]\nallow_ips = [\"10.0.0.0/99\"]\n", "allow_ips"),
+            ("[admin]\nlisten = \"nowhere\"\n", "admin.listen"),
+            ("[tls]\ncert = \"/a.pem\"\n", "tls.cert"),
+            ("[server]\npath = \"/healthz\"\n", "reserved"),
+        ] {
+            let error = Config::parse(text)
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(needle), "{text}: {error}");
         }
     }
 

@@ -1,22 +1,37 @@
-//! The HTTP boundary: the callback route, its answers, and nothing else.
+//! The HTTP boundary: the callback route with its access controls and
+//! limits, health checks, the admin router, and their answers.
 //!
-//! Only this module knows axum. Every answer that is not a 200 is an
-//! [`ApiError`] with a JSON body `{"code": N, "message": "…"}`, mapped to
-//! its status in one place.
+//! Only this module (and `server`, which serves it) knows axum. Every
+//! answer that is not a 200 is an [`ApiError`] with a JSON body
+//! `{"code": N, "message": "…"}`, mapped to its status in one place and
+//! counted in `vodhook_requests_rejected_total` by its reason.
+//!
+//! The callback handler checks, in order: client address (403), concurrency
+//! cap (503, at once), body size (413) and read time (408), then hands the
+//! body to `ingest`, which answers 400 (not an object), 401 (signature) or
+//! 503 (not stored), or 200 once the event is committed.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use serde_json::json;
+use tokio::sync::Semaphore;
 
+use crate::config::{Cidr, Config};
 use crate::events::BodyError;
-use crate::ingest::{Ingest, IngestError, Source};
+use crate::ingest::{Delivery, Ingest, IngestError, Source};
+use crate::metrics::Metrics;
+use crate::server::client_address;
+use crate::sign::{constant_time_eq, SignError};
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -25,15 +40,96 @@ pub struct App {
     pub ingest: Ingest,
     /// Largest accepted body.
     pub max_body_bytes: usize,
+    /// Time allowed to read a body.
+    pub body_timeout: Duration,
+    /// The secret last path segment, when configured.
+    pub path_token: Option<Arc<str>>,
+    /// Networks allowed to post callbacks; empty allows everyone.
+    pub allow: Arc<[Cidr]>,
+    /// Take the client address from `X-Forwarded-For`.
+    pub trust_forwarded_for: bool,
+    /// Permits for callbacks in flight.
+    pub in_flight: Arc<Semaphore>,
 }
 
-/// The router: `POST <path>` receives callbacks; everything else is a JSON error.
+impl App {
+    /// The handlers' state for `config`.
+    pub fn new(config: &Config, ingest: Ingest) -> App {
+        App {
+            ingest,
+            max_body_bytes: config.server.max_body_bytes,
+            body_timeout: Duration::from_secs(config.server.request_timeout_secs),
+            path_token: config.auth.path_token.as_deref().map(Arc::from),
+            allow: config.allowed_networks().into(),
+            trust_forwarded_for: config.server.trust_forwarded_for,
+            in_flight: Arc::new(Semaphore::new(config.server.max_concurrency)),
+        }
+    }
+
+    fn metrics(&self) -> &Metrics {
+        self.ingest.metrics()
+    }
+}
+
+/// The callback route for `path`, with the token segment when one is set.
+pub fn callback_route(path: &str, token: bool) -> String {
+    match (path.trim_end_matches('/'), token) {
+        ("", true) => "/{token}".to_owned(),
+        (base, true) => format!("{base}/{{token}}"),
+        (_, false) => path.to_owned(),
+    }
+}
+
+/// The main router: `POST <path>` receives callbacks, `GET /healthz` and
+/// `GET /readyz` report health; everything else is a JSON error.
 pub fn router(app: App, path: &str) -> Router {
+    let callback = if app.path_token.is_some() {
+        post(receive_with_token).fallback(method_not_allowed)
+    } else {
+        post(receive).fallback(method_not_allowed)
+    };
     Router::new()
-        .route(path, post(receive).fallback(method_not_allowed))
+        .route(&callback_route(path, app.path_token.is_some()), callback)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(app.clone(), observe))
         .with_state(app)
 }
+
+/// The admin router: `GET /metrics` in the Prometheus text format.
+pub fn admin_router(metrics: Metrics) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(metrics): State<Metrics>| async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    metrics.render(),
+                )
+            }),
+        )
+        .with_state(metrics)
+}
+
+/// Times every request and counts every refusal.
+async fn observe(State(app): State<App>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let response = next.run(request).await;
+    if let Some(reason) = response.extensions().get::<Reason>() {
+        app.metrics().rejected(reason.0);
+    }
+    app.metrics()
+        .request_duration(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Why a request was refused, carried to [`observe`] in the response.
+#[derive(Debug, Clone, Copy)]
+struct Reason(&'static str);
 
 /// A non-200 answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,38 +140,49 @@ pub struct ApiError {
     pub code: u32,
     /// The `message` of the JSON body: for people.
     pub message: String,
+    /// The label counted in `vodhook_requests_rejected_total`; `None` when
+    /// `ingest` counted it already.
+    pub reason: Option<&'static str>,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: u32, message: impl Into<String>) -> Self {
+    fn new(
+        status: StatusCode,
+        code: u32,
+        reason: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
         ApiError {
             status,
             code,
             message: message.into(),
+            reason: Some(reason),
         }
-    }
-}
-
-impl From<BodyError> for ApiError {
-    fn from(error: BodyError) -> Self {
-        let code = match error {
-            BodyError::Empty => 40001,
-            BodyError::InvalidJson(_) => 40002,
-            BodyError::NotAnObject(_) => 40003,
-        };
-        ApiError::new(StatusCode::BAD_REQUEST, code, error.to_string())
     }
 }
 
 impl From<IngestError> for ApiError {
     fn from(error: IngestError) -> Self {
-        match error {
-            IngestError::Body(error) => error.into(),
-            IngestError::Store(error) => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                50300,
-                format!("event not stored, send it again: {error}"),
-            ),
+        let (status, code) = match &error {
+            IngestError::Body(BodyError::Empty) => (StatusCode::BAD_REQUEST, 40001),
+            IngestError::Body(BodyError::InvalidJson(_)) => (StatusCode::BAD_REQUEST, 40002),
+            IngestError::Body(BodyError::NotAnObject(_)) => (StatusCode::BAD_REQUEST, 40003),
+            IngestError::Signature(SignError::Missing) => (StatusCode::UNAUTHORIZED, 40101),
+            IngestError::Signature(SignError::Malformed) => (StatusCode::UNAUTHORIZED, 40102),
+            IngestError::Signature(SignError::Wrong) => (StatusCode::UNAUTHORIZED, 40103),
+            IngestError::Signature(SignError::Expired) => (StatusCode::UNAUTHORIZED, 40104),
+            IngestError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, 50300),
+        };
+        let message = match &error {
+            IngestError::Store(error) => format!("event not stored, send it again: {error}"),
+            other => other.to_string(),
+        };
+        // `ingest` has counted these itself.
+        ApiError {
+            status,
+            code,
+            message,
+            reason: None,
         }
     }
 }
@@ -89,21 +196,95 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
         }
+        if let Some(reason) = self.reason {
+            response.extensions_mut().insert(Reason(reason));
+        }
         response
     }
+}
+
+async fn receive_with_token(
+    State(app): State<App>,
+    Path(token): Path<String>,
+    request: Request,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let expected = app.path_token.as_deref().unwrap_or_default();
+    if !constant_time_eq(token.as_bytes(), expected.as_bytes()) {
+        // Indistinguishable from any other unknown path.
+        return Err(not_found_error());
+    }
+    receive(State(app), request).await
 }
 
 async fn receive(
     State(app): State<App>,
     request: Request,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let remote = request
+    let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|info| info.0);
     let (parts, body) = request.into_parts();
-    let raw = read_body(&parts.headers, body, app.max_body_bytes).await?;
-    app.ingest.accept(raw, Source::Push, remote).await?;
+    let client = client_address(peer, &parts.headers, app.trust_forwarded_for);
+    if !allowed(&app.allow, client) {
+        tracing::warn!(
+            client = client.map(|ip| ip.to_string()),
+            "callback from a client not in auth.allow_ips"
+        );
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            40300,
+            "forbidden_ip",
+            "client address not allowed",
+        ));
+    }
+    let Ok(_permit) = app.in_flight.clone().try_acquire_owned() else {
+        tracing::warn!("too many callbacks in flight; answered 503");
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            50301,
+            "overload",
+            "too many callbacks in flight, send it again",
+        ));
+    };
+    let raw = match tokio::time::timeout(
+        app.body_timeout,
+        read_body(&parts.headers, body, app.max_body_bytes),
+    )
+    .await
+    {
+        Ok(raw) => raw?,
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                40800,
+                "timeout",
+                format!("body not received within {} s", app.body_timeout.as_secs()),
+            ))
+        }
+    };
+    let remote = match (client, peer) {
+        (Some(ip), Some(peer)) => Some(SocketAddr::new(
+            ip,
+            if ip == peer.ip() { peer.port() } else { 0 },
+        )),
+        (Some(ip), None) => Some(SocketAddr::new(ip, 0)),
+        (None, peer) => peer,
+    };
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let delivery = Delivery {
+        raw,
+        source: Source::Push,
+        remote,
+        header_signature: (header("Sign"), header("T")),
+    };
+    app.ingest.accept(delivery).await?;
     Ok(Json(json!({ "code": 0 })))
 }
 
@@ -113,6 +294,7 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             41300,
+            "too_large",
             format!("body larger than the limit of {limit} bytes"),
         )
     };
@@ -134,6 +316,7 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
                 Err(ApiError::new(
                     StatusCode::BAD_REQUEST,
                     40000,
+                    "unreadable_body",
                     format!("cannot read the body: {error}"),
                 ))
             }
@@ -141,14 +324,40 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
     }
 }
 
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn readyz(State(app): State<App>) -> Result<Json<serde_json::Value>, ApiError> {
+    match app.ingest.store().probe().await {
+        Ok(()) => Ok(Json(json!({ "status": "ready" }))),
+        Err(error) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            50302,
+            "not_ready",
+            format!("store cannot accept writes: {error}"),
+        )),
+    }
+}
+
 async fn method_not_allowed() -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         40500,
+        "method_not_allowed",
         "only POST is accepted on the callback path",
     )
 }
 
+fn not_found_error() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, 40400, "not_found", "no such path")
+}
+
 async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, 40400, "no such path")
+    not_found_error()
+}
+
+/// Is `ip` allowed by `networks` (everyone when empty)?
+pub fn allowed(networks: &[Cidr], ip: Option<IpAddr>) -> bool {
+    networks.is_empty() || ip.is_some_and(|ip| networks.iter().any(|net| net.contains(ip)))
 }

@@ -15,6 +15,8 @@ use tokio::sync::broadcast;
 
 use crate::events::{describe, BodyError, Event};
 use crate::log::EVENT_TARGET;
+use crate::metrics::Metrics;
+use crate::sign::{SignError, Verifier};
 use crate::store::{self, Rejected, Store, StoreError, Stored};
 
 /// Where an event came from.
@@ -48,12 +50,40 @@ pub struct Received {
     pub stored: Stored,
 }
 
+/// One body to accept, with how it arrived.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The exact bytes received.
+    pub raw: Bytes,
+    /// How it arrived.
+    pub source: Source,
+    /// The peer (or forwarded client) address, when known.
+    pub remote: Option<SocketAddr>,
+    /// `Sign` and `T` request headers, used when the body has none.
+    pub header_signature: (Option<String>, Option<String>),
+}
+
+impl Delivery {
+    /// A pushed body without signature headers.
+    pub fn push(raw: Bytes, remote: Option<SocketAddr>) -> Self {
+        Delivery {
+            raw,
+            source: Source::Push,
+            remote,
+            header_signature: (None, None),
+        }
+    }
+}
+
 /// Why a body was not accepted.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum IngestError {
     /// Not a JSON object (400).
     #[error(transparent)]
     Body(#[from] BodyError),
+    /// A callback signature is required and this one is not valid (401).
+    #[error(transparent)]
+    Signature(#[from] SignError),
     /// Could not be stored (503); nothing was recorded.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -63,14 +93,27 @@ pub enum IngestError {
 #[derive(Debug, Clone)]
 pub struct Ingest {
     store: Store,
+    metrics: Metrics,
+    verifier: Option<Verifier>,
     accepted: broadcast::Sender<Arc<Received>>,
 }
 
 impl Ingest {
-    /// An ingest path that writes to `store`.
-    pub fn new(store: Store) -> Self {
+    /// An ingest path that writes to `store`; pushed callbacks must carry a
+    /// valid signature when `verifier` is set.
+    pub fn new(store: Store, metrics: Metrics, verifier: Option<Verifier>) -> Self {
         let (accepted, _) = broadcast::channel(1024);
-        Ingest { store, accepted }
+        Ingest {
+            store,
+            metrics,
+            verifier,
+            accepted,
+        }
+    }
+
+    /// The metrics this path counts into.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The store behind this path.
@@ -78,18 +121,20 @@ impl Ingest {
         &self.store
     }
 
-    /// Parses `raw`, stores it durably (or recognises a duplicate), logs it.
+    /// Parses the body, checks its signature (pushed callbacks, when a key
+    /// is configured), stores it durably (or recognises a duplicate), logs it.
     ///
     /// # Errors
     ///
-    /// The body is not a JSON object, or the store cannot commit; in both
-    /// cases nothing was accepted.
-    pub async fn accept(
-        &self,
-        raw: Bytes,
-        source: Source,
-        remote: Option<SocketAddr>,
-    ) -> Result<Arc<Received>, IngestError> {
+    /// The body is not a JSON object, its signature is not valid, or the
+    /// store cannot commit; in every case nothing was accepted.
+    pub async fn accept(&self, delivery: Delivery) -> Result<Arc<Received>, IngestError> {
+        let Delivery {
+            raw,
+            source,
+            remote,
+            header_signature,
+        } = delivery;
         let event = match Event::parse(&raw) {
             Ok(event) => event,
             Err(error) => {
@@ -100,10 +145,31 @@ impl Ingest {
                     reason = %error,
                     "body rejected"
                 );
+                self.metrics.rejected(match error {
+                    BodyError::Empty => "empty_body",
+                    BodyError::InvalidJson(_) => "invalid_json",
+                    BodyError::NotAnObject(_) => "not_an_object",
+                });
                 self.keep_rejected(raw, &error, source, remote).await;
                 return Err(error.into());
             }
         };
+        if let (Some(verifier), Source::Push) = (&self.verifier, source) {
+            let (header_sign, header_t) = header_signature;
+            let sign = event.transport.sign.as_deref().or(header_sign.as_deref());
+            let t = event.transport.t.as_deref().or(header_t.as_deref());
+            if let Err(error) = verifier.check(sign, t) {
+                // Never the key or the received signature: only why.
+                tracing::warn!(
+                    reason = error.reason(),
+                    event_type = %event.event_type,
+                    remote = remote.map(|r| r.to_string()),
+                    "callback signature refused"
+                );
+                self.metrics.rejected(&format!("sign_{}", error.reason()));
+                return Err(error.into());
+            }
+        }
         let new = store::new_event(
             &event,
             raw.clone(),
@@ -120,9 +186,16 @@ impl Ingest {
                     remote = remote.map(|r| r.to_string()),
                     "event not stored; answered 503 so that it is sent again"
                 );
+                self.metrics.rejected("store_unavailable");
                 return Err(error.into());
             }
         };
+        self.metrics.event_received(
+            &event.event_type,
+            event.kind.is_some(),
+            source.as_str(),
+            stored.duplicate(),
+        );
         let received = Arc::new(Received {
             event,
             raw,

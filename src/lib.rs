@@ -10,7 +10,11 @@
 //! - [`store`]: the SQLite event store (the only module with SQL).
 //! - [`state`]: derived task and file state, merged order-tolerantly.
 //! - [`inspect`]: the query commands' text and JSON output.
-//! - [`http`]: the axum router and its JSON error answers.
+//! - [`http`]: the axum router, access controls, limits, health and metrics
+//!   routes, JSON error answers.
+//! - [`server`]: TCP/TLS accept loop and HTTP/1 connection limits.
+//! - [`sign`]: the VOD callback signature (`Sign`, `T`).
+//! - [`metrics`]: Prometheus metrics.
 //! - [`log`]: the stdout formatter (text or JSON lines).
 //! - [`send`]: `vodhook send`, realistic sample events for trying it out.
 //!
@@ -24,12 +28,14 @@ pub mod http;
 pub mod ingest;
 pub mod inspect;
 pub mod log;
+pub mod metrics;
 pub mod send;
+pub mod server;
+pub mod sign;
 pub mod state;
 pub mod store;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -37,7 +43,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::http::App;
 use crate::ingest::Ingest;
 use crate::store::Store;
 
@@ -47,20 +52,35 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often old events are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
-/// Serves callbacks on `listener` until `shutdown` completes, then stops
+/// The bound sockets `run` serves.
+#[derive(Debug)]
+pub struct Listeners {
+    /// Callbacks and health checks.
+    pub main: TcpListener,
+    /// `/metrics`, when the admin listener is on.
+    pub admin: Option<TcpListener>,
+}
+
+/// Serves callbacks (and metrics) until `shutdown` completes, then stops
 /// accepting, lets requests in flight finish (at most [`DRAIN_TIMEOUT`])
 /// and returns. Prunes events older than `store.retention_days` meanwhile.
 ///
 /// # Errors
 ///
-/// The server fails to accept connections.
+/// The TLS certificate or key cannot be loaded, or a listener has no
+/// address.
 pub async fn run(
     config: Config,
-    listener: TcpListener,
+    listeners: Listeners,
     ingest: Ingest,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let address = listener
+    let tls = match (&config.tls.cert, &config.tls.key) {
+        (Some(cert), Some(key)) => Some(server::tls_acceptor(cert, key)?),
+        _ => None,
+    };
+    let address = listeners
+        .main
         .local_addr()
         .context("listener has no local address")?;
     let stop = CancellationToken::new();
@@ -72,42 +92,58 @@ pub async fn run(
             stop.clone(),
         ));
     }
-    let app = App {
-        ingest,
-        max_body_bytes: config.server.max_body_bytes,
+    let limits = server::Limits {
+        header_timeout: Duration::from_secs(config.server.request_timeout_secs),
+        max_header_bytes: config.server.max_header_bytes,
     };
-    let router = http::router(app, &config.server.path);
+    let metrics = ingest.metrics().clone();
+    let router = http::router(http::App::new(&config, ingest), &config.server.path);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let callback_path = http::callback_route(&config.server.path, config.auth.path_token.is_some())
+        .replace("{token}", "<auth.path_token>");
     tracing::info!(
         address = %address,
-        path = %config.server.path,
-        url = format!("http://{address}{}", config.server.path),
+        path = %callback_path,
+        url = format!("{scheme}://{address}{}", if config.auth.path_token.is_some() { &config.server.path } else { &callback_path }),
         db = %config.store.path.display(),
+        signature = if config.auth.sign_key.is_some() { "required" } else { "off" },
         "listening"
     );
+    let mut servers = tokio::task::JoinSet::new();
+    servers.spawn(server::serve(
+        listeners.main,
+        router,
+        limits.clone(),
+        tls,
+        stop.clone(),
+    ));
+    if let Some(admin) = listeners.admin {
+        let admin_address = admin
+            .local_addr()
+            .context("admin listener has no local address")?;
+        tracing::info!(address = %admin_address, url = format!("http://{admin_address}/metrics"), "metrics listening");
+        servers.spawn(server::serve(
+            admin,
+            http::admin_router(metrics),
+            limits,
+            None,
+            stop.clone(),
+        ));
+    }
 
-    let server = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stop.clone().cancelled_owned());
-    let drain_deadline = {
-        let stop = stop.clone();
-        async move {
-            shutdown.await;
-            tracing::info!("shutting down: no new connections, finishing requests in flight");
-            stop.cancel();
-            tokio::time::sleep(DRAIN_TIMEOUT).await;
-        }
-    };
-    let result = tokio::select! {
-        result = server => result.context("http server failed"),
-        () = drain_deadline => {
-            tracing::warn!(timeout_secs = DRAIN_TIMEOUT.as_secs(), "requests still in flight at the drain timeout; closing them");
-            Ok(())
-        }
-    };
+    shutdown.await;
+    tracing::info!("shutting down: no new connections, finishing requests in flight");
     stop.cancel();
-    result?;
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while servers.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            timeout_secs = DRAIN_TIMEOUT.as_secs(),
+            "requests still in flight at the drain timeout; closing them"
+        );
+    }
     tracing::info!("stopped");
     Ok(())
 }

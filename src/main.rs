@@ -11,8 +11,10 @@ use tokio::net::TcpListener;
 use vodhook::config::{Config, LogFormat, Overrides};
 use vodhook::ingest::Ingest;
 use vodhook::inspect::{self, Shown};
+use vodhook::metrics::Metrics;
 use vodhook::send::{self, TemplateOptions};
 use vodhook::store::{self, EventFilter, Reader, Store};
+use vodhook::Listeners;
 
 /// Receive Tencent Cloud VOD event notifications and never lose one.
 #[derive(Debug, Parser)]
@@ -144,6 +146,9 @@ struct ServeArgs {
     /// Largest accepted body in bytes [default: 1048576].
     #[arg(long, value_name = "BYTES")]
     max_body_bytes: Option<usize>,
+    /// Address of the metrics listener; "" turns it off [default: 127.0.0.1:9101].
+    #[arg(long, value_name = "ADDR")]
+    admin_listen: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -250,6 +255,8 @@ async fn serve(args: ServeArgs) -> ExitCode {
         log_format: args.log_format,
         max_body_bytes: args.max_body_bytes,
         db: args.db,
+        sign_key: std::env::var("VODHOOK_SIGN_KEY").ok(),
+        admin_listen: args.admin_listen,
     };
     let config = match Config::load(args.config.config.as_deref(), overrides) {
         Ok(config) => config,
@@ -269,24 +276,37 @@ async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let store = match Store::open(&config.store.options()) {
+    let metrics = Metrics::default();
+    let store = match Store::open(&config.store.options(), metrics.clone()) {
         Ok(store) => store,
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "cannot open the event store");
             return ExitCode::FAILURE;
         }
     };
-    let listener = match TcpListener::bind(config.server.listen).await {
+    let main = match TcpListener::bind(config.server.listen).await {
         Ok(listener) => listener,
         Err(error) => {
             tracing::error!(address = %config.server.listen, %error, "cannot listen");
             return ExitCode::FAILURE;
         }
     };
-    match vodhook::run(config, listener, Ingest::new(store), shutdown).await {
+    // Validated at load, so `address()` cannot fail here.
+    let admin = match config.admin.address().ok().flatten() {
+        None => None,
+        Some(address) => match TcpListener::bind(address).await {
+            Ok(listener) => Some(listener),
+            Err(error) => {
+                tracing::error!(address = %address, %error, "cannot listen for metrics (admin.listen; empty turns it off)");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let ingest = Ingest::new(store, metrics, config.verifier());
+    match vodhook::run(config, Listeners { main, admin }, ingest, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "server failed");
+            tracing::error!(error = format!("{error:#}"), "cannot serve");
             ExitCode::FAILURE
         }
     }

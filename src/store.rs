@@ -40,6 +40,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use crate::events::{self, Event};
+use crate::metrics::Metrics;
 use crate::state::{self, Derived, FileState, TaskState};
 
 /// Most requests written in one transaction.
@@ -283,7 +284,7 @@ impl Store {
     ///
     /// The file cannot be opened or created, is not a vodhook database, or
     /// has a newer schema.
-    pub fn open(options: &StoreOptions) -> anyhow::Result<Store> {
+    pub fn open(options: &StoreOptions, metrics: Metrics) -> anyhow::Result<Store> {
         let path = &options.path;
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             if !parent.is_dir() {
@@ -333,7 +334,11 @@ impl Store {
         std::thread::Builder::new()
             .name("vodhook-store".to_owned())
             .spawn(move || {
-                Writer { connection }.run(&receiver);
+                Writer {
+                    connection,
+                    metrics,
+                }
+                .run(&receiver);
                 drop(stop_checkpoints);
             })
             .context("cannot start the store writer")?;
@@ -426,6 +431,7 @@ fn checkpoint_periodically(connection: &Connection, stop: &mpsc::Receiver<()>) {
 
 struct Writer {
     connection: Connection,
+    metrics: Metrics,
 }
 
 fn unavailable(error: &rusqlite::Error) -> StoreError {
@@ -470,6 +476,7 @@ impl Writer {
         let count = writes.len();
         match self.write_batch(&writes) {
             Ok(results) => {
+                self.metrics.commit(count, started.elapsed().as_secs_f64());
                 tracing::trace!(
                     batch = count,
                     elapsed_us = started.elapsed().as_micros() as u64,

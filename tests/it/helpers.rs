@@ -17,13 +17,17 @@ use tokio::task::JoinHandle;
 
 use vodhook::config::Config;
 use vodhook::ingest::{Ingest, Received};
+use vodhook::metrics::Metrics;
 use vodhook::store::{Reader, Store};
+use vodhook::Listeners;
 
 /// How long a test waits for something that should happen at once.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The admin (metrics) listener.
+    pub admin: SocketAddr,
     /// The database file, in `dir`.
     pub db: PathBuf,
     _dir: tempfile::TempDir,
@@ -46,18 +50,26 @@ impl TestApp {
         let dir = tempfile::tempdir().unwrap();
         config.store.path = dir.path().join("vodhook.db");
         let db = config.store.path.clone();
-        let store = Store::open(&config.store.options()).unwrap();
+        let metrics = Metrics::default();
+        let store = Store::open(&config.store.options(), metrics.clone()).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let ingest = Ingest::new(store);
+        let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = admin_listener.local_addr().unwrap();
+        let ingest = Ingest::new(store, metrics, config.verifier());
         let events = ingest.subscribe();
         let (stop, stopped) = oneshot::channel::<()>();
         let url = format!("http://{addr}{}", config.server.path);
-        let server = tokio::spawn(vodhook::run(config, listener, ingest, async move {
+        let listeners = Listeners {
+            main: listener,
+            admin: Some(admin_listener),
+        };
+        let server = tokio::spawn(vodhook::run(config, listeners, ingest, async move {
             let _ = stopped.await;
         }));
         TestApp {
             addr,
+            admin,
             db,
             _dir: dir,
             client: reqwest::Client::new(),
@@ -216,12 +228,23 @@ impl Daemon {
     /// Starts `vodhook serve` on 127.0.0.1:0 with its database in `dir`;
     /// returns it with its first stdout line.
     pub async fn start(dir: &tempfile::TempDir, args: &[&str]) -> (Daemon, String) {
+        Daemon::start_with_env(dir, args, &[]).await
+    }
+
+    /// [`Daemon::start`] with extra environment variables.
+    pub async fn start_with_env(
+        dir: &tempfile::TempDir,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> (Daemon, String) {
         let db = dir.path().join("vodhook.db");
         let mut child = Command::new(BIN)
+            .envs(env.iter().copied())
             .arg("serve")
             .args(["--listen", "127.0.0.1:0"])
             .arg("--db")
             .arg(&db)
+            .args(["--admin-listen", ""])
             .args(args)
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())

@@ -266,7 +266,7 @@ async fn old_events_are_pruned_and_new_ones_kept() {
         path: dir.path().join("v.db"),
         busy_timeout: std::time::Duration::from_secs(1),
     };
-    let store = Store::open(&options).unwrap();
+    let store = Store::open(&options, vodhook::metrics::Metrics::default()).unwrap();
     let event = vodhook::events::Event::parse(&fixture("samples/v3-NewFileUpload.json")).unwrap();
     let mut old = vodhook::store::new_event(
         &event,
@@ -311,12 +311,15 @@ async fn a_database_from_a_newer_vodhook_is_a_clear_error() {
         path: dir.path().join("v.db"),
         busy_timeout: std::time::Duration::from_secs(1),
     };
-    drop(Store::open(&options).unwrap());
+    drop(Store::open(&options, vodhook::metrics::Metrics::default()).unwrap());
     rusqlite::Connection::open(&options.path)
         .unwrap()
         .pragma_update(None, "user_version", 99)
         .unwrap();
-    let error = format!("{:#}", Store::open(&options).unwrap_err());
+    let error = format!(
+        "{:#}",
+        Store::open(&options, vodhook::metrics::Metrics::default()).unwrap_err()
+    );
     assert!(
         error.contains("schema version 99") && error.contains("newer"),
         "{error}"
@@ -332,10 +335,13 @@ async fn a_database_from_a_newer_vodhook_is_a_clear_error() {
     .unwrap();
     let error = format!(
         "{:#}",
-        Store::open(&StoreOptions {
-            path: not_a_db,
-            ..options
-        })
+        Store::open(
+            &StoreOptions {
+                path: not_a_db,
+                ..options
+            },
+            vodhook::metrics::Metrics::default()
+        )
         .unwrap_err()
     );
     assert!(error.contains("notes.txt"), "{error}");

@@ -1,0 +1,188 @@
+//! Prometheus metrics, served in text format on the admin listener at
+//! `/metrics`. One [`Metrics`] handle per process, cheap to clone; the
+//! parts that observe something hold a clone.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+/// Labels of `vodhook_events_received_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReceivedLabels {
+    event_type: String,
+    source: String,
+}
+
+/// Labels of `vodhook_requests_rejected_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+struct Inner {
+    registry: Registry,
+    received: Family<ReceivedLabels, Counter>,
+    duplicates: Counter,
+    rejected: Family<ReasonLabels, Counter>,
+    request_duration: Histogram,
+    commit_duration: Histogram,
+    batch_size: Histogram,
+}
+
+/// The process's metrics.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+/// Event types outside the catalog are counted under one label, so that a
+/// sender cannot grow the label set without bound.
+const OTHER_TYPE: &str = "other";
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let received = Family::<ReceivedLabels, Counter>::default();
+        registry.register(
+            "vodhook_events_received",
+            "Events accepted (stored or recognised as duplicates)",
+            received.clone(),
+        );
+        let duplicates = Counter::default();
+        registry.register(
+            "vodhook_events_duplicate",
+            "Deliveries of an event already stored",
+            duplicates.clone(),
+        );
+        let rejected = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "vodhook_requests_rejected",
+            "Requests answered with an error, by reason",
+            rejected.clone(),
+        );
+        let request_duration = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
+        registry.register(
+            "vodhook_http_request_duration_seconds",
+            "Time from request to response",
+            request_duration.clone(),
+        );
+        let commit_duration = Histogram::new(exponential_buckets(0.0002, 2.0, 14));
+        registry.register(
+            "vodhook_store_commit_duration_seconds",
+            "Time to write and commit one batch",
+            commit_duration.clone(),
+        );
+        let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 11));
+        registry.register(
+            "vodhook_store_batch_size",
+            "Writes committed together",
+            batch_size.clone(),
+        );
+        registry.register(
+            "vodhook_build",
+            "Build information",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        Metrics {
+            inner: Arc::new(Inner {
+                registry,
+                received,
+                duplicates,
+                rejected,
+                request_duration,
+                commit_duration,
+                batch_size,
+            }),
+        }
+    }
+}
+
+impl Metrics {
+    /// An event was accepted; `known` is false for types outside the catalog.
+    pub fn event_received(&self, event_type: &str, known: bool, source: &str, duplicate: bool) {
+        let labels = ReceivedLabels {
+            event_type: if known { event_type } else { OTHER_TYPE }.to_owned(),
+            source: source.to_owned(),
+        };
+        self.inner.received.get_or_create(&labels).inc();
+        if duplicate {
+            self.inner.duplicates.inc();
+        }
+    }
+
+    /// A request was refused for `reason`.
+    pub fn rejected(&self, reason: &str) {
+        self.inner
+            .rejected
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A request took `seconds`.
+    pub fn request_duration(&self, seconds: f64) {
+        self.inner.request_duration.observe(seconds);
+    }
+
+    /// A store batch of `size` writes committed in `seconds`.
+    pub fn commit(&self, size: usize, seconds: f64) {
+        self.inner.commit_duration.observe(seconds);
+        self.inner.batch_size.observe(size as f64);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.inner.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_render_in_the_text_format() {
+        let metrics = Metrics::default();
+        metrics.event_received("NewFileUpload", true, "push", false);
+        metrics.event_received("Whatever", false, "push", true);
+        metrics.rejected("sign_wrong");
+        metrics.commit(3, 0.002);
+        let text = metrics.render();
+        assert!(
+            text.contains(
+                r#"vodhook_events_received_total{event_type="NewFileUpload",source="push"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"vodhook_events_received_total{event_type="other",source="push"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains("vodhook_events_duplicate_total 1"), "{text}");
+        assert!(
+            text.contains(r#"vodhook_requests_rejected_total{reason="sign_wrong"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains("vodhook_store_batch_size_count 1"), "{text}");
+        assert!(text.contains(r#"vodhook_build_info{version=""#), "{text}");
+        assert!(
+            text.contains("# TYPE vodhook_http_request_duration_seconds histogram"),
+            "{text}"
+        );
+    }
+}
