@@ -27,6 +27,10 @@ pub struct Config {
     pub admin: AdminConfig,
     /// HTTPS.
     pub tls: TlsConfig,
+    /// The VOD API (reliable callback and `vodhook vod`).
+    pub vod: VodConfig,
+    /// The reliable-callback consumer.
+    pub pull: PullConfig,
 }
 
 /// `[server]`: where and how callbacks are received.
@@ -143,6 +147,115 @@ pub struct TlsConfig {
     /// PEM private key (`tls.key`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<PathBuf>,
+}
+
+/// `[vod]`: the VOD API.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VodConfig {
+    /// API endpoint (`vod.endpoint`, default `https://vod.tencentcloudapi.com`;
+    /// international: `https://vod.intl.tencentcloudapi.com`).
+    pub endpoint: String,
+    /// SecretId (`vod.secret_id`, or `TENCENTCLOUD_SECRET_ID`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_id: Option<String>,
+    /// SecretKey (`vod.secret_key`, or `TENCENTCLOUD_SECRET_KEY`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_key: Option<String>,
+    /// Token of temporary credentials (`vod.session_token`, or
+    /// `TENCENTCLOUD_SESSION_TOKEN`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_token: Option<String>,
+    /// VOD application id (`vod.sub_app_id`); required for accounts opened
+    /// since 2023-12-25.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub_app_id: Option<u64>,
+    /// `X-TC-Region` (`vod.region`; VOD does not need one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Requests per second per action (`vod.requests_per_second`, default
+    /// 100, the documented quota).
+    pub requests_per_second: u32,
+}
+
+impl Default for VodConfig {
+    fn default() -> Self {
+        VodConfig {
+            endpoint: "https://vod.tencentcloudapi.com".to_owned(),
+            secret_id: None,
+            secret_key: None,
+            session_token: None,
+            sub_app_id: None,
+            region: None,
+            requests_per_second: crate::vod::DEFAULT_RATE,
+        }
+    }
+}
+
+impl VodConfig {
+    /// Client options, when credentials are configured.
+    ///
+    /// # Errors
+    ///
+    /// No SecretId or SecretKey.
+    pub fn client_options(&self) -> Result<crate::vod::ClientOptions, ConfigError> {
+        let (Some(secret_id), Some(secret_key)) = (
+            self.secret_id.clone().filter(|s| !s.is_empty()),
+            self.secret_key.clone().filter(|s| !s.is_empty()),
+        ) else {
+            return Err(ConfigError::Invalid(
+                "VOD API credentials missing: set vod.secret_id and vod.secret_key, or TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY".to_owned(),
+            ));
+        };
+        Ok(crate::vod::ClientOptions {
+            endpoint: self.endpoint.clone(),
+            credentials: crate::vod::Credentials {
+                secret_id,
+                secret_key,
+                token: self.session_token.clone().filter(|s| !s.is_empty()),
+            },
+            region: self.region.clone().filter(|s| !s.is_empty()),
+            sub_app_id: self.sub_app_id,
+            rate: self.requests_per_second,
+        })
+    }
+}
+
+/// `[pull]`: the reliable-callback consumer.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PullConfig {
+    /// Run the consumer inside `vodhook serve` too (`pull.enabled`,
+    /// default false; `vodhook pull` always runs it).
+    pub enabled: bool,
+    /// Concurrent PullEvents requests (`pull.concurrency`, default 4).
+    pub concurrency: usize,
+    /// Client timeout of a PullEvents call; VOD holds it up to 5 s
+    /// (`pull.request_timeout_secs`, default 10).
+    pub request_timeout_secs: u64,
+    /// Handles older than this are not confirmed, because VOD refuses
+    /// confirmations after 30 s; the event comes back and is recognised as
+    /// a duplicate (`pull.confirm_deadline_secs`, default 25).
+    pub confirm_deadline_secs: u64,
+    /// Longest wait between retries after errors (`pull.max_backoff_secs`,
+    /// default 60).
+    pub max_backoff_secs: u64,
+    /// How often the queue length is read for `vodhook_pull_backlog`
+    /// (`pull.backlog_poll_secs`, default 30; 0 turns it off).
+    pub backlog_poll_secs: u64,
+}
+
+impl Default for PullConfig {
+    fn default() -> Self {
+        PullConfig {
+            enabled: false,
+            concurrency: 4,
+            request_timeout_secs: 10,
+            confirm_deadline_secs: 25,
+            max_backoff_secs: 60,
+            backlog_poll_secs: 30,
+        }
+    }
 }
 
 /// A network in CIDR notation, e.g. `203.0.113.0/24` or `2001:db8::/32`.
@@ -276,6 +389,25 @@ pub struct Overrides {
     pub sign_key: Option<String>,
     /// `--admin-listen`.
     pub admin_listen: Option<String>,
+    /// `TENCENTCLOUD_SECRET_ID`, `TENCENTCLOUD_SECRET_KEY`,
+    /// `TENCENTCLOUD_SESSION_TOKEN` from the environment.
+    pub tencentcloud: [Option<String>; 3],
+}
+
+impl Overrides {
+    /// The secrets vodhook reads from the environment.
+    pub fn from_env() -> Overrides {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        Overrides {
+            sign_key: var("VODHOOK_SIGN_KEY"),
+            tencentcloud: [
+                var("TENCENTCLOUD_SECRET_ID"),
+                var("TENCENTCLOUD_SECRET_KEY"),
+                var("TENCENTCLOUD_SESSION_TOKEN"),
+            ],
+            ..Overrides::default()
+        }
+    }
 }
 
 /// A configuration problem, phrased for a one-line message.
@@ -370,6 +502,16 @@ impl Config {
         if let Some(admin) = overrides.admin_listen {
             self.admin.listen = admin;
         }
+        let [secret_id, secret_key, token] = overrides.tencentcloud;
+        for (slot, value) in [
+            (&mut self.vod.secret_id, secret_id),
+            (&mut self.vod.secret_key, secret_key),
+            (&mut self.vod.session_token, token),
+        ] {
+            if value.is_some() {
+                *slot = value;
+            }
+        }
         if let Some(key) = overrides.sign_key.filter(|key| !key.is_empty()) {
             self.auth.sign_key = Some(key);
         }
@@ -439,6 +581,28 @@ impl Config {
                 "tls.cert and tls.key must be set together".to_owned(),
             ));
         }
+        if self.pull.concurrency == 0 || self.pull.concurrency > 64 {
+            return Err(ConfigError::Invalid(format!(
+                "pull.concurrency must be between 1 and 64, got {}",
+                self.pull.concurrency
+            )));
+        }
+        if self.pull.confirm_deadline_secs == 0 || self.pull.confirm_deadline_secs >= 30 {
+            return Err(ConfigError::Invalid(
+                "pull.confirm_deadline_secs must be between 1 and 29 (VOD refuses confirmations after 30 s)".to_owned(),
+            ));
+        }
+        if self.vod.requests_per_second == 0 {
+            return Err(ConfigError::Invalid(
+                "vod.requests_per_second must be at least 1".to_owned(),
+            ));
+        }
+        if !self.vod.endpoint.starts_with("https://") && !self.vod.endpoint.starts_with("http://") {
+            return Err(ConfigError::Invalid(format!(
+                "vod.endpoint must be an https:// URL, got {:?}",
+                self.vod.endpoint
+            )));
+        }
         if self.store.path.as_os_str().is_empty() {
             return Err(ConfigError::Invalid(
                 "store.path must not be empty".to_owned(),
@@ -456,7 +620,12 @@ impl Config {
     /// The effective configuration as TOML, secrets redacted.
     pub fn to_toml_redacted(&self) -> String {
         let mut shown = self.clone();
-        for secret in [&mut shown.auth.sign_key, &mut shown.auth.path_token] {
+        for secret in [
+            &mut shown.auth.sign_key,
+            &mut shown.auth.path_token,
+            &mut shown.vod.secret_key,
+            &mut shown.vod.session_token,
+        ] {
             if secret.is_some() {
                 *secret = Some("<redacted>".to_owned());
             }

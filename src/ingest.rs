@@ -24,13 +24,16 @@ use crate::store::{self, Rejected, Store, StoreError, Stored};
 pub enum Source {
     /// A normal callback POSTed by VOD (or `vodhook send`).
     Push,
+    /// Taken from the reliable-callback queue (PullEvents).
+    Pull,
 }
 
 impl Source {
-    /// `"push"`.
+    /// `"push"` or `"pull"`.
     pub fn as_str(self) -> &'static str {
         match self {
             Source::Push => "push",
+            Source::Pull => "pull",
         }
     }
 }

@@ -15,6 +15,8 @@
 //! - [`server`]: TCP/TLS accept loop and HTTP/1 connection limits.
 //! - [`sign`]: the VOD callback signature (`Sign`, `T`).
 //! - [`metrics`]: Prometheus metrics.
+//! - [`vod`]: the VOD API client (TC3 signing, PullEvents, ConfirmEvents, …).
+//! - [`pull`]: the reliable-callback consumer.
 //! - [`log`]: the stdout formatter (text or JSON lines).
 //! - [`send`]: `vodhook send`, realistic sample events for trying it out.
 //!
@@ -29,11 +31,13 @@ pub mod ingest;
 pub mod inspect;
 pub mod log;
 pub mod metrics;
+pub mod pull;
 pub mod send;
 pub mod server;
 pub mod sign;
 pub mod state;
 pub mod store;
+pub mod vod;
 
 use std::future::Future;
 use std::time::Duration;
@@ -55,8 +59,8 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// The bound sockets `run` serves.
 #[derive(Debug)]
 pub struct Listeners {
-    /// Callbacks and health checks.
-    pub main: TcpListener,
+    /// Callbacks and health checks (`None` for `vodhook pull`).
+    pub main: Option<TcpListener>,
     /// `/metrics`, when the admin listener is on.
     pub admin: Option<TcpListener>,
 }
@@ -79,10 +83,12 @@ pub async fn run(
         (Some(cert), Some(key)) => Some(server::tls_acceptor(cert, key)?),
         _ => None,
     };
-    let address = listeners
-        .main
-        .local_addr()
-        .context("listener has no local address")?;
+    let puller = if config.pull.enabled {
+        let options = config.vod.client_options()?;
+        Some(vod::VodClient::new(options)?)
+    } else {
+        None
+    };
     let stop = CancellationToken::new();
     if config.store.retention_days > 0 {
         let retention = Duration::from_secs(u64::from(config.store.retention_days) * 86_400);
@@ -97,32 +103,36 @@ pub async fn run(
         max_header_bytes: config.server.max_header_bytes,
     };
     let metrics = ingest.metrics().clone();
-    let router = http::router(http::App::new(&config, ingest), &config.server.path);
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let callback_path = http::callback_route(&config.server.path, config.auth.path_token.is_some())
-        .replace("{token}", "<auth.path_token>");
-    tracing::info!(
-        address = %address,
-        path = %callback_path,
-        url = format!("{scheme}://{address}{}", if config.auth.path_token.is_some() { &config.server.path } else { &callback_path }),
-        db = %config.store.path.display(),
-        signature = if config.auth.sign_key.is_some() { "required" } else { "off" },
-        "listening"
-    );
-    let mut servers = tokio::task::JoinSet::new();
-    servers.spawn(server::serve(
-        listeners.main,
-        router,
-        limits.clone(),
-        tls,
-        stop.clone(),
-    ));
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some(main) = listeners.main {
+        let address = main.local_addr().context("listener has no local address")?;
+        let router = http::router(http::App::new(&config, ingest.clone()), &config.server.path);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let callback_path =
+            http::callback_route(&config.server.path, config.auth.path_token.is_some())
+                .replace("{token}", "<auth.path_token>");
+        tracing::info!(
+            address = %address,
+            path = %callback_path,
+            url = format!("{scheme}://{address}{}", if config.auth.path_token.is_some() { &config.server.path } else { &callback_path }),
+            db = %config.store.path.display(),
+            signature = if config.auth.sign_key.is_some() { "required" } else { "off" },
+            "listening"
+        );
+        tasks.spawn(server::serve(
+            main,
+            router,
+            limits.clone(),
+            tls,
+            stop.clone(),
+        ));
+    }
     if let Some(admin) = listeners.admin {
         let admin_address = admin
             .local_addr()
             .context("admin listener has no local address")?;
         tracing::info!(address = %admin_address, url = format!("http://{admin_address}/metrics"), "metrics listening");
-        servers.spawn(server::serve(
+        tasks.spawn(server::serve(
             admin,
             http::admin_router(metrics),
             limits,
@@ -130,12 +140,16 @@ pub async fn run(
             stop.clone(),
         ));
     }
+    if let Some(client) = puller {
+        let options = pull::PullOptions::from_config(&config.pull);
+        tasks.spawn(pull::run(client, ingest, options, stop.clone()));
+    }
 
     shutdown.await;
     tracing::info!("shutting down: no new connections, finishing requests in flight");
     stop.cancel();
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
-        while servers.join_next().await.is_some() {}
+        while tasks.join_next().await.is_some() {}
     })
     .await;
     if drained.is_err() {

@@ -14,6 +14,7 @@ use vodhook::inspect::{self, Shown};
 use vodhook::metrics::Metrics;
 use vodhook::send::{self, TemplateOptions};
 use vodhook::store::{self, EventFilter, Reader, Store};
+use vodhook::vod::{EventConfigChange, VodClient};
 use vodhook::Listeners;
 
 /// Receive Tencent Cloud VOD event notifications and never lose one.
@@ -41,6 +42,76 @@ enum Command {
     Task(LookupArgs),
     /// Rebuild the task and file state from the stored raw events.
     Reindex(ReindexArgs),
+    /// Consume the VOD reliable-callback queue (PullEvents → store → ConfirmEvents).
+    Pull(PullArgs),
+    /// Read or change the VOD event configuration through the API.
+    #[command(subcommand)]
+    Vod(VodCommand),
+}
+
+#[derive(Debug, Args)]
+struct PullArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// SQLite database file [default: ./vodhook.db].
+    #[arg(long, value_name = "PATH", env = "VODHOOK_DB")]
+    db: Option<PathBuf>,
+    /// Log format on stdout [default: text].
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
+    /// Address of the metrics listener; "" turns it off [default: 127.0.0.1:9101].
+    #[arg(long, value_name = "ADDR")]
+    admin_listen: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum VodCommand {
+    /// The event configuration (DescribeEventConfig / ModifyEventConfig).
+    #[command(subcommand)]
+    Config(VodConfigCommand),
+    /// How many events wait in the reliable-callback queue (DescribeEventsState).
+    Queue(VodArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum VodConfigCommand {
+    /// Print the mode, callback URL and event switches.
+    Show(VodArgs),
+    /// Change them; what is not given stays as it is.
+    Set(VodSetArgs),
+}
+
+#[derive(Debug, Args)]
+struct VodArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct VodSetArgs {
+    #[command(flatten)]
+    common: VodArgs,
+    /// push (normal callback) or pull (reliable callback).
+    #[arg(long, value_parser = ["push", "pull"])]
+    mode: Option<String>,
+    /// The v3 callback URL ("" clears it).
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+    /// NewFileUpload events.
+    #[arg(long, value_parser = ["on", "off"])]
+    upload: Option<String>,
+    /// FileDeleted events.
+    #[arg(long, value_parser = ["on", "off"])]
+    delete: Option<String>,
+    /// PersistenceComplete events.
+    #[arg(long, value_parser = ["on", "off"])]
+    persistence: Option<String>,
+    /// The callback SignKey (letters and digits, at most 32).
+    #[arg(long, value_name = "KEY")]
+    sign_key: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -242,6 +313,8 @@ fn main() -> ExitCode {
                 .ok_or_else(|| Failure::NotFound(format!("nothing known about task {}", args.id)))
         }),
         Command::Reindex(args) => reindex(&args.store),
+        Command::Pull(args) => runtime.block_on(pull(args)),
+        Command::Vod(command) => runtime.block_on(vod_command(command)),
     }
 }
 
@@ -255,16 +328,44 @@ async fn serve(args: ServeArgs) -> ExitCode {
         log_format: args.log_format,
         max_body_bytes: args.max_body_bytes,
         db: args.db,
-        sign_key: std::env::var("VODHOOK_SIGN_KEY").ok(),
         admin_listen: args.admin_listen,
+        ..Overrides::from_env()
     };
-    let config = match Config::load(args.config.config.as_deref(), overrides) {
+    daemon(args.config.config.as_deref(), overrides, true).await
+}
+
+async fn pull(args: PullArgs) -> ExitCode {
+    let overrides = Overrides {
+        log_format: args.log_format,
+        db: args.db,
+        admin_listen: args.admin_listen,
+        ..Overrides::from_env()
+    };
+    daemon(args.config.config.as_deref(), overrides, false).await
+}
+
+/// `serve` (with the HTTP listener) or `pull` (the queue consumer only).
+async fn daemon(
+    config_path: Option<&std::path::Path>,
+    overrides: Overrides,
+    http: bool,
+) -> ExitCode {
+    let mut config = match Config::load(config_path, overrides) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("vodhook: {error}");
             return ExitCode::from(USAGE);
         }
     };
+    if !http {
+        config.pull.enabled = true;
+    }
+    if config.pull.enabled {
+        if let Err(error) = config.vod.client_options() {
+            eprintln!("vodhook: {error}");
+            return ExitCode::from(USAGE);
+        }
+    }
     if let Err(error) = vodhook::log::init(config.log.format) {
         eprintln!("vodhook: {error:#}");
         return ExitCode::from(USAGE);
@@ -284,12 +385,16 @@ async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let main = match TcpListener::bind(config.server.listen).await {
-        Ok(listener) => listener,
-        Err(error) => {
-            tracing::error!(address = %config.server.listen, %error, "cannot listen");
-            return ExitCode::FAILURE;
+    let main = if http {
+        match TcpListener::bind(config.server.listen).await {
+            Ok(listener) => Some(listener),
+            Err(error) => {
+                tracing::error!(address = %config.server.listen, %error, "cannot listen");
+                return ExitCode::FAILURE;
+            }
         }
+    } else {
+        None
     };
     // Validated at load, so `address()` cannot fail here.
     let admin = match config.admin.address().ok().flatten() {
@@ -307,6 +412,92 @@ async fn serve(args: ServeArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "cannot serve");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `vod config show|set`, `vod queue`.
+async fn vod_command(command: VodCommand) -> ExitCode {
+    let (config_args, json) = match &command {
+        VodCommand::Config(VodConfigCommand::Show(args)) | VodCommand::Queue(args) => {
+            (&args.config, args.json)
+        }
+        VodCommand::Config(VodConfigCommand::Set(args)) => (&args.common.config, args.common.json),
+    };
+    let config = match Config::load(config_args.config.as_deref(), Overrides::from_env()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("vodhook: {error}");
+            return ExitCode::from(USAGE);
+        }
+    };
+    let client = match config
+        .vod
+        .client_options()
+        .map_err(anyhow::Error::from)
+        .and_then(VodClient::new)
+    {
+        Ok(client) => client,
+        Err(error) => {
+            eprintln!("vodhook: {error:#}");
+            return ExitCode::from(USAGE);
+        }
+    };
+    let timeout = Duration::from_secs(15);
+    let printed = match command {
+        VodCommand::Config(VodConfigCommand::Show(_)) => client.describe_event_config(timeout).await.map(|config| {
+            if json {
+                serde_json::to_string(&config).unwrap_or_default()
+            } else {
+                let show = |value: &Option<String>| value.clone().unwrap_or_else(|| "-".to_owned());
+                format!(
+                    "mode                 {}\nnotification url     {}\nupload events        {}\ndelete events        {}\npersistence events   {}",
+                    show(&config.mode),
+                    show(&config.notification_url),
+                    show(&config.upload_media_complete_event_switch),
+                    show(&config.delete_media_complete_event_switch),
+                    show(&config.persistence_complete_event_switch)
+                )
+            }
+        }),
+        VodCommand::Config(VodConfigCommand::Set(args)) => {
+            if let Some(Err(error)) = args.sign_key.as_deref().map(vodhook::sign::SignKey::new) {
+                eprintln!("vodhook: --sign-key: {error}");
+                return ExitCode::from(USAGE);
+            }
+            let change = EventConfigChange {
+                mode: args.mode.map(|mode| mode.to_uppercase()),
+                notification_url: args.url,
+                upload: args.upload.map(|s| s.to_uppercase()),
+                delete: args.delete.map(|s| s.to_uppercase()),
+                persistence: args.persistence.map(|s| s.to_uppercase()),
+                sign_key: args.sign_key,
+            };
+            if change == EventConfigChange::default() {
+                eprintln!("vodhook: nothing to change: give --mode, --url, --upload, --delete, --persistence or --sign-key");
+                return ExitCode::from(USAGE);
+            }
+            client
+                .modify_event_config(&change, timeout)
+                .await
+                .map(|()| if json { r#"{"ok":true}"#.to_owned() } else { "event configuration updated".to_owned() })
+        }
+        VodCommand::Queue(_) => client.describe_events_state(timeout).await.map(|count| {
+            if json {
+                format!(r#"{{"count_of_events_to_pull":{count}}}"#)
+            } else {
+                format!("{count} events waiting in the queue (VOD's count lags by up to minutes)")
+            }
+        }),
+    };
+    match printed {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("vodhook: {error}");
             ExitCode::FAILURE
         }
     }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
@@ -16,6 +17,12 @@ use prometheus_client::registry::Registry;
 struct ReceivedLabels {
     event_type: String,
     source: String,
+}
+
+/// Labels of `vodhook_pull_requests_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
 }
 
 /// Labels of `vodhook_requests_rejected_total`.
@@ -32,6 +39,10 @@ struct Inner {
     request_duration: Histogram,
     commit_duration: Histogram,
     batch_size: Histogram,
+    pull_requests: Family<ResultLabels, Counter>,
+    confirmed: Counter,
+    redeliveries: Counter,
+    backlog: Gauge,
 }
 
 /// The process's metrics.
@@ -89,6 +100,30 @@ impl Default for Metrics {
             "Writes committed together",
             batch_size.clone(),
         );
+        let pull_requests = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "vodhook_pull_requests",
+            "VOD API calls of the pull consumer, by result",
+            pull_requests.clone(),
+        );
+        let confirmed = Counter::default();
+        registry.register(
+            "vodhook_events_confirmed",
+            "Events confirmed to the VOD queue",
+            confirmed.clone(),
+        );
+        let redeliveries = Counter::default();
+        registry.register(
+            "vodhook_pull_redeliveries",
+            "Events seen again through the queue",
+            redeliveries.clone(),
+        );
+        let backlog = Gauge::default();
+        registry.register(
+            "vodhook_pull_backlog",
+            "Events waiting in the VOD queue (DescribeEventsState)",
+            backlog.clone(),
+        );
         registry.register(
             "vodhook_build",
             "Build information",
@@ -103,6 +138,10 @@ impl Default for Metrics {
                 request_duration,
                 commit_duration,
                 batch_size,
+                pull_requests,
+                confirmed,
+                redeliveries,
+                backlog,
             }),
         }
     }
@@ -140,6 +179,33 @@ impl Metrics {
     pub fn commit(&self, size: usize, seconds: f64) {
         self.inner.commit_duration.observe(seconds);
         self.inner.batch_size.observe(size as f64);
+    }
+
+    /// A pull-consumer API call ended with `result` (`ok`, `empty`, `auth_error`, …).
+    pub fn pull_request(&self, result: &str) {
+        self.inner
+            .pull_requests
+            .get_or_create(&ResultLabels {
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// `count` events were confirmed.
+    pub fn events_confirmed(&self, count: usize) {
+        self.inner.confirmed.inc_by(count as u64);
+    }
+
+    /// A pulled event had been stored before.
+    pub fn pull_redelivery(&self) {
+        self.inner.redeliveries.inc();
+    }
+
+    /// The queue holds about `count` events.
+    pub fn pull_backlog(&self, count: u64) {
+        self.inner
+            .backlog
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     /// The Prometheus text exposition of every metric.

@@ -61,7 +61,7 @@ impl TestApp {
         let (stop, stopped) = oneshot::channel::<()>();
         let url = format!("http://{addr}{}", config.server.path);
         let listeners = Listeners {
-            main: listener,
+            main: Some(listener),
             admin: Some(admin_listener),
         };
         let server = tokio::spawn(vodhook::run(config, listeners, ingest, async move {
@@ -237,15 +237,31 @@ impl Daemon {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> (Daemon, String) {
+        let mut all = vec!["serve", "--listen", "127.0.0.1:0"];
+        all.extend(args);
+        Daemon::run(dir, &all, env).await
+    }
+
+    /// `vodhook pull` with its database in `dir`.
+    pub async fn pull(
+        dir: &tempfile::TempDir,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> (Daemon, String) {
+        let mut all = vec!["pull"];
+        all.extend(args);
+        Daemon::run(dir, &all, env).await
+    }
+
+    async fn run(dir: &tempfile::TempDir, args: &[&str], env: &[(&str, &str)]) -> (Daemon, String) {
         let db = dir.path().join("vodhook.db");
         let mut child = Command::new(BIN)
             .envs(env.iter().copied())
-            .arg("serve")
-            .args(["--listen", "127.0.0.1:0"])
+            .args(&args[..1])
             .arg("--db")
             .arg(&db)
             .args(["--admin-listen", ""])
-            .args(args)
+            .args(&args[1..])
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
             .kill_on_drop(true)

@@ -1,0 +1,411 @@
+//! The reliable-callback consumer: PullEvents → the same ingest path as a
+//! pushed callback (parse, dedup, durable commit, log line with
+//! `source=pull`) → ConfirmEvents for what is now durable → again.
+//!
+//! One step is [`poll_once`]; [`run`] is the thin loop around it, with
+//! `concurrency` pullers, confirms sent in the background (so that a puller
+//! is pulling again while its confirm is on the way), exponential backoff
+//! with jitter on errors, and a graceful stop: on cancellation no new pull
+//! starts, and what is in hand is stored and confirmed before `run` returns.
+//!
+//! Invariants: an event is confirmed only after its commit, and never after
+//! `confirm_deadline` (VOD refuses confirmations older than 30 s; such an
+//! event comes back and is recognised as a duplicate).
+
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::PullConfig;
+use crate::ingest::{Delivery, Ingest, IngestError, Source};
+use crate::metrics::Metrics;
+use crate::vod::{PulledEvent, VodClient, VodError};
+
+/// The consumer's settings, from `[pull]`.
+#[derive(Debug, Clone)]
+pub struct PullOptions {
+    /// Concurrent pullers.
+    pub concurrency: usize,
+    /// Client timeout of PullEvents (and ConfirmEvents).
+    pub request_timeout: Duration,
+    /// Handles older than this are not confirmed.
+    pub confirm_deadline: Duration,
+    /// First wait after an error.
+    pub min_backoff: Duration,
+    /// Longest wait after errors.
+    pub max_backoff: Duration,
+    /// How often the backlog is read (`None`: never).
+    pub backlog_every: Option<Duration>,
+}
+
+impl PullOptions {
+    /// The options of `config`.
+    pub fn from_config(config: &PullConfig) -> Self {
+        PullOptions {
+            concurrency: config.concurrency,
+            request_timeout: Duration::from_secs(config.request_timeout_secs),
+            confirm_deadline: Duration::from_secs(config.confirm_deadline_secs),
+            min_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(config.max_backoff_secs.max(1)),
+            backlog_every: (config.backlog_poll_secs > 0)
+                .then(|| Duration::from_secs(config.backlog_poll_secs)),
+        }
+    }
+}
+
+/// Events pulled and stored, waiting for their confirmation.
+#[derive(Debug)]
+pub struct Pulled {
+    /// When PullEvents answered: the confirmation window starts here.
+    pub pulled_at: Instant,
+    /// Events in the answer.
+    pub events: usize,
+    /// Handles of the events now durable (duplicates included).
+    pub handles: Vec<String>,
+    /// Events that could not be stored (they will come back).
+    pub not_stored: usize,
+}
+
+/// Why a step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    /// The API call failed.
+    #[error(transparent)]
+    Vod(#[from] VodError),
+    /// Events were pulled, but the store could not commit some of them;
+    /// those that were stored are confirmed.
+    #[error(
+        "{not_stored} of {events} pulled events could not be stored; they will be delivered again"
+    )]
+    Store {
+        /// The part that was stored, to confirm.
+        stored: Pulled,
+        /// Events not stored.
+        not_stored: usize,
+        /// Events pulled.
+        events: usize,
+    },
+}
+
+/// One pull: takes up to 16 events, stores each through `ingest`, and
+/// returns the handles to confirm. Does not confirm; see [`confirm`].
+///
+/// # Errors
+///
+/// The API call failed, or the store could not commit some events.
+pub async fn poll_once(
+    client: &VodClient,
+    ingest: &Ingest,
+    options: &PullOptions,
+) -> Result<Pulled, PullError> {
+    let pulled = client.pull_events(options.request_timeout).await?;
+    store_pulled(ingest, pulled, Instant::now()).await
+}
+
+async fn store_pulled(
+    ingest: &Ingest,
+    pulled: Vec<PulledEvent>,
+    pulled_at: Instant,
+) -> Result<Pulled, PullError> {
+    let events = pulled.len();
+    // All at once: they share one group commit.
+    let results = futures_join(pulled.into_iter().map(|event| {
+        let ingest = ingest.clone();
+        async move {
+            let delivery = Delivery {
+                raw: event.raw,
+                source: Source::Pull,
+                remote: None,
+                header_signature: (None, None),
+            };
+            (event.handle, ingest.accept(delivery).await)
+        }
+    }))
+    .await;
+    let mut handles = Vec::with_capacity(events);
+    let mut not_stored = 0;
+    for (handle, result) in results {
+        match result {
+            Ok(received) => {
+                if received.stored.duplicate() {
+                    ingest.metrics().pull_redelivery();
+                }
+                handles.extend(handle);
+            }
+            // Not an event at all: it is kept in the rejected table; confirm
+            // it, or it would come back forever.
+            Err(IngestError::Body(_)) => handles.extend(handle),
+            Err(IngestError::Store(_) | IngestError::Signature(_)) => not_stored += 1,
+        }
+    }
+    let stored = Pulled {
+        pulled_at,
+        events,
+        handles,
+        not_stored,
+    };
+    if not_stored > 0 {
+        return Err(PullError::Store {
+            stored,
+            not_stored,
+            events,
+        });
+    }
+    Ok(stored)
+}
+
+async fn futures_join<F: std::future::Future + Send + 'static>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut outputs = Vec::with_capacity(handles.len());
+    for handle in handles {
+        if let Ok(output) = handle.await {
+            outputs.push(output);
+        }
+    }
+    outputs
+}
+
+/// Confirms the handles of `pulled`, unless the window has (nearly) closed.
+/// Returns how many were confirmed.
+///
+/// # Errors
+///
+/// ConfirmEvents failed; the events will be delivered again.
+pub async fn confirm(
+    client: &VodClient,
+    pulled: &Pulled,
+    options: &PullOptions,
+    metrics: &Metrics,
+) -> Result<usize, VodError> {
+    if pulled.handles.is_empty() {
+        return Ok(0);
+    }
+    let age = pulled.pulled_at.elapsed();
+    if age >= options.confirm_deadline {
+        tracing::warn!(
+            events = pulled.handles.len(),
+            age_ms = age.as_millis() as u64,
+            "too late to confirm; these events will be delivered again and recognised as duplicates"
+        );
+        return Ok(0);
+    }
+    let timeout = options.request_timeout.min(options.confirm_deadline - age);
+    for chunk in pulled.handles.chunks(16) {
+        client.confirm_events(chunk, timeout).await?;
+        metrics.events_confirmed(chunk.len());
+    }
+    Ok(pulled.handles.len())
+}
+
+/// Exponential backoff with jitter.
+#[derive(Debug)]
+struct Backoff {
+    next: Duration,
+    min: Duration,
+    max: Duration,
+    seed: u64,
+}
+
+impl Backoff {
+    fn new(min: Duration, max: Duration, seed: u64) -> Self {
+        Backoff {
+            next: min,
+            min,
+            max,
+            seed: seed | 1,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.next = self.min;
+    }
+
+    /// The wait before the next try: between half and all of the current
+    /// step, which then doubles up to the cap.
+    fn step(&mut self) -> Duration {
+        // xorshift64: jitter, not cryptography.
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let fraction = 0.5 + (self.seed % 1000) as f64 / 2000.0;
+        let wait = self.next.mul_f64(fraction);
+        self.next = (self.next * 2).min(self.max);
+        wait
+    }
+}
+
+/// Runs `options.concurrency` pullers until `stop` is cancelled; then
+/// stores and confirms what is in hand and returns.
+pub async fn run(client: VodClient, ingest: Ingest, options: PullOptions, stop: CancellationToken) {
+    tracing::info!(
+        concurrency = options.concurrency,
+        "pulling events from the VOD queue"
+    );
+    let confirms = TaskTracker::new();
+    let mut pullers = tokio::task::JoinSet::new();
+    for index in 0..options.concurrency {
+        let (client, ingest, options, stop, confirms) = (
+            client.clone(),
+            ingest.clone(),
+            options.clone(),
+            stop.clone(),
+            confirms.clone(),
+        );
+        pullers.spawn(
+            async move { puller(index, &client, &ingest, &options, &stop, &confirms).await },
+        );
+    }
+    if let Some(every) = options.backlog_every {
+        let (client, metrics, stop) = (client.clone(), ingest.metrics().clone(), stop.clone());
+        tokio::spawn(async move { watch_backlog(&client, &metrics, every, &stop).await });
+    }
+    while pullers.join_next().await.is_some() {}
+    confirms.close();
+    confirms.wait().await;
+    tracing::info!("stopped pulling");
+}
+
+async fn puller(
+    index: usize,
+    client: &VodClient,
+    ingest: &Ingest,
+    options: &PullOptions,
+    stop: &CancellationToken,
+    confirms: &TaskTracker,
+) {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        .wrapping_add((index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut backoff = Backoff::new(options.min_backoff, options.max_backoff, seed);
+    let metrics = ingest.metrics().clone();
+    loop {
+        // Only the wait for PullEvents is cancelled: events not yet received
+        // stay in VOD's queue; events received are stored and confirmed.
+        let pulled = tokio::select! {
+            () = stop.cancelled() => return,
+            pulled = client.pull_events(options.request_timeout) => pulled,
+        };
+        let outcome = match pulled {
+            Ok(events) if events.is_empty() => {
+                metrics.pull_request("empty");
+                backoff.reset();
+                continue;
+            }
+            Ok(events) => {
+                metrics.pull_request("ok");
+                store_pulled(ingest, events, Instant::now()).await
+            }
+            Err(error) => {
+                metrics.pull_request(error.label());
+                Err(PullError::Vod(error))
+            }
+        };
+        let failure = match outcome {
+            Ok(pulled) => {
+                backoff.reset();
+                spawn_confirm(client, pulled, options, &metrics, confirms);
+                continue;
+            }
+            Err(PullError::Store {
+                stored,
+                not_stored,
+                events,
+            }) => {
+                spawn_confirm(client, stored, options, &metrics, confirms);
+                format!("{not_stored} of {events} pulled events could not be stored; they will be delivered again")
+            }
+            Err(PullError::Vod(error)) => {
+                let wait = backoff.step();
+                if error.is_auth() {
+                    tracing::error!(error = %error, retry_in_ms = wait.as_millis() as u64, "VOD refused the credentials");
+                } else {
+                    tracing::warn!(error = %error, retry_in_ms = wait.as_millis() as u64, "pulling events failed");
+                }
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(wait) => {}
+                }
+                continue;
+            }
+        };
+        let wait = backoff.step();
+        tracing::warn!(
+            reason = failure,
+            retry_in_ms = wait.as_millis() as u64,
+            "store failing while pulling"
+        );
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+fn spawn_confirm(
+    client: &VodClient,
+    pulled: Pulled,
+    options: &PullOptions,
+    metrics: &Metrics,
+    confirms: &TaskTracker,
+) {
+    let (client, options, metrics) = (client.clone(), options.clone(), metrics.clone());
+    confirms.spawn(async move {
+        let started = Instant::now();
+        match confirm(&client, &pulled, &options, &metrics).await {
+            Ok(confirmed) => tracing::debug!(confirmed, elapsed_ms = started.elapsed().as_millis() as u64, "confirmed"),
+            Err(error) => {
+                metrics.pull_request(error.label());
+                tracing::warn!(error = %error, events = pulled.handles.len(), "confirming failed; the events will be delivered again");
+            }
+        }
+    });
+}
+
+async fn watch_backlog(
+    client: &VodClient,
+    metrics: &Metrics,
+    every: Duration,
+    stop: &CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        match client.describe_events_state(Duration::from_secs(10)).await {
+            Ok(count) => metrics.pull_backlog(count),
+            Err(error) => tracing::debug!(error = %error, "cannot read the queue length"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_to_its_cap_and_resets() {
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2), 42);
+        let waits: Vec<Duration> = (0..8).map(|_| backoff.step()).collect();
+        assert!(waits[0] >= Duration::from_millis(100) && waits[0] <= Duration::from_millis(200));
+        assert!(waits[3] >= Duration::from_millis(800), "{waits:?}");
+        assert!(
+            waits.iter().all(|w| *w <= Duration::from_secs(2)),
+            "{waits:?}"
+        );
+        assert!(
+            waits[6] >= Duration::from_secs(1),
+            "capped at 2 s, at least half of it: {waits:?}"
+        );
+        backoff.reset();
+        assert!(backoff.step() <= Duration::from_millis(200));
+    }
+}
