@@ -12,6 +12,8 @@
 //! the ratio vodhook/bare, and a check that every 200 is a committed row.
 //!
 //! Goal (issue #3): ratio ≥ 0.5, p99 ≤ 20 ms, peak RSS ≤ 50 MB, no errors.
+//! A third run adds an `exec = ["/bin/true"]` action on every event (issue
+//! #6): ingest with the action ≥ 90% of without, every delivery completed.
 
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -189,6 +191,69 @@ async fn bare_server() {
     axum::serve(listener, app).await.expect("serve");
 }
 
+/// Runs `vodhook serve` (with `config`, if any) under the load; after an
+/// action run, waits for every delivery to complete.
+async fn run_vodhook(
+    duration: Duration,
+    config: Option<&str>,
+) -> (Run, f64, std::path::PathBuf, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("bench.db");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vodhook"));
+    command
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "",
+            "--log-format",
+            "text",
+            "--db",
+        ])
+        .arg(&db)
+        .env("RUST_LOG", "vodhook=info");
+    if let Some(config) = config {
+        let path = dir.path().join("vodhook.toml");
+        std::fs::write(&path, config).expect("config");
+        command.arg("--config").arg(path);
+    }
+    let (mut child, addr) = start(command).await;
+    let run = load(addr, "/", duration).await;
+    if config.is_some() {
+        let started = Instant::now();
+        let reader = vodhook::store::Reader::open(&db).expect("store");
+        loop {
+            let waiting = reader
+                .outbox_stats(vodhook::store::now_ms())
+                .expect("outbox")
+                .waiting;
+            if waiting == 0 {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(600),
+                "{waiting} deliveries still waiting"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let done = reader
+            .deliveries(Some("ok"), None, u32::MAX)
+            .expect("deliveries")
+            .len();
+        let (events, _) = reader.counts().expect("counts");
+        println!(
+            "every delivery completed: {done} ok of {events} events, {:.1} s after the load ended",
+            started.elapsed().as_secs_f64()
+        );
+        assert_eq!(done as i64, events, "one completed delivery per event");
+    }
+    let rss = peak_rss_mb(child.id().expect("pid"));
+    child.kill().await.ok();
+    child.wait().await.ok();
+    (run, rss, db, dir)
+}
+
 fn main() {
     if std::env::var_os("VODHOOK_BENCH_BARE").is_some() {
         tokio::runtime::Builder::new_multi_thread()
@@ -224,32 +289,24 @@ fn main() {
         let bare_rss = peak_rss_mb(bare.id().expect("pid"));
         bare.kill().await.ok();
 
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = dir.path().join("bench.db");
-        let mut vodhook = Command::new(env!("CARGO_BIN_EXE_vodhook"));
-        vodhook
-            .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "", "--log-format", "text", "--db"])
-            .arg(&db)
-            .env("RUST_LOG", "vodhook=info");
-        let (mut vodhook, vodhook_addr) = start(vodhook).await;
-        let vodhook_run = load(vodhook_addr, "/", duration).await;
-        let vodhook_rss = peak_rss_mb(vodhook.id().expect("pid"));
-        vodhook.kill().await.ok();
-        vodhook.wait().await.ok();
+        let (vodhook_run, vodhook_rss, vodhook_db, _dir) = run_vodhook(duration, None).await;
+        let (action_run, action_rss, action_db, _action_dir) =
+            run_vodhook(duration, Some("[[action]]\nname = \"true\"\non = \"*\"\nexec = [\"/bin/true\"]\n")).await;
 
         report("bare axum", &bare_run, bare_rss);
         report("vodhook serve (durable)", &vodhook_run, vodhook_rss);
+        report("vodhook + exec action", &action_run, action_rss);
         println!("ratio vodhook/bare      {:.2}", vodhook_run.rate() / bare_run.rate());
+        println!("ratio action/no action  {:.2}", action_run.rate() / vodhook_run.rate());
 
-        let reader = vodhook::store::Reader::open(&db).expect("open the bench store");
-        let (rows, deliveries) = reader.counts().expect("count");
-        // Warm-up requests were acknowledged too; every acknowledged
-        // request must be a committed row.
-        println!(
-            "stored events {rows} (deliveries {deliveries}); acknowledged in the measured window {}",
-            vodhook_run.ok
-        );
-        assert!(rows as u64 >= vodhook_run.ok, "an acknowledged event is missing from the store");
-        assert_eq!(rows, deliveries, "every request carried a new event");
+        for (name, db, run) in [("vodhook", &vodhook_db, &vodhook_run), ("vodhook + action", &action_db, &action_run)] {
+            let reader = vodhook::store::Reader::open(db).expect("open the bench store");
+            let (rows, deliveries) = reader.counts().expect("count");
+            // Warm-up requests were acknowledged too; every acknowledged
+            // request must be a committed row.
+            println!("{name}: stored events {rows} (deliveries {deliveries}); acknowledged in the measured window {}", run.ok);
+            assert!(rows as u64 >= run.ok, "an acknowledged event is missing from the store");
+            assert_eq!(rows, deliveries, "every request carried a new event");
+        }
     });
 }

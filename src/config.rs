@@ -31,6 +31,9 @@ pub struct Config {
     pub vod: VodConfig,
     /// The reliable-callback consumer.
     pub pull: PullConfig,
+    /// `[[action]]`: what to do when events arrive.
+    #[serde(rename = "action", skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<ActionConfig>,
 }
 
 /// `[server]`: where and how callbacks are received.
@@ -255,6 +258,103 @@ impl Default for PullConfig {
             max_backoff_secs: 60,
             backlog_poll_secs: 30,
         }
+    }
+}
+
+/// One `[[action]]`: run a program or forward the event, for the events
+/// it matches.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionConfig {
+    /// Unique name; deliveries are recorded under it.
+    pub name: String,
+    /// Event types it runs for; `"*"` for all.
+    #[serde(deserialize_with = "one_or_many")]
+    pub on: Vec<String>,
+    /// Further conditions on the typed event.
+    #[serde(default, skip_serializing_if = "When::is_empty")]
+    pub when: When,
+    /// `["/path/to/program", "arg", …]`, run without a shell; the event's
+    /// JSON on stdin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<Vec<String>>,
+    /// URL to POST the event's JSON to, signed as a Standard Webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward: Option<String>,
+    /// The Standard Webhooks secret for `forward` (`whsec_…`, base64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// Seconds an attempt may take (default 30).
+    #[serde(default = "default_action_timeout")]
+    pub timeout_secs: u64,
+    /// Attempts running at once (default 4).
+    #[serde(default = "default_action_concurrency")]
+    pub max_concurrency: usize,
+    /// Attempts before a delivery is dead (default 10).
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// First retry delay in milliseconds; it doubles, with jitter (default 1000).
+    #[serde(default = "default_backoff_ms")]
+    pub backoff_initial_ms: u64,
+    /// Longest retry delay in seconds (default 600).
+    #[serde(default = "default_backoff_max")]
+    pub backoff_max_secs: u64,
+    /// A delivery older than this (seconds) is not retried any more (default 86400).
+    #[serde(default = "default_max_age")]
+    pub max_age_secs: u64,
+}
+
+fn default_action_timeout() -> u64 {
+    30
+}
+fn default_action_concurrency() -> usize {
+    4
+}
+fn default_max_attempts() -> u32 {
+    10
+}
+fn default_backoff_ms() -> u64 {
+    1000
+}
+fn default_backoff_max() -> u64 {
+    600
+}
+fn default_max_age() -> u64 {
+    86_400
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(one) => vec![one],
+        OneOrMany::Many(many) => many,
+    })
+}
+
+/// Conditions of an action on the typed event; all that are set must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct When {
+    /// The event's status (`FINISH`, `SUCCESS`, `FAIL`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// A sub-task of this type exists (`Transcode`, `CoverBySnapshot`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subtask_type: Option<String>,
+    /// A sub-task (of `subtask_type`, if given) has this status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subtask_status: Option<String>,
+}
+
+impl When {
+    /// No condition.
+    pub fn is_empty(&self) -> bool {
+        self == &When::default()
     }
 }
 
@@ -603,6 +703,46 @@ impl Config {
                 self.vod.endpoint
             )));
         }
+        let mut names = std::collections::HashSet::new();
+        for action in &self.actions {
+            let name = &action.name;
+            if name.is_empty() || !names.insert(name.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "action names must be unique and not empty: {name:?}"
+                )));
+            }
+            if action.on.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "action {name:?}: `on` lists no event type (use \"*\" for all)"
+                )));
+            }
+            match (&action.exec, &action.forward) {
+                (Some(exec), None) if exec.is_empty() || exec[0].is_empty() => {
+                    return Err(ConfigError::Invalid(format!(
+                        "action {name:?}: exec needs a program"
+                    )));
+                }
+                (Some(_), None) => {}
+                (None, Some(url))
+                    if !url.starts_with("http://") && !url.starts_with("https://") =>
+                {
+                    return Err(ConfigError::Invalid(format!(
+                        "action {name:?}: forward must be an http(s) URL"
+                    )));
+                }
+                (None, Some(_)) => {}
+                _ => {
+                    return Err(ConfigError::Invalid(format!(
+                        "action {name:?}: give exactly one of exec and forward"
+                    )));
+                }
+            }
+            if action.max_attempts == 0 || action.max_concurrency == 0 || action.timeout_secs == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "action {name:?}: max_attempts, max_concurrency and timeout_secs must be at least 1"
+                )));
+            }
+        }
         if self.store.path.as_os_str().is_empty() {
             return Err(ConfigError::Invalid(
                 "store.path must not be empty".to_owned(),
@@ -620,6 +760,11 @@ impl Config {
     /// The effective configuration as TOML, secrets redacted.
     pub fn to_toml_redacted(&self) -> String {
         let mut shown = self.clone();
+        for action in &mut shown.actions {
+            if action.secret.is_some() {
+                action.secret = Some("<redacted>".to_owned());
+            }
+        }
         for secret in [
             &mut shown.auth.sign_key,
             &mut shown.auth.path_token,
@@ -786,6 +931,31 @@ mod tests {
                 .validate()
                 .unwrap_err()
                 .to_string();
+            assert!(error.contains(needle), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn actions_parse_and_are_validated() {
+        let config = Config::parse(
+            "[[action]]\nname = \"a\"\non = \"*\"\nexec = [\"/bin/true\"]\n\n\
+             [[action]]\nname = \"b\"\non = [\"ProcedureStateChanged\"]\nforward = \"https://x/y\"\n\
+             secret = \"whsec_c2VjcmV0\"\nwhen = { status = \"FINISH\", subtask_type = \"Transcode\" }\n",
+        )
+        .unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.actions[0].on, ["*"]);
+        assert_eq!(config.actions[1].when.status.as_deref(), Some("FINISH"));
+        assert_eq!(config.actions[1].max_attempts, 10);
+        assert!(!config.to_toml_redacted().contains("whsec_c2VjcmV0"));
+        for (text, needle) in [
+            ("[[action]]\nname = \"a\"\non = \"*\"\n", "exactly one"),
+            ("[[action]]\nname = \"a\"\non = \"*\"\nexec = []\n", "program"),
+            ("[[action]]\nname = \"a\"\non = []\nexec = [\"x\"]\n", "on"),
+            ("[[action]]\nname = \"a\"\non = \"*\"\nforward = \"ftp://x\"\n", "http"),
+            ("[[action]]\nname = \"a\"\non = \"*\"\nexec = [\"x\"]\n[[action]]\nname = \"a\"\non = \"*\"\nexec = [\"x\"]\n", "unique"),
+        ] {
+            let error = Config::parse(text).unwrap().validate().unwrap_err().to_string();
             assert!(error.contains(needle), "{text}: {error}");
         }
     }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::broadcast;
 
+use crate::actions::Actions;
 use crate::events::{describe, BodyError, Event};
 use crate::log::EVENT_TARGET;
 use crate::metrics::Metrics;
@@ -98,6 +99,8 @@ pub struct Ingest {
     store: Store,
     metrics: Metrics,
     verifier: Option<Verifier>,
+    actions: Actions,
+    wake_dispatcher: Arc<tokio::sync::Notify>,
     accepted: broadcast::Sender<Arc<Received>>,
 }
 
@@ -110,8 +113,27 @@ impl Ingest {
             store,
             metrics,
             verifier,
+            actions: Actions::default(),
+            wake_dispatcher: Arc::default(),
             accepted,
         }
+    }
+
+    /// Records a delivery for each of `actions` an event triggers, in the
+    /// event's own transaction, and wakes the dispatcher for it.
+    pub fn with_actions(mut self, actions: Actions) -> Self {
+        self.actions = actions;
+        self
+    }
+
+    /// The configured actions.
+    pub fn actions(&self) -> &Actions {
+        &self.actions
+    }
+
+    /// Notified whenever new deliveries are stored.
+    pub fn dispatcher_wake(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.wake_dispatcher)
     }
 
     /// The metrics this path counts into.
@@ -173,12 +195,14 @@ impl Ingest {
                 return Err(error.into());
             }
         }
-        let new = store::new_event(
+        let mut new = store::new_event(
             &event,
             raw.clone(),
             source.as_str(),
             remote.map(|r| r.to_string()),
         );
+        new.actions = self.actions.matching(&event, &new.derived);
+        let triggers = !new.actions.is_empty();
         let stored = match self.store.insert(new).await {
             Ok(stored) => stored,
             Err(error) => {
@@ -199,6 +223,9 @@ impl Ingest {
             source.as_str(),
             stored.duplicate(),
         );
+        if triggers && !stored.duplicate() {
+            self.wake_dispatcher.notify_one();
+        }
         let received = Arc::new(Received {
             event,
             raw,

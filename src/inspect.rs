@@ -12,7 +12,9 @@ use time::OffsetDateTime;
 
 use crate::events::{describe, Event};
 use crate::state::{SubtaskState, TaskState};
-use crate::store::{EventFilter, EventRow, FileRecord, Reader, RejectedRow, TaskRecord};
+use crate::store::{
+    DeliveryRow, EventFilter, EventRow, FileRecord, Reader, RejectedRow, TaskRecord,
+};
 
 /// A time as `2026-11-28T02:28:10.072Z` (UTC).
 pub fn format_ms(ms: i64) -> String {
@@ -428,6 +430,127 @@ pub fn task_view(reader: &Reader, task_id: &str, as_json: bool) -> anyhow::Resul
         }
     }
     write_events(&mut out, &events);
+    Ok(Some(out))
+}
+
+fn delivery_json(row: &DeliveryRow) -> Value {
+    let mut value = serde_json::to_value(row).unwrap_or(Value::Null);
+    for key in ["next_at", "created_at", "updated_at"] {
+        if let Some(ms) = value[key].as_i64() {
+            value[key] = json!(format_ms(ms));
+        }
+    }
+    value
+}
+
+/// `deliveries list`.
+///
+/// # Errors
+///
+/// The query fails.
+pub fn deliveries_list(
+    reader: &Reader,
+    status: Option<&str>,
+    action: Option<&str>,
+    limit: u32,
+    as_json: bool,
+) -> anyhow::Result<String> {
+    let rows = reader.deliveries(status, action, limit)?;
+    if as_json {
+        return Ok(to_json_lines(
+            &rows.iter().map(delivery_json).collect::<Vec<_>>(),
+        ));
+    }
+    if rows.is_empty() {
+        return Ok("no deliveries\n".to_owned());
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<7} {:<7} {:<24} {:<20} {:<9} {:>8} LAST ERROR",
+        "ID", "EVENT", "UPDATED", "ACTION", "STATUS", "ATTEMPTS"
+    );
+    for row in rows {
+        let _ = writeln!(
+            out,
+            "{:<7} {:<7} {:<24} {:<20} {:<9} {:>8} {}",
+            row.id,
+            row.event_id,
+            format_ms(row.updated_at),
+            row.action,
+            row.status,
+            row.attempts,
+            dash(row.last_error.as_deref())
+        );
+    }
+    Ok(out)
+}
+
+/// `deliveries show ID`; `None` when there is no such delivery.
+///
+/// # Errors
+///
+/// The query fails.
+pub fn delivery_show(reader: &Reader, id: i64, as_json: bool) -> anyhow::Result<Option<String>> {
+    let Some((row, attempts)) = reader.delivery(id)? else {
+        return Ok(None);
+    };
+    if as_json {
+        let attempts: Vec<Value> = attempts
+            .iter()
+            .map(|attempt| {
+                let mut value = serde_json::to_value(attempt).unwrap_or(Value::Null);
+                value["started_at"] = json!(format_ms(attempt.started_at));
+                value
+            })
+            .collect();
+        let mut value = delivery_json(&row);
+        value["attempts_log"] = Value::Array(attempts);
+        return Ok(Some(format!("{value}\n")));
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "delivery {}  action {}  event {} ({})",
+        row.id, row.action, row.event_id, row.event_type
+    );
+    let _ = writeln!(
+        out,
+        "status     {}  after {} attempts",
+        row.status, row.attempts
+    );
+    if matches!(row.status.as_str(), "pending" | "retrying") {
+        let _ = writeln!(out, "next       {}", format_ms(row.next_at));
+    }
+    for (index, attempt) in attempts.iter().enumerate() {
+        let result = match (attempt.ok, attempt.exit_code, attempt.http_status) {
+            (true, _, _) => "ok".to_owned(),
+            (false, Some(code), _) => format!("exit {code}"),
+            (false, _, Some(status)) => format!("HTTP {status}"),
+            (false, None, None) => "failed".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "attempt {}  {}  {} ms  {}{}",
+            index + 1,
+            format_ms(attempt.started_at),
+            attempt.duration_ms,
+            result,
+            attempt
+                .error
+                .as_deref()
+                .map(|e| format!("  ({e})"))
+                .unwrap_or_default()
+        );
+        for (label, text) in [("stdout", &attempt.stdout), ("stderr", &attempt.stderr)] {
+            if let Some(text) = text.as_deref().filter(|t| !t.is_empty()) {
+                let _ = writeln!(out, "  {label}:");
+                for line in text.lines() {
+                    let _ = writeln!(out, "    {line}");
+                }
+            }
+        }
+    }
     Ok(Some(out))
 }
 

@@ -17,6 +17,7 @@
 //! - [`metrics`]: Prometheus metrics.
 //! - [`vod`]: the VOD API client (TC3 signing, PullEvents, ConfirmEvents, …).
 //! - [`pull`]: the reliable-callback consumer.
+//! - [`actions`]: `[[action]]` exec hooks and forwards from the outbox.
 //! - [`log`]: the stdout formatter (text or JSON lines).
 //! - [`send`]: `vodhook send`, realistic sample events for trying it out.
 //!
@@ -24,6 +25,7 @@
 //! shutdown future, so tests bind `127.0.0.1:0` and stop the server when
 //! they choose. `ARCHITECTURE.md` in the repository is the longer map.
 
+pub mod actions;
 pub mod config;
 pub mod events;
 pub mod http;
@@ -139,6 +141,15 @@ pub async fn run(
             None,
             stop.clone(),
         ));
+    }
+    if !ingest.actions().is_empty() {
+        let dispatcher = actions::Dispatcher::new(
+            ingest.actions().clone(),
+            ingest.store().clone(),
+            ingest.metrics().clone(),
+            ingest.dispatcher_wake(),
+        );
+        tasks.spawn(dispatcher.run(stop.clone()));
     }
     if let Some(client) = puller {
         let options = pull::PullOptions::from_config(&config.pull);

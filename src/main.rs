@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
 
+use vodhook::actions::Actions;
 use vodhook::config::{Config, LogFormat, Overrides};
 use vodhook::ingest::Ingest;
 use vodhook::inspect::{self, Shown};
@@ -47,6 +48,60 @@ enum Command {
     /// Read or change the VOD event configuration through the API.
     #[command(subcommand)]
     Vod(VodCommand),
+    /// The outbox: what the configured actions did with each event.
+    #[command(subcommand)]
+    Deliveries(DeliveriesCommand),
+    /// Run actions again for stored events, or re-POST them to another receiver.
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum DeliveriesCommand {
+    /// One line per delivery, newest first.
+    List(DeliveriesListArgs),
+    /// One delivery with every attempt: exit codes or HTTP statuses, captured output.
+    Show(DeliveryShowArgs),
+}
+
+#[derive(Debug, Args)]
+struct DeliveriesListArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Only deliveries in this state.
+    #[arg(long, value_parser = ["pending", "retrying", "dead", "ok"])]
+    status: Option<String>,
+    /// Only this action's deliveries.
+    #[arg(long, value_name = "NAME")]
+    action: Option<String>,
+    /// At most this many.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    limit: u32,
+}
+
+#[derive(Debug, Args)]
+struct DeliveryShowArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Delivery id.
+    id: i64,
+}
+
+#[derive(Debug, Args)]
+struct ReplayArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Event ids to replay.
+    #[arg(value_name = "EVENT_ID")]
+    ids: Vec<i64>,
+    /// Every event received since an RFC 3339 time or a duration ago (15m, 2h, 7d).
+    #[arg(long, value_name = "WHEN")]
+    since: Option<String>,
+    /// Only this action (run even where its filters do not match).
+    #[arg(long, value_name = "NAME", conflicts_with = "to")]
+    action: Option<String>,
+    /// Instead of running actions, POST the stored raw events to this URL.
+    #[arg(long, value_name = "URL")]
+    to: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -315,6 +370,20 @@ fn main() -> ExitCode {
         Command::Reindex(args) => reindex(&args.store),
         Command::Pull(args) => runtime.block_on(pull(args)),
         Command::Vod(command) => runtime.block_on(vod_command(command)),
+        Command::Deliveries(DeliveriesCommand::List(args)) => query(&args.store, |reader, json| {
+            Ok(inspect::deliveries_list(
+                reader,
+                args.status.as_deref(),
+                args.action.as_deref(),
+                args.limit,
+                json,
+            )?)
+        }),
+        Command::Deliveries(DeliveriesCommand::Show(args)) => query(&args.store, |reader, json| {
+            inspect::delivery_show(reader, args.id, json)?
+                .ok_or_else(|| Failure::NotFound(format!("no delivery {}", args.id)))
+        }),
+        Command::Replay(args) => runtime.block_on(replay(args)),
     }
 }
 
@@ -407,7 +476,8 @@ async fn daemon(
             }
         },
     };
-    let ingest = Ingest::new(store, metrics, config.verifier());
+    let ingest =
+        Ingest::new(store, metrics, config.verifier()).with_actions(Actions::new(&config.actions));
     match vodhook::run(config, Listeners { main, admin }, ingest, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -638,6 +708,115 @@ fn reindex(args: &StoreArgs) -> ExitCode {
                     report.events, report.tasks, report.files, report.parse_errors
                 );
             }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("vodhook: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `vodhook replay`: queue deliveries again, or re-POST events elsewhere.
+async fn replay(args: ReplayArgs) -> ExitCode {
+    let config = match store_config(&args.store) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    if args.ids.is_empty() && args.since.is_none() {
+        eprintln!("vodhook: give event ids or --since");
+        return ExitCode::from(USAGE);
+    }
+    let since_ms = match args
+        .since
+        .as_deref()
+        .map(|s| inspect::parse_since(s, store::now_ms()))
+    {
+        Some(Err(error)) => {
+            eprintln!("vodhook: {error}");
+            return ExitCode::from(USAGE);
+        }
+        Some(Ok(ms)) => Some(ms),
+        None => None,
+    };
+    let events = match Reader::open(&config.store.path)
+        .and_then(|reader| reader.raw_events(&args.ids, since_ms))
+    {
+        Ok(events) => events,
+        Err(error) => {
+            eprintln!("vodhook: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(missing) = args
+        .ids
+        .iter()
+        .find(|id| !events.iter().any(|(row, _)| row.id == **id))
+    {
+        eprintln!(
+            "vodhook: no event {missing} in {}",
+            config.store.path.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    if let Some(url) = args.to {
+        let (mut sent, mut failed) = (0, 0);
+        for (row, raw) in events {
+            match send::post(&url, raw, Duration::from_secs(10)).await {
+                Ok(answer) if (200..300).contains(&answer.status) => sent += 1,
+                Ok(answer) => {
+                    failed += 1;
+                    eprintln!(
+                        "vodhook: event {} answered {} {}",
+                        row.id,
+                        answer.status,
+                        answer.body.trim()
+                    );
+                }
+                Err(error) => {
+                    failed += 1;
+                    eprintln!("vodhook: event {}: {error:#}", row.id);
+                }
+            }
+        }
+        println!("{sent} events sent to {url}, {failed} failed");
+        return if failed == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
+    let actions = Actions::new(&config.actions);
+    if let Some(name) = &args.action {
+        if !actions.contains(name) {
+            eprintln!("vodhook: no action named {name:?} in the configuration");
+            return ExitCode::from(USAGE);
+        }
+    }
+    let mut pairs = Vec::new();
+    for (row, raw) in &events {
+        let Ok(event) = vodhook::events::Event::parse(raw) else {
+            continue;
+        };
+        match &args.action {
+            Some(name) => pairs.push((row.id, name.clone())),
+            None => {
+                let derived = vodhook::state::derive(&event);
+                pairs.extend(
+                    actions
+                        .matching(&event, &derived)
+                        .into_iter()
+                        .map(|name| (row.id, name)),
+                );
+            }
+        }
+    }
+    match store::enqueue_deliveries(&config.store.options(), &pairs) {
+        Ok(count) => {
+            println!(
+                "queued {count} deliveries for {} events; the running daemon carries them out (see `vodhook deliveries list`)",
+                events.len()
+            );
             ExitCode::SUCCESS
         }
         Err(error) => {

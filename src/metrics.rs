@@ -25,6 +25,13 @@ struct ResultLabels {
     result: String,
 }
 
+/// Labels of `vodhook_deliveries_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryLabels {
+    action: String,
+    result: String,
+}
+
 /// Labels of `vodhook_requests_rejected_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
@@ -43,6 +50,9 @@ struct Inner {
     confirmed: Counter,
     redeliveries: Counter,
     backlog: Gauge,
+    deliveries: Family<DeliveryLabels, Counter>,
+    outbox_waiting: Gauge,
+    outbox_oldest: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 /// The process's metrics.
@@ -124,6 +134,24 @@ impl Default for Metrics {
             "Events waiting in the VOD queue (DescribeEventsState)",
             backlog.clone(),
         );
+        let deliveries = Family::<DeliveryLabels, Counter>::default();
+        registry.register(
+            "vodhook_deliveries",
+            "Action attempts, by action and result (ok, retrying, dead)",
+            deliveries.clone(),
+        );
+        let outbox_waiting = Gauge::default();
+        registry.register(
+            "vodhook_deliveries_waiting",
+            "Deliveries pending or waiting for a retry",
+            outbox_waiting.clone(),
+        );
+        let outbox_oldest = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "vodhook_deliveries_oldest_waiting_seconds",
+            "Age of the oldest delivery not yet done",
+            outbox_oldest.clone(),
+        );
         registry.register(
             "vodhook_build",
             "Build information",
@@ -142,6 +170,9 @@ impl Default for Metrics {
                 confirmed,
                 redeliveries,
                 backlog,
+                deliveries,
+                outbox_waiting,
+                outbox_oldest,
             }),
         }
     }
@@ -206,6 +237,21 @@ impl Metrics {
         self.inner
             .backlog
             .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// An action attempt ended; `result` is the delivery's new status.
+    pub fn delivery(&self, action: &str, result: &str) {
+        let labels = DeliveryLabels {
+            action: action.to_owned(),
+            result: result.to_owned(),
+        };
+        self.inner.deliveries.get_or_create(&labels).inc();
+    }
+
+    /// The outbox holds `waiting` deliveries, the oldest queued `oldest_ms` ago.
+    pub fn outbox(&self, waiting: i64, oldest_ms: i64) {
+        self.inner.outbox_waiting.set(waiting);
+        self.inner.outbox_oldest.set(oldest_ms as f64 / 1000.0);
     }
 
     /// The Prometheus text exposition of every metric.

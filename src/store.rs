@@ -51,7 +51,8 @@ pub const REJECTED_KEPT: i64 = 1000;
 
 /// The schema, one migration per entry; `PRAGMA user_version` counts the
 /// ones applied.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE events (
     id           INTEGER PRIMARY KEY,
     dedup_key    BLOB    NOT NULL UNIQUE,
@@ -110,7 +111,40 @@ CREATE TABLE rejected (
     reason      TEXT NOT NULL,
     body        BLOB NOT NULL
 );
-"#];
+"#,
+    r#"
+-- The outbox (issue #6): one delivery per (event, matching action),
+-- written in the transaction that stores the event.
+CREATE TABLE deliveries (
+    id         INTEGER PRIMARY KEY,
+    event_id   INTEGER NOT NULL,
+    action     TEXT    NOT NULL,
+    status     TEXT    NOT NULL,
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    next_at    INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    last_error TEXT
+);
+CREATE INDEX deliveries_due ON deliveries (next_at) WHERE status IN ('pending', 'retrying');
+CREATE INDEX deliveries_event_id ON deliveries (event_id);
+CREATE INDEX deliveries_status ON deliveries (status, action);
+
+CREATE TABLE attempts (
+    id          INTEGER PRIMARY KEY,
+    delivery_id INTEGER NOT NULL,
+    started_at  INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    ok          INTEGER NOT NULL,
+    exit_code   INTEGER,
+    http_status INTEGER,
+    error       TEXT,
+    stdout      TEXT,
+    stderr      TEXT
+);
+CREATE INDEX attempts_delivery_id ON attempts (delivery_id);
+"#,
+];
 
 /// Store settings, from `[store]`.
 #[derive(Debug, Clone)]
@@ -150,6 +184,9 @@ pub struct NewEvent {
     pub meta: EventMeta,
     /// Task and file updates.
     pub derived: Derived,
+    /// Names of the actions this event triggers (outbox rows, written only
+    /// when the event is new).
+    pub actions: Vec<String>,
 }
 
 /// The searchable columns of an event.
@@ -216,6 +253,7 @@ pub struct Rejected {
 
 enum Command {
     Insert(Box<NewEvent>, oneshot::Sender<Result<Stored, StoreError>>),
+    Attempt(Box<AttemptRecord>, oneshot::Sender<Result<(), StoreError>>),
     Reject(Box<Rejected>, oneshot::Sender<Result<(), StoreError>>),
     Prune(i64, oneshot::Sender<Result<usize, StoreError>>),
     Probe(oneshot::Sender<Result<(), StoreError>>),
@@ -278,6 +316,16 @@ fn migrate(connection: &mut Connection, path: &Path) -> anyhow::Result<()> {
 }
 
 impl Store {
+    /// Records an attempt of a delivery and its new state.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    pub async fn record_attempt(&self, attempt: AttemptRecord) -> Result<(), StoreError> {
+        self.call(|reply| Command::Attempt(Box::new(attempt), reply))
+            .await
+    }
+
     /// Opens (or creates) the database, migrates it and starts the writer.
     ///
     /// # Errors
@@ -487,7 +535,7 @@ impl Writer {
                         Command::Insert(_, reply) => {
                             let _ = reply.send(result);
                         }
-                        Command::Reject(_, reply) => {
+                        Command::Reject(_, reply) | Command::Attempt(_, reply) => {
                             let _ = reply.send(result.map(|_| ()));
                         }
                         Command::Prune(..) | Command::Probe(_) => {}
@@ -502,7 +550,7 @@ impl Writer {
                         Command::Insert(_, reply) => {
                             let _ = reply.send(Err(error.clone()));
                         }
-                        Command::Reject(_, reply) => {
+                        Command::Reject(_, reply) | Command::Attempt(_, reply) => {
                             let _ = reply.send(Err(error.clone()));
                         }
                         Command::Prune(..) | Command::Probe(_) => {}
@@ -530,6 +578,12 @@ impl Writer {
                 Command::Reject(body, _) => {
                     rejected = true;
                     insert_rejected(&savepoint, body).map(|id| Stored { id, times_seen: 1 })
+                }
+                Command::Attempt(attempt, _) => {
+                    record_attempt(&savepoint, attempt).map(|()| Stored {
+                        id: attempt.delivery_id,
+                        times_seen: 1,
+                    })
                 }
                 Command::Prune(..) | Command::Probe(_) => continue,
             };
@@ -587,6 +641,14 @@ impl Writer {
             "DELETE FROM rejected WHERE received_at < ?1",
             params![cutoff],
         )?;
+        transaction.execute(
+            "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE created_at < ?1)",
+            params![cutoff],
+        )?;
+        transaction.execute(
+            "DELETE FROM deliveries WHERE created_at < ?1",
+            params![cutoff],
+        )?;
         transaction.commit()?;
         Ok(deleted)
     }
@@ -630,6 +692,7 @@ fn insert_event(connection: &Connection, event: &NewEvent) -> rusqlite::Result<S
             stored.id,
             event.received_at,
         )?;
+        insert_deliveries(connection, stored.id, &event.actions, event.received_at)?;
     }
     Ok(stored)
 }
@@ -1087,6 +1150,7 @@ pub fn new_event(
     remote: Option<String>,
 ) -> NewEvent {
     NewEvent {
+        actions: Vec::new(),
         dedup_key: events::dedup_key(&raw),
         raw,
         source,
@@ -1094,5 +1158,376 @@ pub fn new_event(
         received_at: now_ms(),
         meta: EventMeta::of(event),
         derived: state::derive(event),
+    }
+}
+
+fn insert_deliveries(
+    connection: &Connection,
+    event_id: i64,
+    actions: &[String],
+    at: i64,
+) -> rusqlite::Result<()> {
+    for action in actions {
+        connection
+            .prepare_cached(
+                "INSERT INTO deliveries (event_id, action, status, attempts, next_at, created_at, updated_at)
+                 VALUES (?1, ?2, 'pending', 0, ?3, ?3, ?3)",
+            )?
+            .execute(params![event_id, action, at])?;
+    }
+    Ok(())
+}
+
+/// The outcome of one attempt, and what happens to its delivery next.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AttemptRecord {
+    /// The delivery.
+    pub delivery_id: i64,
+    /// When the attempt started (ms).
+    pub started_at: i64,
+    /// How long it took.
+    pub duration_ms: i64,
+    /// Done?
+    pub ok: bool,
+    /// Exit status of a program (`exec`).
+    pub exit_code: Option<i32>,
+    /// HTTP status of a forward.
+    pub http_status: Option<u16>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Captured standard output (or response body), bounded.
+    pub stdout: Option<String>,
+    /// Captured standard error, bounded.
+    pub stderr: Option<String>,
+    /// The delivery's new status: `ok`, `retrying` or `dead`.
+    pub status: &'static str,
+    /// When to try again (ms), for `retrying`.
+    pub next_at: i64,
+}
+
+/// Writes an attempt and its delivery's new state (inside the caller's
+/// transaction: attempts share group commits with events).
+fn record_attempt(transaction: &Connection, attempt: &AttemptRecord) -> rusqlite::Result<()> {
+    transaction
+        .prepare_cached(
+            "INSERT INTO attempts (delivery_id, started_at, duration_ms, ok, exit_code, http_status, error, stdout, stderr)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![
+            attempt.delivery_id,
+            attempt.started_at,
+            attempt.duration_ms,
+            attempt.ok,
+            attempt.exit_code,
+            attempt.http_status,
+            attempt.error,
+            attempt.stdout,
+            attempt.stderr
+        ])?;
+    transaction
+        .prepare_cached(
+            "UPDATE deliveries SET status = ?2, attempts = attempts + 1, next_at = ?3, updated_at = ?4, last_error = ?5
+             WHERE id = ?1",
+        )?
+        .execute(params![attempt.delivery_id, attempt.status, attempt.next_at, now_ms(), attempt.error])?;
+    Ok(())
+}
+
+/// Queues deliveries for already stored events (`vodhook replay`), through
+/// its own write connection; returns how many were queued.
+///
+/// # Errors
+///
+/// The database cannot be opened or written.
+pub fn enqueue_deliveries(
+    options: &StoreOptions,
+    pairs: &[(i64, String)],
+) -> anyhow::Result<usize> {
+    if !options.path.exists() {
+        anyhow::bail!("no database at {}", options.path.display());
+    }
+    let mut connection = open_connection(
+        &options.path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE,
+        options.busy_timeout,
+    )?;
+    migrate(&mut connection, &options.path)?;
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let now = now_ms();
+    for (event_id, action) in pairs {
+        insert_deliveries(&transaction, *event_id, std::slice::from_ref(action), now)?;
+    }
+    transaction.commit()?;
+    Ok(pairs.len())
+}
+
+/// A delivery with what running it needs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DueDelivery {
+    /// Delivery id.
+    pub id: i64,
+    /// The action's name.
+    pub action: String,
+    /// Attempts so far.
+    pub attempts: i64,
+    /// When it was queued (ms).
+    pub created_at: i64,
+    /// The event.
+    pub event: EventRow,
+    /// The event's exact bytes.
+    #[serde(skip)]
+    pub raw: Vec<u8>,
+}
+
+/// A delivery as `deliveries list` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeliveryRow {
+    /// Delivery id.
+    pub id: i64,
+    /// The event's id.
+    pub event_id: i64,
+    /// The event's type.
+    pub event_type: String,
+    /// The action's name.
+    pub action: String,
+    /// `pending`, `retrying`, `ok` or `dead`.
+    pub status: String,
+    /// Attempts so far.
+    pub attempts: i64,
+    /// Next attempt (ms), for pending and retrying.
+    pub next_at: i64,
+    /// Queued (ms).
+    pub created_at: i64,
+    /// Last change (ms).
+    pub updated_at: i64,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+}
+
+/// One attempt as `deliveries show` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AttemptRow {
+    /// Started (ms).
+    pub started_at: i64,
+    /// Took (ms).
+    pub duration_ms: i64,
+    /// Done?
+    pub ok: bool,
+    /// Exit status of a program.
+    pub exit_code: Option<i32>,
+    /// HTTP status of a forward.
+    pub http_status: Option<u16>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Captured output.
+    pub stdout: Option<String>,
+    /// Captured errors.
+    pub stderr: Option<String>,
+}
+
+/// Counts for the delivery metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OutboxStats {
+    /// Deliveries pending or retrying.
+    pub waiting: i64,
+    /// Milliseconds since the oldest waiting delivery was queued.
+    pub oldest_ms: i64,
+}
+
+fn delivery_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRow> {
+    Ok(DeliveryRow {
+        id: row.get(0)?,
+        event_id: row.get(1)?,
+        event_type: row.get(2)?,
+        action: row.get(3)?,
+        status: row.get(4)?,
+        attempts: row.get(5)?,
+        next_at: row.get(6)?,
+        created_at: row.get(7)?,
+        updated_at: row.get(8)?,
+        last_error: row.get(9)?,
+    })
+}
+
+impl Reader {
+    /// Ids of deliveries due at `now_ms`, the earliest due first.
+    ///
+    /// # Errors
+    ///
+    /// The query fails.
+    pub fn due_delivery_ids(&self, now_ms: i64, limit: u32) -> anyhow::Result<Vec<i64>> {
+        let mut statement = self.connection.prepare_cached(
+            "SELECT id FROM deliveries WHERE status IN ('pending', 'retrying') AND next_at <= ?1
+             ORDER BY next_at, id LIMIT ?2",
+        )?;
+        let rows = statement.query_map(params![now_ms, limit], |row| row.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// A delivery that is still waiting, with its event, to run it.
+    ///
+    /// # Errors
+    ///
+    /// The query fails.
+    pub fn waiting_delivery(&self, id: i64) -> anyhow::Result<Option<DueDelivery>> {
+        let sql = format!(
+            "SELECT d.id, d.action, d.attempts, d.created_at, {columns}, e.raw
+             FROM deliveries d JOIN events e ON e.id = d.event_id
+             WHERE d.id = ?1 AND d.status IN ('pending', 'retrying')",
+            columns = EVENT_COLUMNS
+                .split(", ")
+                .map(|c| format!("e.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut statement = self.connection.prepare_cached(&sql)?;
+        Ok(statement
+            .query_row(params![id], |row| {
+                let event = EventRow {
+                    id: row.get(4)?,
+                    received_at: row.get(5)?,
+                    last_seen: row.get(6)?,
+                    times_seen: row.get(7)?,
+                    source: row.get(8)?,
+                    remote: row.get(9)?,
+                    meta: EventMeta {
+                        format: row.get(10)?,
+                        event_type: row.get(11)?,
+                        file_id: row.get(12)?,
+                        task_id: row.get(13)?,
+                        status: row.get(14)?,
+                        parse_error: row.get(15)?,
+                    },
+                };
+                Ok(DueDelivery {
+                    id: row.get(0)?,
+                    action: row.get(1)?,
+                    attempts: row.get(2)?,
+                    created_at: row.get(3)?,
+                    event,
+                    raw: row.get(16)?,
+                })
+            })
+            .optional()?)
+    }
+
+    /// When the next waiting delivery is due (ms), if any.
+    ///
+    /// # Errors
+    ///
+    /// The query fails.
+    pub fn next_due(&self) -> anyhow::Result<Option<i64>> {
+        Ok(self.connection.query_row(
+            "SELECT min(next_at) FROM deliveries WHERE status IN ('pending', 'retrying')",
+            [],
+            |row| row.get(0),
+        )?)
+    }
+
+    /// Waiting deliveries and the age of the oldest.
+    ///
+    /// # Errors
+    ///
+    /// The query fails.
+    pub fn outbox_stats(&self, now_ms: i64) -> anyhow::Result<OutboxStats> {
+        Ok(self.connection.query_row(
+            "SELECT count(*), min(created_at) FROM deliveries WHERE status IN ('pending', 'retrying')",
+            [],
+            |row| {
+                let oldest: Option<i64> = row.get(1)?;
+                Ok(OutboxStats { waiting: row.get(0)?, oldest_ms: oldest.map_or(0, |at| (now_ms - at).max(0)) })
+            },
+        )?)
+    }
+
+    /// Deliveries, newest first, by status and action.
+    ///
+    /// # Errors
+    ///
+    /// The query fails.
+    pub fn deliveries(
+        &self,
+        status: Option<&str>,
+        action: Option<&str>,
+        limit: u32,
+    ) -> anyhow::Result<Vec<DeliveryRow>> {
+        let mut statement = self.connection.prepare(
+            "SELECT d.id, d.event_id, e.event_type, d.action, d.status, d.attempts, d.next_at, d.created_at,
+                    d.updated_at, d.last_error
+             FROM deliveries d JOIN events e ON e.id = d.event_id
+             WHERE (?1 IS NULL OR d.status = ?1) AND (?2 IS NULL OR d.action = ?2)
+             ORDER BY d.id DESC LIMIT ?3",
+        )?;
+        let rows = statement.query_map(params![status, action, limit], delivery_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// One delivery and its attempts, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// The query fails.
+    pub fn delivery(&self, id: i64) -> anyhow::Result<Option<(DeliveryRow, Vec<AttemptRow>)>> {
+        let row = self
+            .connection
+            .query_row(
+                "SELECT d.id, d.event_id, e.event_type, d.action, d.status, d.attempts, d.next_at, d.created_at,
+                        d.updated_at, d.last_error
+                 FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.id = ?1",
+                params![id],
+                delivery_row,
+            )
+            .optional()?;
+        let Some(row) = row else { return Ok(None) };
+        let mut statement = self.connection.prepare(
+            "SELECT started_at, duration_ms, ok, exit_code, http_status, error, stdout, stderr
+             FROM attempts WHERE delivery_id = ?1 ORDER BY id",
+        )?;
+        let attempts = statement
+            .query_map(params![id], |row| {
+                Ok(AttemptRow {
+                    started_at: row.get(0)?,
+                    duration_ms: row.get(1)?,
+                    ok: row.get(2)?,
+                    exit_code: row.get(3)?,
+                    http_status: row.get(4)?,
+                    error: row.get(5)?,
+                    stdout: row.get(6)?,
+                    stderr: row.get(7)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(Some((row, attempts)))
+    }
+
+    /// Stored events with their bytes: these ids, or all since `since_ms`.
+    ///
+    /// # Errors
+    ///
+    /// The query fails.
+    pub fn raw_events(
+        &self,
+        ids: &[i64],
+        since_ms: Option<i64>,
+    ) -> anyhow::Result<Vec<(EventRow, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for id in ids {
+            if let Some(event) = self.event(*id)? {
+                out.push(event);
+            }
+        }
+        if let Some(since) = since_ms {
+            let sql = format!(
+                "SELECT {EVENT_COLUMNS}, raw FROM events WHERE received_at >= ?1 ORDER BY id"
+            );
+            let mut statement = self.connection.prepare(&sql)?;
+            let rows = statement.query_map(params![since], |row| {
+                Ok((event_row(row)?, row.get::<_, Vec<u8>>(12)?))
+            })?;
+            for row in rows {
+                out.push(row?);
+            }
+        }
+        Ok(out)
     }
 }

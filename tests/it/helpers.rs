@@ -45,9 +45,14 @@ impl TestApp {
 
     /// Spawns the server with `config`; its store lives in a fresh
     /// temporary directory.
-    pub async fn spawn_with(mut config: Config) -> TestApp {
+    pub async fn spawn_with(config: Config) -> TestApp {
+        TestApp::spawn_in(config, tempfile::tempdir().unwrap()).await
+    }
+
+    /// Spawns the server with its store in `dir` (e.g. the one of a
+    /// stopped app, to restart it).
+    pub async fn spawn_in(mut config: Config, dir: tempfile::TempDir) -> TestApp {
         init_test_log();
-        let dir = tempfile::tempdir().unwrap();
         config.store.path = dir.path().join("vodhook.db");
         let db = config.store.path.clone();
         let metrics = Metrics::default();
@@ -56,7 +61,8 @@ impl TestApp {
         let addr = listener.local_addr().unwrap();
         let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = admin_listener.local_addr().unwrap();
-        let ingest = Ingest::new(store, metrics, config.verifier());
+        let ingest = Ingest::new(store, metrics, config.verifier())
+            .with_actions(vodhook::actions::Actions::new(&config.actions));
         let events = ingest.subscribe();
         let (stop, stopped) = oneshot::channel::<()>();
         let url = format!("http://{addr}{}", config.server.path);
@@ -111,6 +117,13 @@ impl TestApp {
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.begin_stop();
         self.wait().await
+    }
+
+    /// Stops the server and hands back its directory, store included.
+    pub async fn stop_keeping_store(mut self) -> tempfile::TempDir {
+        self.begin_stop();
+        self.wait().await.unwrap();
+        self._dir
     }
 
     pub fn begin_stop(&mut self) {

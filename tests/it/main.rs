@@ -4,6 +4,7 @@
 // Helpers are `pub` for the sibling modules of this one binary.
 #![allow(unreachable_pub)]
 
+mod actions;
 mod catalog;
 mod cli;
 mod durability;

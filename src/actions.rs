@@ -1,0 +1,693 @@
+//! Acting on events: `[[action]]` entries that run a program or forward
+//! the event, carried out from the durable outbox.
+//!
+//! When an event is stored, a delivery row per matching action is written
+//! in the same transaction (`store`). The [`Dispatcher`] picks due
+//! deliveries up — never on the callback path, so a slow action never
+//! delays a 200 — runs them with a per-action concurrency limit and a
+//! timeout, records every attempt, and retries failures with exponential
+//! backoff and jitter until they succeed (`ok`), or run out of attempts or
+//! age (`dead`). Deliveries left pending by a restart are picked up again:
+//! an action runs at least once per event.
+//!
+//! A duplicate delivery of an event is not a new event: it triggers nothing.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ActionConfig;
+use crate::events::Event;
+use crate::metrics::Metrics;
+use crate::state::Derived;
+use crate::store::{self, AttemptRecord, DueDelivery, Reader, Store};
+
+/// Output kept per stream and attempt.
+pub const OUTPUT_LIMIT: usize = 16 * 1024;
+
+/// The configured actions.
+#[derive(Debug, Clone, Default)]
+pub struct Actions {
+    list: Arc<[Action]>,
+}
+
+#[derive(Debug)]
+struct Action {
+    config: ActionConfig,
+    slots: Arc<Semaphore>,
+    key: Option<Vec<u8>>,
+}
+
+/// The HMAC key of a Standard Webhooks secret: the base64 after `whsec_`
+/// (or the bytes of any other string).
+pub fn webhook_key(secret: &str) -> Vec<u8> {
+    secret
+        .strip_prefix("whsec_")
+        .and_then(|encoded| {
+            base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .ok()
+        })
+        .unwrap_or_else(|| secret.as_bytes().to_vec())
+}
+
+/// `v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>`, the Standard
+/// Webhooks signature.
+pub fn webhook_signature(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    )
+}
+
+/// Does `config` apply to `event`?
+pub fn matches(config: &ActionConfig, event: &Event, derived: &Derived) -> bool {
+    let on = config
+        .on
+        .iter()
+        .any(|on| on == "*" || *on == event.event_type);
+    let when = &config.when;
+    let status = when
+        .status
+        .as_ref()
+        .is_none_or(|wanted| event.status.as_ref() == Some(wanted));
+    let subtask = (when.subtask_type.is_none() && when.subtask_status.is_none())
+        || derived
+            .tasks
+            .iter()
+            .flat_map(|task| task.subtasks.values())
+            .any(|sub| {
+                when.subtask_type
+                    .as_ref()
+                    .is_none_or(|kind| &sub.kind == kind)
+                    && when
+                        .subtask_status
+                        .as_ref()
+                        .is_none_or(|wanted| sub.status.as_ref() == Some(wanted))
+            });
+    on && status && subtask
+}
+
+impl Actions {
+    /// The actions of the configuration.
+    pub fn new(configs: &[ActionConfig]) -> Actions {
+        let list: Vec<Action> = configs
+            .iter()
+            .map(|config| Action {
+                slots: Arc::new(Semaphore::new(config.max_concurrency)),
+                key: config.secret.as_deref().map(webhook_key),
+                config: config.clone(),
+            })
+            .collect();
+        Actions { list: list.into() }
+    }
+
+    /// No action configured.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Names of the actions `event` triggers.
+    pub fn matching(&self, event: &Event, derived: &Derived) -> Vec<String> {
+        self.list
+            .iter()
+            .filter(|action| matches(&action.config, event, derived))
+            .map(|action| action.config.name.clone())
+            .collect()
+    }
+
+    /// Is there an action called `name`?
+    pub fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    fn get(&self, name: &str) -> Option<&Action> {
+        self.list.iter().find(|action| action.config.name == name)
+    }
+}
+
+/// Runs due deliveries; see the module docs.
+pub struct Dispatcher {
+    actions: Actions,
+    store: Store,
+    metrics: Metrics,
+    wake: Arc<Notify>,
+}
+
+impl Dispatcher {
+    /// A dispatcher for `actions`; `wake` is notified when new deliveries
+    /// are written.
+    pub fn new(actions: Actions, store: Store, metrics: Metrics, wake: Arc<Notify>) -> Dispatcher {
+        Dispatcher {
+            actions,
+            store,
+            metrics,
+            wake,
+        }
+    }
+
+    /// Runs until `stop`; attempts in progress then finish (within their timeout).
+    pub async fn run(self, stop: CancellationToken) {
+        let reader = match Reader::open(self.store.path()) {
+            Ok(reader) => Arc::new(Mutex::new(reader)),
+            Err(error) => {
+                tracing::error!(
+                    error = format!("{error:#}"),
+                    "cannot read the outbox; actions will not run"
+                );
+                return;
+            }
+        };
+        let busy: Arc<Mutex<HashSet<i64>>> = Arc::default();
+        let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        let attempts = tokio_util::task::TaskTracker::new();
+        let this = Arc::new(self);
+        let mut stats_at = Instant::now() - Duration::from_secs(10);
+        'dispatch: loop {
+            let notified = this.wake.notified();
+            let now = store::now_ms();
+            let with_stats = stats_at.elapsed() >= Duration::from_secs(1);
+            let query = {
+                let reader = Arc::clone(&reader);
+                tokio::task::spawn_blocking(move || {
+                    let reader = lock(&reader);
+                    let due = reader.due_delivery_ids(now, 2 * MAX_IN_FLIGHT as u32)?;
+                    let next = reader.next_due()?;
+                    let stats = if with_stats {
+                        Some(reader.outbox_stats(now)?)
+                    } else {
+                        None
+                    };
+                    anyhow::Ok((due, next, stats))
+                })
+            };
+            let (due, next, stats) = match query.await {
+                Ok(Ok(found)) => found,
+                Ok(Err(error)) => {
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "cannot read the outbox; will try again"
+                    );
+                    (Vec::new(), Some(now + 1000), None)
+                }
+                Err(_) => break,
+            };
+            if let Some(stats) = stats {
+                this.metrics.outbox(stats.waiting, stats.oldest_ms);
+                stats_at = Instant::now();
+            }
+            let fresh: Vec<i64> = {
+                let busy = lock(&busy);
+                due.into_iter().filter(|id| !busy.contains(id)).collect()
+            };
+            let found = !fresh.is_empty();
+            for id in fresh {
+                let permit = tokio::select! {
+                    () = stop.cancelled() => break 'dispatch,
+                    permit = Arc::clone(&in_flight).acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => break 'dispatch,
+                    },
+                };
+                lock(&busy).insert(id);
+                let (this, busy, reader) =
+                    (Arc::clone(&this), Arc::clone(&busy), Arc::clone(&reader));
+                attempts.spawn(async move {
+                    let loaded =
+                        tokio::task::spawn_blocking(move || lock(&reader).waiting_delivery(id))
+                            .await;
+                    match loaded {
+                        Ok(Ok(Some(delivery))) => this.attempt(delivery).await,
+                        Ok(Ok(None)) => {}
+                        Ok(Err(error)) => tracing::warn!(
+                            error = format!("{error:#}"),
+                            delivery = id,
+                            "cannot load a delivery"
+                        ),
+                        Err(_) => {}
+                    }
+                    drop(permit);
+                    lock(&busy).remove(&id);
+                    this.wake.notify_one();
+                });
+            }
+            if found {
+                continue;
+            }
+            // Nothing new is due: sleep until something is, new deliveries
+            // arrive, or an attempt ends; a replay written by another
+            // process is seen within a second.
+            let until_due = next.map_or(Duration::from_secs(1), |at| {
+                Duration::from_millis(u64::try_from(at - store::now_ms()).unwrap_or(0))
+            });
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = notified => {}
+                () = tokio::time::sleep(until_due.clamp(Duration::from_millis(5), Duration::from_secs(1))) => {}
+            }
+        }
+        attempts.close();
+        attempts.wait().await;
+    }
+
+    async fn attempt(&self, delivery: DueDelivery) {
+        let Some(action) = self.actions.get(&delivery.action) else {
+            // The action was removed from the configuration.
+            let outcome = Outcome::failed(format!(
+                "action {:?} is no longer configured",
+                delivery.action
+            ));
+            self.record(
+                &delivery,
+                outcome,
+                "dead",
+                store::now_ms(),
+                store::now_ms(),
+                0,
+            )
+            .await;
+            return;
+        };
+        // The action's own limit.
+        let Ok(_slot) = action.slots.acquire().await else {
+            return;
+        };
+        let config = &action.config;
+        let started_at = store::now_ms();
+        let started = Instant::now();
+        let timeout = Duration::from_secs(config.timeout_secs);
+        let outcome = match (&config.exec, &config.forward) {
+            (Some(exec), _) => run_exec(exec, &delivery, timeout).await,
+            (None, Some(url)) => run_forward(url, action.key.as_deref(), &delivery, timeout).await,
+            (None, None) => Outcome::failed("action has neither exec nor forward".to_owned()),
+        };
+        let attempts = delivery.attempts + 1;
+        let age = Duration::from_millis(
+            u64::try_from(store::now_ms() - delivery.created_at).unwrap_or(0),
+        );
+        let (status, next_at) = if outcome.ok {
+            ("ok", store::now_ms())
+        } else if attempts >= i64::from(config.max_attempts)
+            || age >= Duration::from_secs(config.max_age_secs)
+        {
+            ("dead", store::now_ms())
+        } else {
+            let base = Duration::from_millis(config.backoff_initial_ms)
+                .saturating_mul(1u32 << (attempts - 1).clamp(0, 20) as u32)
+                .min(Duration::from_secs(config.backoff_max_secs));
+            (
+                "retrying",
+                store::now_ms() + jitter(base, delivery.id, attempts).as_millis() as i64,
+            )
+        };
+        self.metrics.delivery(&config.name, status);
+        let level_error = outcome.error.clone();
+        match status {
+            "ok" => {
+                tracing::info!(action = %config.name, delivery = delivery.id, event = delivery.event.id, attempts, "action done")
+            }
+            "dead" => tracing::error!(
+                action = %config.name,
+                delivery = delivery.id,
+                event = delivery.event.id,
+                attempts,
+                error = level_error.as_deref(),
+                "action failed for good; see `vodhook deliveries show {}`",
+                delivery.id
+            ),
+            _ => tracing::warn!(
+                action = %config.name,
+                delivery = delivery.id,
+                event = delivery.event.id,
+                attempts,
+                error = level_error.as_deref(),
+                retry_in_ms = (next_at - store::now_ms()).max(0),
+                "action failed; will retry"
+            ),
+        }
+        let duration_ms = started.elapsed().as_millis() as i64;
+        self.record(&delivery, outcome, status, next_at, started_at, duration_ms)
+            .await;
+    }
+
+    async fn record(
+        &self,
+        delivery: &DueDelivery,
+        mut outcome: Outcome,
+        status: &'static str,
+        next_at: i64,
+        started_at: i64,
+        duration_ms: i64,
+    ) {
+        let record = AttemptRecord {
+            delivery_id: delivery.id,
+            started_at,
+            duration_ms,
+            ok: outcome.ok,
+            exit_code: outcome.exit_code,
+            http_status: outcome.http_status,
+            error: outcome.error.take(),
+            stdout: outcome.stdout.take(),
+            stderr: outcome.stderr.take(),
+            status,
+            next_at,
+        };
+        // If this write fails the delivery stays due and runs again: at
+        // least once.
+        if let Err(error) = self.store.record_attempt(record).await {
+            tracing::warn!(%error, delivery = delivery.id, "cannot record the attempt; it will run again");
+        }
+    }
+}
+
+/// Deliveries loaded or running at once, across actions.
+const MAX_IN_FLIGHT: usize = 256;
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Between 75% and 125% of `base`, varying by delivery and attempt.
+fn jitter(base: Duration, delivery: i64, attempt: i64) -> Duration {
+    let mut x = (delivery as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ (attempt as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x ^= x >> 31;
+    base.mul_f64(0.75 + (x % 1000) as f64 / 2000.0)
+}
+
+#[derive(Debug, Default)]
+struct Outcome {
+    ok: bool,
+    exit_code: Option<i32>,
+    http_status: Option<u16>,
+    error: Option<String>,
+    stdout: Option<String>,
+    stderr: Option<String>,
+}
+
+impl Outcome {
+    fn failed(error: String) -> Outcome {
+        Outcome {
+            error: Some(error),
+            ..Outcome::default()
+        }
+    }
+}
+
+/// Reads up to [`OUTPUT_LIMIT`] bytes and drains the rest.
+async fn read_bounded(mut stream: impl AsyncRead + Unpin) -> String {
+    let mut kept = Vec::new();
+    let mut buffer = [0u8; 8192];
+    let mut truncated = false;
+    loop {
+        match stream.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let room = OUTPUT_LIMIT.saturating_sub(kept.len());
+                kept.extend_from_slice(&buffer[..n.min(room)]);
+                truncated |= n > room;
+            }
+        }
+    }
+    let mut text = String::from_utf8_lossy(&kept).into_owned();
+    if truncated {
+        text.push_str("\n[output truncated]");
+    }
+    text
+}
+
+async fn run_exec(exec: &[String], delivery: &DueDelivery, timeout: Duration) -> Outcome {
+    let event = &delivery.event;
+    let mut command = tokio::process::Command::new(&exec[0]);
+    command
+        .args(&exec[1..])
+        .env("VODHOOK_EVENT_ID", event.id.to_string())
+        .env("VODHOOK_EVENT_TYPE", &event.meta.event_type)
+        .env(
+            "VODHOOK_FILE_ID",
+            event.meta.file_id.as_deref().unwrap_or_default(),
+        )
+        .env(
+            "VODHOOK_TASK_ID",
+            event.meta.task_id.as_deref().unwrap_or_default(),
+        )
+        .env(
+            "VODHOOK_STATUS",
+            event.meta.status.as_deref().unwrap_or_default(),
+        )
+        .env("VODHOOK_DELIVERY_ID", delivery.id.to_string())
+        .env("VODHOOK_ATTEMPT", (delivery.attempts + 1).to_string())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    // Its own process group, so that a timeout kills what it started too.
+    #[cfg(unix)]
+    command.process_group(0);
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(error) => return Outcome::failed(format!("cannot start {}: {error}", exec[0])),
+    };
+    let pid = child.id();
+    let stdin = child.stdin.take();
+    let raw = delivery.raw.clone();
+    let writer = tokio::spawn(async move {
+        if let Some(mut stdin) = stdin {
+            // A program that does not read its input is fine.
+            let _ = stdin.write_all(&raw).await;
+            let _ = stdin.shutdown().await;
+        }
+    });
+    let stdout = child
+        .stdout
+        .take()
+        .map(|out| tokio::spawn(read_bounded(out)));
+    let stderr = child
+        .stderr
+        .take()
+        .map(|err| tokio::spawn(read_bounded(err)));
+    let waited = tokio::time::timeout(timeout, child.wait()).await;
+    let mut outcome = match waited {
+        Ok(Ok(status)) => Outcome {
+            ok: status.success(),
+            exit_code: status.code(),
+            error: (!status.success()).then(|| format!("exited with {status}")),
+            ..Outcome::default()
+        },
+        Ok(Err(error)) => Outcome::failed(format!("cannot wait for the program: {error}")),
+        Err(_) => {
+            kill_group(pid);
+            let _ = child.kill().await;
+            Outcome::failed(format!("timed out after {} s; killed", timeout.as_secs()))
+        }
+    };
+    writer.abort();
+    // Grandchildren may hold the pipes open: do not wait for them long.
+    let collect = |handle: Option<tokio::task::JoinHandle<String>>| async move {
+        match handle {
+            Some(handle) => tokio::time::timeout(Duration::from_secs(1), handle)
+                .await
+                .ok()
+                .and_then(Result::ok),
+            None => None,
+        }
+    };
+    outcome.stdout = collect(stdout).await;
+    outcome.stderr = collect(stderr).await;
+    outcome
+}
+
+fn kill_group(pid: Option<u32>) {
+    #[cfg(unix)]
+    if let Some(pid) = pid.and_then(|pid| i32::try_from(pid).ok()) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    #[cfg(not(unix))]
+    let _ = pid;
+}
+
+async fn run_forward(
+    url: &str,
+    key: Option<&[u8]>,
+    delivery: &DueDelivery,
+    timeout: Duration,
+) -> Outcome {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    let client = CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .user_agent(concat!("vodhook/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default()
+    });
+    // Stable across retries, so that receivers can deduplicate.
+    let id = format!("msg_vodhook_{}", delivery.id);
+    let timestamp = store::now_ms() / 1000;
+    let mut request = client
+        .post(url)
+        .timeout(timeout)
+        .header("content-type", "application/json")
+        .header("webhook-id", &id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("x-vodhook-event-type", &delivery.event.meta.event_type)
+        .body(delivery.raw.clone());
+    if let Some(key) = key {
+        request = request.header(
+            "webhook-signature",
+            webhook_signature(key, &id, timestamp, &delivery.raw),
+        );
+    }
+    match request.send().await {
+        Ok(response) => {
+            let status = response.status();
+            let mut body = response.text().await.unwrap_or_default();
+            if body.len() > OUTPUT_LIMIT {
+                let mut end = OUTPUT_LIMIT;
+                while !body.is_char_boundary(end) {
+                    end -= 1;
+                }
+                body.truncate(end);
+                body.push_str("\n[output truncated]");
+            }
+            Outcome {
+                ok: status.is_success(),
+                http_status: Some(status.as_u16()),
+                error: (!status.is_success()).then(|| format!("answered {status}")),
+                stdout: Some(body),
+                ..Outcome::default()
+            }
+        }
+        Err(error) if error.is_timeout() => {
+            Outcome::failed(format!("no answer within {} s", timeout.as_secs()))
+        }
+        Err(error) if error.is_connect() => Outcome::failed(format!("cannot connect to {url}")),
+        Err(error) => Outcome::failed(format!("request failed: {error}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::When;
+
+    fn action(on: &[&str], when: When) -> ActionConfig {
+        ActionConfig {
+            name: "a".to_owned(),
+            on: on.iter().map(|s| (*s).to_owned()).collect(),
+            when,
+            exec: Some(vec!["/bin/true".to_owned()]),
+            forward: None,
+            secret: None,
+            timeout_secs: 1,
+            max_concurrency: 1,
+            max_attempts: 1,
+            backoff_initial_ms: 1,
+            backoff_max_secs: 1,
+            max_age_secs: 60,
+        }
+    }
+
+    fn event(json: &str) -> (Event, Derived) {
+        let event = Event::parse(json.as_bytes()).unwrap();
+        let derived = crate::state::derive(&event);
+        (event, derived)
+    }
+
+    #[test]
+    fn filters_on_type_status_and_subtasks() {
+        let (done, done_derived) = event(
+            r#"{"EventType":"ProcedureStateChanged","ProcedureStateChangeEvent":{"TaskId":"t","Status":"FINISH",
+               "MediaProcessResultSet":[{"Type":"Transcode","TranscodeTask":{"Status":"SUCCESS","Input":{"Definition":10}}},
+                                        {"Type":"CoverBySnapshot","CoverBySnapshotTask":{"Status":"FAIL"}}]}}"#,
+        );
+        let when = |status: Option<&str>, kind: Option<&str>, sub: Option<&str>| When {
+            status: status.map(str::to_owned),
+            subtask_type: kind.map(str::to_owned),
+            subtask_status: sub.map(str::to_owned),
+        };
+        assert!(matches(
+            &action(&["*"], When::default()),
+            &done,
+            &done_derived
+        ));
+        assert!(matches(
+            &action(&["ProcedureStateChanged"], When::default()),
+            &done,
+            &done_derived
+        ));
+        assert!(!matches(
+            &action(&["NewFileUpload"], When::default()),
+            &done,
+            &done_derived
+        ));
+        assert!(matches(
+            &action(&["*"], when(Some("FINISH"), None, None)),
+            &done,
+            &done_derived
+        ));
+        assert!(!matches(
+            &action(&["*"], when(Some("PROCESSING"), None, None)),
+            &done,
+            &done_derived
+        ));
+        assert!(matches(
+            &action(&["*"], when(None, Some("Transcode"), Some("SUCCESS"))),
+            &done,
+            &done_derived
+        ));
+        assert!(!matches(
+            &action(&["*"], when(None, Some("CoverBySnapshot"), Some("SUCCESS"))),
+            &done,
+            &done_derived
+        ));
+        assert!(matches(
+            &action(&["*"], when(None, None, Some("FAIL"))),
+            &done,
+            &done_derived
+        ));
+        assert!(!matches(
+            &action(&["*"], when(None, Some("AnimatedGraphics"), None)),
+            &done,
+            &done_derived
+        ));
+    }
+
+    #[test]
+    fn standard_webhooks_signature_of_the_spec_example() {
+        // The example of the Standard Webhooks specification.
+        let key = webhook_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+        let body = br#"{"test": 2432232314}"#;
+        assert_eq!(
+            webhook_signature(&key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1_614_265_330, body),
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        );
+    }
+
+    #[test]
+    fn jitter_stays_within_a_quarter() {
+        for attempt in 1..50 {
+            let wait = jitter(Duration::from_secs(4), 7, attempt);
+            assert!(
+                wait >= Duration::from_secs(3) && wait <= Duration::from_secs(5),
+                "{wait:?}"
+            );
+        }
+    }
+}
