@@ -1371,7 +1371,7 @@ impl Reader {
     /// The query fails.
     pub fn waiting_delivery(&self, id: i64) -> anyhow::Result<Option<DueDelivery>> {
         let sql = format!(
-            "SELECT d.id, d.action, d.attempts, d.created_at, {columns}, e.raw
+            "SELECT {columns}, e.raw, d.id, d.action, d.attempts, d.created_at
              FROM deliveries d JOIN events e ON e.id = d.event_id
              WHERE d.id = ?1 AND d.status IN ('pending', 'retrying')",
             columns = EVENT_COLUMNS
@@ -1383,29 +1383,13 @@ impl Reader {
         let mut statement = self.connection.prepare_cached(&sql)?;
         Ok(statement
             .query_row(params![id], |row| {
-                let event = EventRow {
-                    id: row.get(4)?,
-                    received_at: row.get(5)?,
-                    last_seen: row.get(6)?,
-                    times_seen: row.get(7)?,
-                    source: row.get(8)?,
-                    remote: row.get(9)?,
-                    meta: EventMeta {
-                        format: row.get(10)?,
-                        event_type: row.get(11)?,
-                        file_id: row.get(12)?,
-                        task_id: row.get(13)?,
-                        status: row.get(14)?,
-                        parse_error: row.get(15)?,
-                    },
-                };
                 Ok(DueDelivery {
-                    id: row.get(0)?,
-                    action: row.get(1)?,
-                    attempts: row.get(2)?,
-                    created_at: row.get(3)?,
-                    event,
-                    raw: row.get(16)?,
+                    event: event_row(row)?,
+                    raw: row.get(12)?,
+                    id: row.get(13)?,
+                    action: row.get(14)?,
+                    attempts: row.get(15)?,
+                    created_at: row.get(16)?,
                 })
             })
             .optional()?)
