@@ -62,6 +62,8 @@ struct Queue {
     next_id: u64,
     entries: BTreeMap<u64, Entry>,
     handles: HashMap<String, (u64, Instant)>,
+    /// Handles delivered while `hold_confirms` was on.
+    held: std::collections::HashSet<String>,
 }
 
 struct Bucket {
@@ -81,7 +83,8 @@ pub struct Shared {
     next_request: AtomicU64,
     /// Answer this many requests with InternalError.
     pub fail_next: AtomicUsize,
-    /// Never answer ConfirmEvents (a consumer "killed" mid-confirm).
+    /// Never answer ConfirmEvents for the handles delivered while this is
+    /// on: the consumer that got them "died" before its confirm landed.
     pub hold_confirms: AtomicBool,
     /// Answer an empty queue with ResourceNotFound instead of an empty EventSet.
     pub empty_as_not_found: AtomicBool,
@@ -360,7 +363,15 @@ async fn handle(
     match action.as_str() {
         "PullEvents" => pull_events(&shared).await.into_response(),
         "ConfirmEvents" => {
-            if shared.hold_confirms.load(Ordering::SeqCst) {
+            let held = {
+                let queue = shared.queue.lock().unwrap();
+                params["EventHandles"].as_array().is_some_and(|handles| {
+                    handles
+                        .iter()
+                        .any(|h| h.as_str().is_some_and(|h| queue.held.contains(h)))
+                })
+            };
+            if held {
                 std::future::pending::<()>().await;
             }
             confirm_events(&shared, &params).into_response()
@@ -428,6 +439,9 @@ async fn pull_events(shared: &Shared) -> Json<Value> {
                     shared.next_request.fetch_add(1, Ordering::Relaxed)
                 );
                 queue.handles.insert(handle.clone(), (id, now));
+                if shared.hold_confirms.load(Ordering::SeqCst) {
+                    queue.held.insert(handle.clone());
+                }
                 let entry = queue.entries.get_mut(&id).unwrap();
                 entry.delivered = Some((handle.clone(), now));
                 entry.deliveries += 1;
