@@ -28,7 +28,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the daemon: receive VOD callbacks and log one line per event.
+    /// Run the daemon: receive VOD callbacks, store each durably, log one line per event.
     Serve(ServeArgs),
     /// Post a realistic sample event (or a file) to a receiver.
     Send(SendArgs),
