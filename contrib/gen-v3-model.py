@@ -38,6 +38,14 @@ SHALLOW = [
     "ProcessImageAsyncTask", "CreateAigcAdvancedCustomElementTask",
     "CreateAigcCustomVoiceTask", "ReduceMediaBitrateTask",
 ]
+# The per-Type results of a task flow's MediaProcessResultSet: they share
+# Status/ErrCode/ErrCodeExt/Message, exposed through TaskCommon.
+MEDIA_RESULTS = [
+    "MediaProcessTaskTranscodeResult", "MediaProcessTaskAnimatedGraphicResult",
+    "MediaProcessTaskSnapshotByTimeOffsetResult", "MediaProcessTaskSampleSnapshotResult",
+    "MediaProcessTaskImageSpriteResult", "MediaProcessTaskCoverBySnapshotResult",
+    "MediaProcessTaskAdaptiveDynamicStreamingResult",
+]
 AI_WRAPPERS = {"AiContentReviewResult", "AiAnalysisResult", "AiRecognitionResult"}
 SCALARS = {"string", "int64", "uint64", "float64", "bool"}
 
@@ -209,8 +217,18 @@ def main():
     for name in SHALLOW:
         emit(name, "shallow")
     w(AI_TASK_RESULT)
-    for name in FULL + SHALLOW:
+    for name in FULL + SHALLOW + MEDIA_RESULTS:
         emit_common(w, name, dict(structs[name]))
+    tasks = [snake(f) for f, _ in structs["MediaProcessTaskResult"] if f != "Type"]
+    w("impl MediaProcessTaskResult {")
+    w("    /// The sub-task result that is set (the one `Type` names).")
+    w("    pub fn task(&self) -> Option<&dyn TaskCommon> {")
+    w("        " + "\n            .or_else(|| ".join(
+        [f"self.{tasks[0]}.as_deref().map(|t| t as &dyn TaskCommon)"]
+        + [f"self.{t}.as_deref().map(|t| t as &dyn TaskCommon))" for t in tasks[1:]]))
+    w("    }")
+    w("}")
+    w("")
     for name in sorted(AI_WRAPPERS):
         tasks = [snake(f) for f, _ in structs[name] if f != "Type"]
         w(f"impl {name} {{")

@@ -484,120 +484,20 @@ fn media_process_subtask(result: &MediaProcessTaskResult, index: usize) -> Subta
         .r#type
         .clone()
         .unwrap_or_else(|| format!("Unknown#{index}"));
-    macro_rules! base {
-        ($task:expr, $output:expr) => {{
-            let task = $task;
-            SubtaskState {
-                kind: kind.clone(),
-                status: nonempty(task.status.as_deref()),
-                error: error_of(task.err_code, task.err_code_ext.as_deref()),
-                message: nonempty(task.message.as_deref())
-                    .filter(|_| error_of(task.err_code, task.err_code_ext.as_deref()).is_some()),
-                output: Some($output(task))
-                    .filter(|o: &Value| o.as_object().is_some_and(|o| !o.is_empty())),
-            }
-        }};
-    }
-    fn definition(input: Option<u64>, output: Option<i64>) -> Value {
-        input
-            .map(Value::from)
-            .or(output.map(Value::from))
-            .unwrap_or(Value::Null)
-    }
-    if let Some(task) = result.transcode_task.as_deref() {
-        return base!(
-            task,
-            |t: &crate::events::model::MediaProcessTaskTranscodeResult| {
-                let out = t.output.as_deref();
-                compact(json!({
-                    "definition": definition(t.input.as_deref().and_then(|i| i.definition), out.and_then(|o| o.definition)),
-                    "url": out.and_then(|o| o.url.as_deref()),
-                    "file_id": out.and_then(|o| o.file_id.as_deref()),
-                }))
-            }
-        );
-    }
-    if let Some(task) = result.cover_by_snapshot_task.as_deref() {
-        return base!(
-            task,
-            |t: &crate::events::model::MediaProcessTaskCoverBySnapshotResult| {
-                compact(json!({
-                    "definition": t.input.as_deref().and_then(|i| i.definition),
-                    "cover_url": t.output.as_deref().and_then(|o| o.cover_url.as_deref()),
-                }))
-            }
-        );
-    }
-    if let Some(task) = result.snapshot_by_time_offset_task.as_deref() {
-        return base!(
-            task,
-            |t: &crate::events::model::MediaProcessTaskSnapshotByTimeOffsetResult| {
-                let out = t.output.as_deref();
-                let urls: Vec<&str> = out
-                    .into_iter()
-                    .flat_map(|o| o.pic_info_set.iter().flatten())
-                    .filter_map(|p| p.url.as_deref())
-                    .collect();
-                compact(json!({
-                    "definition": definition(t.input.as_deref().and_then(|i| i.definition), out.and_then(|o| o.definition)),
-                    "urls": urls,
-                }))
-            }
-        );
-    }
-    if let Some(task) = result.sample_snapshot_task.as_deref() {
-        return base!(
-            task,
-            |t: &crate::events::model::MediaProcessTaskSampleSnapshotResult| {
-                let out = t.output.as_deref();
-                compact(json!({
-                    "definition": definition(t.input.as_deref().and_then(|i| i.definition), out.and_then(|o| o.definition)),
-                    "urls": out.and_then(|o| o.image_url_set.clone()),
-                }))
-            }
-        );
-    }
-    if let Some(task) = result.image_sprite_task.as_deref() {
-        return base!(
-            task,
-            |t: &crate::events::model::MediaProcessTaskImageSpriteResult| {
-                let out = t.output.as_deref();
-                compact(json!({
-                    "definition": definition(t.input.as_deref().and_then(|i| i.definition), out.and_then(|o| o.definition)),
-                    "urls": out.and_then(|o| o.image_url_set.clone()),
-                    "webvtt_url": out.and_then(|o| o.web_vtt_url.as_deref()),
-                }))
-            }
-        );
-    }
-    if let Some(task) = result.animated_graphic_task.as_deref() {
-        return base!(
-            task,
-            |t: &crate::events::model::MediaProcessTaskAnimatedGraphicResult| {
-                let out = t.output.as_deref();
-                compact(json!({
-                    "definition": definition(t.input.as_deref().and_then(|i| i.definition), out.and_then(|o| o.definition)),
-                    "url": out.and_then(|o| o.url.as_deref()),
-                }))
-            }
-        );
-    }
-    if let Some(task) = result.adaptive_dynamic_streaming_task.as_deref() {
-        return base!(
-            task,
-            |t: &crate::events::model::MediaProcessTaskAdaptiveDynamicStreamingResult| {
-                let out = t.output.as_deref();
-                compact(json!({
-                    "definition": definition(t.input.as_deref().and_then(|i| i.definition), out.and_then(|o| o.definition)),
-                    "package": out.and_then(|o| o.package.as_deref()),
-                    "url": out.and_then(|o| o.url.as_deref()),
-                }))
-            }
-        );
-    }
+    let Some(task) = result.task() else {
+        return SubtaskState {
+            kind,
+            ..SubtaskState::default()
+        };
+    };
+    let error = error_of(task.err_code(), task.err_code_ext());
     SubtaskState {
         kind,
-        ..SubtaskState::default()
+        status: nonempty(task.status()),
+        message: nonempty(task.message()).filter(|_| error.is_some()),
+        error,
+        output: Some(result.output_summary())
+            .filter(|o| o.as_object().is_some_and(|o| !o.is_empty())),
     }
 }
 

@@ -6,6 +6,8 @@
 
 use std::fmt::Write as _;
 
+use serde_json::Value;
+
 use crate::events::model::*;
 use crate::events::{legacy, Event, LegacyPayload, Payload, V3Payload};
 
@@ -328,79 +330,29 @@ fn describe_v3(line: &mut Line, event: &Event, payload: &V3Payload) {
 }
 
 fn describe_media_process(line: &mut Line, result: &MediaProcessTaskResult) {
-    let kind = result.r#type.as_deref().unwrap_or("Unknown");
-    line.part(kind);
-    macro_rules! sub {
-        ($task:expr) => {{
-            let task = $task;
-            line.opt("status", task.status.as_deref());
-            line.error(
-                task.err_code,
-                task.err_code_ext.as_deref(),
-                task.message.as_deref(),
-            );
-            task
-        }};
+    line.part(result.r#type.as_deref().unwrap_or("Unknown"));
+    if let Some(task) = result.task() {
+        line.opt("status", task.status());
+        line.error(task.err_code(), task.err_code_ext(), task.message());
     }
-    if let Some(task) = result.transcode_task.as_deref() {
-        let task = sub!(task);
-        // The input names the template; the output's Definition is 0 for
-        // "same as source" in the documented samples.
-        let def = task
-            .input
-            .as_deref()
-            .and_then(|i| i.definition)
-            .map(|d| d.to_string())
-            .or(task
-                .output
-                .as_deref()
-                .and_then(|o| o.definition)
-                .map(|d| d.to_string()));
-        line.opt("def", def);
-        line.opt("url", task.output.as_deref().and_then(|o| o.url.as_deref()));
-    } else if let Some(task) = result.cover_by_snapshot_task.as_deref() {
-        let task = sub!(task);
-        line.opt(
-            "cover",
-            task.output.as_deref().and_then(|o| o.cover_url.as_deref()),
-        );
-    } else if let Some(task) = result.snapshot_by_time_offset_task.as_deref() {
-        let task = sub!(task);
-        let urls: Vec<&str> = task
-            .output
-            .as_deref()
-            .into_iter()
-            .flat_map(|o| o.pic_info_set.iter().flatten())
-            .filter_map(|p| p.url.as_deref())
-            .collect();
-        line.field("urls", urls.join(","));
-    } else if let Some(task) = result.sample_snapshot_task.as_deref() {
-        let task = sub!(task);
-        line.opt(
-            "urls",
-            task.output
-                .as_deref()
-                .and_then(|o| o.image_url_set.as_ref())
-                .map(|u| u.join(",")),
-        );
-    } else if let Some(task) = result.image_sprite_task.as_deref() {
-        let task = sub!(task);
-        let output = task.output.as_deref();
-        line.opt(
-            "urls",
-            output
-                .and_then(|o| o.image_url_set.as_ref())
-                .map(|u| u.join(",")),
-        );
-        line.opt("webvtt", output.and_then(|o| o.web_vtt_url.as_deref()));
-    } else if let Some(task) = result.animated_graphic_task.as_deref() {
-        let task = sub!(task);
-        line.opt("url", task.output.as_deref().and_then(|o| o.url.as_deref()));
-    } else if let Some(task) = result.adaptive_dynamic_streaming_task.as_deref() {
-        let task = sub!(task);
-        let output = task.output.as_deref();
-        line.opt("package", output.and_then(|o| o.package.as_deref()));
-        line.opt("url", output.and_then(|o| o.url.as_deref()));
+    let Value::Object(output) = result.output_summary() else {
+        return;
+    };
+    for (key, value) in output {
+        let label = match key.as_str() {
+            "definition" => "def",
+            "cover_url" => "cover",
+            "webvtt_url" => "webvtt",
+            other => other,
+        };
+        match value {
+            Value::String(text) => line.field(label, text),
+            Value::Array(items) => {
+                let items: Vec<&str> = items.iter().filter_map(Value::as_str).collect();
+                line.field(label, items.join(","));
+            }
+            other => line.field(label, other),
+        }
     }
 }
 

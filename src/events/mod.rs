@@ -28,7 +28,7 @@ use std::fmt;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 pub use describe::describe;
 use model::*;
@@ -948,6 +948,85 @@ fn legacy_ids(payload: &LegacyPayload) -> Ids {
         task_id,
         status,
     }
+}
+
+impl MediaProcessTaskResult {
+    /// The output that matters, by the item's type: definition, URL, cover,
+    /// snapshot URLs… (null members dropped). The log line and the derived
+    /// task state both show this.
+    pub fn output_summary(&self) -> Value {
+        fn definition(input: Option<u64>, output: Option<i64>) -> Value {
+            input
+                .map(Value::from)
+                .or(output.map(Value::from))
+                .unwrap_or(Value::Null)
+        }
+        if let Some(t) = self.transcode_task.as_deref() {
+            let out = t.output.as_deref();
+            return compact(json!({
+                "definition": definition(t.input.as_deref().and_then(|i| i.definition), out.and_then(|o| o.definition)),
+                "url": out.and_then(|o| o.url.as_deref()),
+                "file_id": out.and_then(|o| o.file_id.as_deref()),
+            }));
+        }
+        if let Some(t) = self.cover_by_snapshot_task.as_deref() {
+            return compact(json!({
+                "definition": t.input.as_deref().and_then(|i| i.definition),
+                "cover_url": t.output.as_deref().and_then(|o| o.cover_url.as_deref()),
+            }));
+        }
+        if let Some(t) = self.snapshot_by_time_offset_task.as_deref() {
+            let out = t.output.as_deref();
+            let urls: Vec<&str> = out
+                .into_iter()
+                .flat_map(|o| o.pic_info_set.iter().flatten())
+                .filter_map(|p| p.url.as_deref())
+                .collect();
+            return compact(json!({
+                "definition": definition(t.input.as_deref().and_then(|i| i.definition), out.and_then(|o| o.definition)),
+                "urls": urls,
+            }));
+        }
+        if let Some(t) = self.sample_snapshot_task.as_deref() {
+            let out = t.output.as_deref();
+            return compact(json!({
+                "definition": definition(t.input.as_deref().and_then(|i| i.definition), out.and_then(|o| o.definition)),
+                "urls": out.and_then(|o| o.image_url_set.clone()),
+            }));
+        }
+        if let Some(t) = self.image_sprite_task.as_deref() {
+            let out = t.output.as_deref();
+            return compact(json!({
+                "definition": definition(t.input.as_deref().and_then(|i| i.definition), out.and_then(|o| o.definition)),
+                "urls": out.and_then(|o| o.image_url_set.clone()),
+                "webvtt_url": out.and_then(|o| o.web_vtt_url.as_deref()),
+            }));
+        }
+        if let Some(t) = self.animated_graphic_task.as_deref() {
+            let out = t.output.as_deref();
+            return compact(json!({
+                "definition": definition(t.input.as_deref().and_then(|i| i.definition), out.and_then(|o| o.definition)),
+                "url": out.and_then(|o| o.url.as_deref()),
+            }));
+        }
+        if let Some(t) = self.adaptive_dynamic_streaming_task.as_deref() {
+            let out = t.output.as_deref();
+            return compact(json!({
+                "definition": definition(t.input.as_deref().and_then(|i| i.definition), out.and_then(|o| o.definition)),
+                "package": out.and_then(|o| o.package.as_deref()),
+                "url": out.and_then(|o| o.url.as_deref()),
+            }));
+        }
+        Value::Null
+    }
+}
+
+/// Drops null members.
+fn compact(mut value: Value) -> Value {
+    if let Some(object) = value.as_object_mut() {
+        object.retain(|_, v| !v.is_null());
+    }
+    value
 }
 
 /// The identity of an event across deliveries: SHA-256 of its canonical

@@ -5539,6 +5539,150 @@ impl TaskCommon for ReduceMediaBitrateTask {
     }
 }
 
+impl TaskCommon for MediaProcessTaskTranscodeResult {
+    fn status(&self) -> Option<&str> {
+        self.status.as_deref()
+    }
+    fn err_code(&self) -> Option<i64> {
+        self.err_code
+    }
+    fn err_code_ext(&self) -> Option<&str> {
+        self.err_code_ext.as_deref()
+    }
+    fn message(&self) -> Option<&str> {
+        self.message.as_deref()
+    }
+}
+
+impl TaskCommon for MediaProcessTaskAnimatedGraphicResult {
+    fn status(&self) -> Option<&str> {
+        self.status.as_deref()
+    }
+    fn err_code(&self) -> Option<i64> {
+        self.err_code
+    }
+    fn err_code_ext(&self) -> Option<&str> {
+        self.err_code_ext.as_deref()
+    }
+    fn message(&self) -> Option<&str> {
+        self.message.as_deref()
+    }
+}
+
+impl TaskCommon for MediaProcessTaskSnapshotByTimeOffsetResult {
+    fn status(&self) -> Option<&str> {
+        self.status.as_deref()
+    }
+    fn err_code(&self) -> Option<i64> {
+        self.err_code
+    }
+    fn err_code_ext(&self) -> Option<&str> {
+        self.err_code_ext.as_deref()
+    }
+    fn message(&self) -> Option<&str> {
+        self.message.as_deref()
+    }
+}
+
+impl TaskCommon for MediaProcessTaskSampleSnapshotResult {
+    fn status(&self) -> Option<&str> {
+        self.status.as_deref()
+    }
+    fn err_code(&self) -> Option<i64> {
+        self.err_code
+    }
+    fn err_code_ext(&self) -> Option<&str> {
+        self.err_code_ext.as_deref()
+    }
+    fn message(&self) -> Option<&str> {
+        self.message.as_deref()
+    }
+}
+
+impl TaskCommon for MediaProcessTaskImageSpriteResult {
+    fn status(&self) -> Option<&str> {
+        self.status.as_deref()
+    }
+    fn err_code(&self) -> Option<i64> {
+        self.err_code
+    }
+    fn err_code_ext(&self) -> Option<&str> {
+        self.err_code_ext.as_deref()
+    }
+    fn message(&self) -> Option<&str> {
+        self.message.as_deref()
+    }
+}
+
+impl TaskCommon for MediaProcessTaskCoverBySnapshotResult {
+    fn status(&self) -> Option<&str> {
+        self.status.as_deref()
+    }
+    fn err_code(&self) -> Option<i64> {
+        self.err_code
+    }
+    fn err_code_ext(&self) -> Option<&str> {
+        self.err_code_ext.as_deref()
+    }
+    fn message(&self) -> Option<&str> {
+        self.message.as_deref()
+    }
+}
+
+impl TaskCommon for MediaProcessTaskAdaptiveDynamicStreamingResult {
+    fn status(&self) -> Option<&str> {
+        self.status.as_deref()
+    }
+    fn err_code(&self) -> Option<i64> {
+        self.err_code
+    }
+    fn err_code_ext(&self) -> Option<&str> {
+        self.err_code_ext.as_deref()
+    }
+    fn message(&self) -> Option<&str> {
+        self.message.as_deref()
+    }
+}
+
+impl MediaProcessTaskResult {
+    /// The sub-task result that is set (the one `Type` names).
+    pub fn task(&self) -> Option<&dyn TaskCommon> {
+        self.transcode_task
+            .as_deref()
+            .map(|t| t as &dyn TaskCommon)
+            .or_else(|| {
+                self.animated_graphic_task
+                    .as_deref()
+                    .map(|t| t as &dyn TaskCommon)
+            })
+            .or_else(|| {
+                self.snapshot_by_time_offset_task
+                    .as_deref()
+                    .map(|t| t as &dyn TaskCommon)
+            })
+            .or_else(|| {
+                self.sample_snapshot_task
+                    .as_deref()
+                    .map(|t| t as &dyn TaskCommon)
+            })
+            .or_else(|| {
+                self.image_sprite_task
+                    .as_deref()
+                    .map(|t| t as &dyn TaskCommon)
+            })
+            .or_else(|| {
+                self.cover_by_snapshot_task
+                    .as_deref()
+                    .map(|t| t as &dyn TaskCommon)
+            })
+            .or_else(|| {
+                self.adaptive_dynamic_streaming_task
+                    .as_deref()
+                    .map(|t| t as &dyn TaskCommon)
+            })
+    }
+}
+
 impl AiAnalysisResult {
     /// The sub-task result that is set (the one `Type` names).
     pub fn task(&self) -> Option<&AiTaskResult> {
