@@ -27,7 +27,7 @@ use crate::config::ActionConfig;
 use crate::events::Event;
 use crate::metrics::Metrics;
 use crate::state::Derived;
-use crate::store::{self, AttemptRecord, DueDelivery, Reader, Store};
+use crate::store::{self, AttemptRecord, AttemptRow, DueDelivery, Reader, Store};
 
 /// Output kept per stream and attempt.
 pub const OUTPUT_LIMIT: usize = 16 * 1024;
@@ -266,19 +266,13 @@ impl Dispatcher {
     async fn attempt(&self, delivery: DueDelivery) {
         let Some(action) = self.actions.get(&delivery.action) else {
             // The action was removed from the configuration.
-            let outcome = Outcome::failed(format!(
+            let mut attempt = failed(format!(
                 "action {:?} is no longer configured",
                 delivery.action
             ));
-            self.record(
-                &delivery,
-                outcome,
-                "dead",
-                store::now_ms(),
-                store::now_ms(),
-                0,
-            )
-            .await;
+            attempt.started_at = store::now_ms();
+            self.record(&delivery, attempt, "dead", store::now_ms())
+                .await;
             return;
         };
         // The action's own limit.
@@ -289,10 +283,10 @@ impl Dispatcher {
         let started_at = store::now_ms();
         let started = Instant::now();
         let timeout = Duration::from_secs(config.timeout_secs);
-        let outcome = match (&config.exec, &config.forward) {
+        let mut outcome = match (&config.exec, &config.forward) {
             (Some(exec), _) => run_exec(exec, &delivery, timeout).await,
             (None, Some(url)) => run_forward(url, action.key.as_deref(), &delivery, timeout).await,
-            (None, None) => Outcome::failed("action has neither exec nor forward".to_owned()),
+            (None, None) => failed("action has neither exec nor forward".to_owned()),
         };
         let attempts = delivery.attempts + 1;
         let age = Duration::from_millis(
@@ -339,29 +333,21 @@ impl Dispatcher {
             ),
         }
         let duration_ms = started.elapsed().as_millis() as i64;
-        self.record(&delivery, outcome, status, next_at, started_at, duration_ms)
-            .await;
+        outcome.started_at = started_at;
+        outcome.duration_ms = duration_ms;
+        self.record(&delivery, outcome, status, next_at).await;
     }
 
     async fn record(
         &self,
         delivery: &DueDelivery,
-        mut outcome: Outcome,
+        attempt: AttemptRow,
         status: &'static str,
         next_at: i64,
-        started_at: i64,
-        duration_ms: i64,
     ) {
         let record = AttemptRecord {
             delivery_id: delivery.id,
-            started_at,
-            duration_ms,
-            ok: outcome.ok,
-            exit_code: outcome.exit_code,
-            http_status: outcome.http_status,
-            error: outcome.error.take(),
-            stdout: outcome.stdout.take(),
-            stderr: outcome.stderr.take(),
+            attempt,
             status,
             next_at,
         };
@@ -390,22 +376,11 @@ fn jitter(base: Duration, delivery: i64, attempt: i64) -> Duration {
     base.mul_f64(0.75 + (x % 1000) as f64 / 2000.0)
 }
 
-#[derive(Debug, Default)]
-struct Outcome {
-    ok: bool,
-    exit_code: Option<i32>,
-    http_status: Option<u16>,
-    error: Option<String>,
-    stdout: Option<String>,
-    stderr: Option<String>,
-}
-
-impl Outcome {
-    fn failed(error: String) -> Outcome {
-        Outcome {
-            error: Some(error),
-            ..Outcome::default()
-        }
+/// A failed attempt, its times still to be set.
+fn failed(error: String) -> AttemptRow {
+    AttemptRow {
+        error: Some(error),
+        ..AttemptRow::default()
     }
 }
 
@@ -431,7 +406,7 @@ async fn read_bounded(mut stream: impl AsyncRead + Unpin) -> String {
     text
 }
 
-async fn run_exec(exec: &[String], delivery: &DueDelivery, timeout: Duration) -> Outcome {
+async fn run_exec(exec: &[String], delivery: &DueDelivery, timeout: Duration) -> AttemptRow {
     let event = &delivery.event;
     let mut command = tokio::process::Command::new(&exec[0]);
     command
@@ -461,7 +436,7 @@ async fn run_exec(exec: &[String], delivery: &DueDelivery, timeout: Duration) ->
     command.process_group(0);
     let mut child = match command.spawn() {
         Ok(child) => child,
-        Err(error) => return Outcome::failed(format!("cannot start {}: {error}", exec[0])),
+        Err(error) => return failed(format!("cannot start {}: {error}", exec[0])),
     };
     let pid = child.id();
     let stdin = child.stdin.take();
@@ -483,17 +458,17 @@ async fn run_exec(exec: &[String], delivery: &DueDelivery, timeout: Duration) ->
         .map(|err| tokio::spawn(read_bounded(err)));
     let waited = tokio::time::timeout(timeout, child.wait()).await;
     let mut outcome = match waited {
-        Ok(Ok(status)) => Outcome {
+        Ok(Ok(status)) => AttemptRow {
             ok: status.success(),
             exit_code: status.code(),
             error: (!status.success()).then(|| format!("exited with {status}")),
-            ..Outcome::default()
+            ..AttemptRow::default()
         },
-        Ok(Err(error)) => Outcome::failed(format!("cannot wait for the program: {error}")),
+        Ok(Err(error)) => failed(format!("cannot wait for the program: {error}")),
         Err(_) => {
             kill_group(pid);
             let _ = child.kill().await;
-            Outcome::failed(format!("timed out after {} s; killed", timeout.as_secs()))
+            failed(format!("timed out after {} s; killed", timeout.as_secs()))
         }
     };
     writer.abort();
@@ -529,7 +504,7 @@ async fn run_forward(
     key: Option<&[u8]>,
     delivery: &DueDelivery,
     timeout: Duration,
-) -> Outcome {
+) -> AttemptRow {
     static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
     let client = CLIENT.get_or_init(|| {
         reqwest::Client::builder()
@@ -566,19 +541,19 @@ async fn run_forward(
                 body.truncate(end);
                 body.push_str("\n[output truncated]");
             }
-            Outcome {
+            AttemptRow {
                 ok: status.is_success(),
                 http_status: Some(status.as_u16()),
                 error: (!status.is_success()).then(|| format!("answered {status}")),
                 stdout: Some(body),
-                ..Outcome::default()
+                ..AttemptRow::default()
             }
         }
         Err(error) if error.is_timeout() => {
-            Outcome::failed(format!("no answer within {} s", timeout.as_secs()))
+            failed(format!("no answer within {} s", timeout.as_secs()))
         }
-        Err(error) if error.is_connect() => Outcome::failed(format!("cannot connect to {url}")),
-        Err(error) => Outcome::failed(format!("request failed: {error}")),
+        Err(error) if error.is_connect() => failed(format!("cannot connect to {url}")),
+        Err(error) => failed(format!("request failed: {error}")),
     }
 }
 

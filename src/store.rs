@@ -595,7 +595,7 @@ impl Writer {
                 Err(error) => {
                     savepoint.rollback()?;
                     savepoint.commit()?;
-                    tracing::error!(%error, "cannot store one event; the rest of its batch is stored");
+                    tracing::error!(%error, "cannot write one item of a batch; the rest of the batch is written");
                     results.push(Err(unavailable(&error)));
                 }
             }
@@ -1178,27 +1178,13 @@ fn insert_deliveries(
     Ok(())
 }
 
-/// The outcome of one attempt, and what happens to its delivery next.
+/// One attempt and what happens to its delivery next.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AttemptRecord {
     /// The delivery.
     pub delivery_id: i64,
-    /// When the attempt started (ms).
-    pub started_at: i64,
-    /// How long it took.
-    pub duration_ms: i64,
-    /// Done?
-    pub ok: bool,
-    /// Exit status of a program (`exec`).
-    pub exit_code: Option<i32>,
-    /// HTTP status of a forward.
-    pub http_status: Option<u16>,
-    /// Why it failed.
-    pub error: Option<String>,
-    /// Captured standard output (or response body), bounded.
-    pub stdout: Option<String>,
-    /// Captured standard error, bounded.
-    pub stderr: Option<String>,
+    /// What the attempt did.
+    pub attempt: AttemptRow,
     /// The delivery's new status: `ok`, `retrying` or `dead`.
     pub status: &'static str,
     /// When to try again (ms), for `retrying`.
@@ -1207,29 +1193,29 @@ pub struct AttemptRecord {
 
 /// Writes an attempt and its delivery's new state (inside the caller's
 /// transaction: attempts share group commits with events).
-fn record_attempt(transaction: &Connection, attempt: &AttemptRecord) -> rusqlite::Result<()> {
+fn record_attempt(transaction: &Connection, record: &AttemptRecord) -> rusqlite::Result<()> {
     transaction
         .prepare_cached(
             "INSERT INTO attempts (delivery_id, started_at, duration_ms, ok, exit_code, http_status, error, stdout, stderr)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?
         .execute(params![
-            attempt.delivery_id,
-            attempt.started_at,
-            attempt.duration_ms,
-            attempt.ok,
-            attempt.exit_code,
-            attempt.http_status,
-            attempt.error,
-            attempt.stdout,
-            attempt.stderr
+            record.delivery_id,
+            record.attempt.started_at,
+            record.attempt.duration_ms,
+            record.attempt.ok,
+            record.attempt.exit_code,
+            record.attempt.http_status,
+            record.attempt.error,
+            record.attempt.stdout,
+            record.attempt.stderr
         ])?;
     transaction
         .prepare_cached(
             "UPDATE deliveries SET status = ?2, attempts = attempts + 1, next_at = ?3, updated_at = ?4, last_error = ?5
              WHERE id = ?1",
         )?
-        .execute(params![attempt.delivery_id, attempt.status, attempt.next_at, now_ms(), attempt.error])?;
+        .execute(params![record.delivery_id, record.status, record.next_at, now_ms(), record.attempt.error])?;
     Ok(())
 }
 
@@ -1304,8 +1290,8 @@ pub struct DeliveryRow {
     pub last_error: Option<String>,
 }
 
-/// One attempt as `deliveries show` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One attempt of a delivery, as run and as `deliveries show` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct AttemptRow {
     /// Started (ms).
     pub started_at: i64,

@@ -153,12 +153,7 @@ async fn a_failing_program_is_retried_then_dead_with_its_output() {
         (listed["action"].as_str(), listed["attempts"].as_i64()),
         (Some("fail"), Some(3))
     );
-    let metrics = reqwest::get(format!("http://{}/metrics", app.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains(r#"vodhook_deliveries_total{action="fail",result="retrying"} 2"#),
         "{metrics}"

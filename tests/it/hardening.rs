@@ -127,12 +127,7 @@ async fn each_bad_signature_gets_401_with_its_reason_and_is_not_stored() {
         assert!(message.contains(reason), "{reason}: {message}");
     }
     assert_eq!(stored_count(&app), 0);
-    let metrics = reqwest::get(format!("http://{}/metrics", app.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     for (reason, count) in [
         ("missing", 2),
         ("malformed", 2),

@@ -108,6 +108,19 @@ impl TestApp {
             .expect("event feed closed")
     }
 
+    /// The Prometheus text from the admin listener.
+    pub async fn metrics(&self) -> String {
+        let url = format!("http://{}/metrics", self.admin);
+        self.client
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// A read-only view of the store.
     pub fn reader(&self) -> Reader {
         Reader::open(&self.db).unwrap()

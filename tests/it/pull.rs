@@ -142,12 +142,7 @@ async fn serve_with_pull_enabled_stores_a_backlog_once_and_confirms_it() {
         fake.deliveries().iter().all(|d| *d == 1),
         "nothing redelivered"
     );
-    let metrics = reqwest::get(format!("http://{}/metrics", app.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains(&format!("vodhook_events_confirmed_total {total}")),
         "{metrics}"
