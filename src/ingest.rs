@@ -67,18 +67,6 @@ pub struct Delivery {
     pub header_signature: (Option<String>, Option<String>),
 }
 
-impl Delivery {
-    /// A pushed body without signature headers.
-    pub fn push(raw: Bytes, remote: Option<SocketAddr>) -> Self {
-        Delivery {
-            raw,
-            source: Source::Push,
-            remote,
-            header_signature: (None, None),
-        }
-    }
-}
-
 /// Why a body was not accepted.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum IngestError {
