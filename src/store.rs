@@ -718,16 +718,15 @@ fn apply_derived(
             .execute(params![file.file_id, event_id])?;
     }
     for update in &derived.tasks {
-        let known: Option<String> = connection
-            .prepare_cached("SELECT state FROM tasks WHERE task_id = ?1")?
-            .query_row(params![update.task_id], |row| row.get(0))
-            .optional()?;
-        let mut task = known
-            .and_then(|json| serde_json::from_str::<TaskState>(&json).ok())
-            .unwrap_or_else(|| TaskState {
-                task_id: update.task_id.clone(),
-                ..TaskState::default()
-            });
+        let mut task = known_state::<TaskState>(
+            connection,
+            "SELECT state FROM tasks WHERE task_id = ?1",
+            &update.task_id,
+        )?
+        .unwrap_or_else(|| TaskState {
+            task_id: update.task_id.clone(),
+            ..TaskState::default()
+        });
         task.merge(update.clone());
         connection
             .prepare_cached(
@@ -748,16 +747,15 @@ fn apply_derived(
             ])?;
     }
     for update in &derived.files {
-        let known: Option<String> = connection
-            .prepare_cached("SELECT state FROM files WHERE file_id = ?1")?
-            .query_row(params![update.file_id], |row| row.get(0))
-            .optional()?;
-        let mut file = known
-            .and_then(|json| serde_json::from_str::<FileState>(&json).ok())
-            .unwrap_or_else(|| FileState {
-                file_id: update.file_id.clone(),
-                ..FileState::default()
-            });
+        let mut file = known_state::<FileState>(
+            connection,
+            "SELECT state FROM files WHERE file_id = ?1",
+            &update.file_id,
+        )?
+        .unwrap_or_else(|| FileState {
+            file_id: update.file_id.clone(),
+            ..FileState::default()
+        });
         file.merge(update.clone());
         connection
             .prepare_cached(
@@ -769,6 +767,20 @@ fn apply_derived(
             .execute(params![file.file_id, file.deleted, to_json(&file), event_id, at])?;
     }
     Ok(())
+}
+
+/// A stored state document; one that no longer parses counts as unknown
+/// (`vodhook reindex` rebuilds it).
+fn known_state<T: serde::de::DeserializeOwned>(
+    connection: &Connection,
+    sql: &str,
+    key: &str,
+) -> rusqlite::Result<Option<T>> {
+    let json: Option<String> = connection
+        .prepare_cached(sql)?
+        .query_row(params![key], |row| row.get(0))
+        .optional()?;
+    Ok(json.and_then(|json| serde_json::from_str(&json).ok()))
 }
 
 fn to_json(value: &impl Serialize) -> String {
