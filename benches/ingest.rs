@@ -290,6 +290,12 @@ fn main() {
         bare.kill().await.ok();
 
         let (vodhook_run, vodhook_rss, vodhook_db, _dir) = run_vodhook(duration, None).await;
+        if std::env::var_os("BENCH_SKIP_ACTION").is_some() {
+            report("bare axum", &bare_run, bare_rss);
+            report("vodhook serve (durable)", &vodhook_run, vodhook_rss);
+            println!("ratio vodhook/bare      {:.2}", vodhook_run.rate() / bare_run.rate());
+            return;
+        }
         let (action_run, action_rss, action_db, _action_dir) =
             run_vodhook(duration, Some("[[action]]\nname = \"true\"\non = \"*\"\nexec = [\"/bin/true\"]\n")).await;
 

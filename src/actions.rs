@@ -11,6 +11,13 @@
 //! an action runs at least once per event.
 //!
 //! A duplicate delivery of an event is not a new event: it triggers nothing.
+//!
+//! The dispatcher has a thread of its own in the `SCHED_IDLE` scheduling
+//! class, and the programs it starts inherit it. Receiving and storing
+//! callbacks always comes first: under a burst the deliveries wait in the
+//! outbox and are carried out as the burst ends; on a machine with CPU to
+//! spare the class changes nothing. (Under a load that keeps every core
+//! busy for good, actions still get a small share of the CPU, not none.)
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -159,8 +166,42 @@ impl Dispatcher {
         }
     }
 
-    /// Runs until `stop`; attempts in progress then finish (within their timeout).
-    pub async fn run(self, stop: CancellationToken) {
+    /// Runs the dispatcher on a thread of its own in `SCHED_IDLE`, with
+    /// a single-threaded runtime, until `stop`; attempts in progress then
+    /// finish (within their timeout). The returned future completes when
+    /// the dispatcher has stopped.
+    ///
+    /// # Errors
+    ///
+    /// The thread cannot be started.
+    pub fn spawn(
+        self,
+        stop: CancellationToken,
+    ) -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+        let (done, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("vodhook-actions".to_owned())
+            .spawn(move || {
+                lower_priority();
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(self.run(stop)),
+                    Err(error) => {
+                        tracing::error!(%error, "cannot start the actions runtime; actions will not run");
+                    }
+                }
+                drop(done);
+            })?;
+        Ok(async move {
+            let _ = stopped.await;
+        })
+    }
+
+    /// The dispatch loop. Store reads are short and done on the calling
+    /// thread, the dispatcher's own.
+    async fn run(self, stop: CancellationToken) {
         let reader = match Reader::open(self.store.path()) {
             Ok(reader) => Arc::new(Mutex::new(reader)),
             Err(error) => {
@@ -180,30 +221,26 @@ impl Dispatcher {
             let notified = this.wake.notified();
             let now = store::now_ms();
             let with_stats = stats_at.elapsed() >= Duration::from_secs(1);
-            let query = {
-                let reader = Arc::clone(&reader);
-                tokio::task::spawn_blocking(move || {
-                    let reader = lock(&reader);
-                    let due = reader.due_delivery_ids(now, 2 * MAX_IN_FLIGHT as u32)?;
-                    let next = reader.next_due()?;
-                    let stats = if with_stats {
-                        Some(reader.outbox_stats(now)?)
-                    } else {
-                        None
-                    };
-                    anyhow::Ok((due, next, stats))
-                })
-            };
-            let (due, next, stats) = match query.await {
-                Ok(Ok(found)) => found,
-                Ok(Err(error)) => {
+            let query = (|| {
+                let reader = lock(&reader);
+                let due = reader.due_delivery_ids(now, 2 * MAX_IN_FLIGHT as u32)?;
+                let next = reader.next_due()?;
+                let stats = if with_stats {
+                    Some(reader.outbox_stats(now)?)
+                } else {
+                    None
+                };
+                anyhow::Ok((due, next, stats))
+            })();
+            let (due, next, stats) = match query {
+                Ok(found) => found,
+                Err(error) => {
                     tracing::warn!(
                         error = format!("{error:#}"),
                         "cannot read the outbox; will try again"
                     );
                     (Vec::new(), Some(now + 1000), None)
                 }
-                Err(_) => break,
             };
             if let Some(stats) = stats {
                 this.metrics.outbox(stats.waiting, stats.oldest_ms);
@@ -226,18 +263,15 @@ impl Dispatcher {
                 let (this, busy, reader) =
                     (Arc::clone(&this), Arc::clone(&busy), Arc::clone(&reader));
                 attempts.spawn(async move {
-                    let loaded =
-                        tokio::task::spawn_blocking(move || lock(&reader).waiting_delivery(id))
-                            .await;
+                    let loaded = lock(&reader).waiting_delivery(id);
                     match loaded {
-                        Ok(Ok(Some(delivery))) => this.attempt(delivery).await,
-                        Ok(Ok(None)) => {}
-                        Ok(Err(error)) => tracing::warn!(
+                        Ok(Some(delivery)) => this.attempt(delivery).await,
+                        Ok(None) => {}
+                        Err(error) => tracing::warn!(
                             error = format!("{error:#}"),
                             delivery = id,
                             "cannot load a delivery"
                         ),
-                        Err(_) => {}
                     }
                     drop(permit);
                     lock(&busy).remove(&id);
@@ -356,6 +390,25 @@ impl Dispatcher {
         if let Err(error) = self.store.record_attempt(record).await {
             tracing::warn!(%error, delivery = delivery.id, "cannot record the attempt; it will run again");
         }
+    }
+}
+
+/// Puts the calling thread in the `SCHED_IDLE` class: it runs only on CPU
+/// that no other thread wants, and gives way at once when one does. The
+/// processes it starts inherit it.
+fn lower_priority() {
+    use thread_priority::{
+        set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
+        ThreadPriority, ThreadSchedulePolicy,
+    };
+    let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+    if let Err(error) =
+        set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle)
+    {
+        tracing::warn!(
+            ?error,
+            "cannot lower the priority of actions; they run at normal priority"
+        );
     }
 }
 

@@ -149,7 +149,10 @@ pub async fn run(
             ingest.metrics().clone(),
             ingest.dispatcher_wake(),
         );
-        tasks.spawn(dispatcher.run(stop.clone()));
+        let stopped = dispatcher
+            .spawn(stop.clone())
+            .context("cannot start the actions thread")?;
+        tasks.spawn(stopped);
     }
     if let Some(client) = puller {
         let options = pull::PullOptions::from_config(&config.pull);

@@ -379,6 +379,24 @@ async fn a_slow_action_does_not_hold_up_the_callback() {
 }
 
 #[tokio::test]
+async fn programs_run_only_on_spare_cpu() {
+    // SCHED_IDLE (5), so that under a burst the machine receives callbacks
+    // first; field 41 of /proc/PID/stat is the scheduling policy.
+    let mut app = TestApp::spawn_with(with_actions(vec![exec_action(
+        "policy",
+        &["*"],
+        "cut -d' ' -f41 /proc/$$/stat",
+    )]))
+    .await;
+    app.post_event(fixture("samples/v3-NewFileUpload.json"))
+        .await;
+    let rows = settled(&app, 1).await;
+    let (_, attempts) = app.reader().delivery(rows[0].id).unwrap().unwrap();
+    assert_eq!(attempts[0].stdout.as_deref(), Some("5\n"));
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn replay_runs_actions_again_for_one_event_or_a_time_range() {
     let out = tempfile::tempdir().unwrap();
     let script = format!(
