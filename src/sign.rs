@@ -37,7 +37,7 @@ impl SignError {
 
 /// The callback key, kept out of `Debug` output.
 #[derive(Clone, PartialEq, Eq)]
-pub struct SignKey(String);
+pub struct SignKey(std::sync::Arc<str>);
 
 impl SignKey {
     /// Wraps a key (VOD allows up to 32 ASCII letters and digits).
@@ -51,7 +51,7 @@ impl SignKey {
                 "auth.sign_key must be 1 to 32 letters and digits (as VOD requires)".to_owned(),
             );
         }
-        Ok(SignKey(key.to_owned()))
+        Ok(SignKey(key.into()))
     }
 }
 

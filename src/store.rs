@@ -263,7 +263,8 @@ enum Command {
 #[derive(Debug, Clone)]
 pub struct Store {
     commands: mpsc::Sender<Command>,
-    path: PathBuf,
+    // Shared: the handle is cloned for every request.
+    path: std::sync::Arc<Path>,
 }
 
 /// Milliseconds since the epoch, now.
@@ -392,7 +393,7 @@ impl Store {
             .context("cannot start the store writer")?;
         Ok(Store {
             commands,
-            path: path.clone(),
+            path: path.as_path().into(),
         })
     }
 
