@@ -12,12 +12,15 @@
 //!
 //! A duplicate delivery of an event is not a new event: it triggers nothing.
 //!
-//! The dispatcher has a thread of its own in the `SCHED_IDLE` scheduling
-//! class, and the programs it starts inherit it. Receiving and storing
-//! callbacks always comes first: under a burst the deliveries wait in the
-//! outbox and are carried out as the burst ends; on a machine with CPU to
-//! spare the class changes nothing. (Under a load that keeps every core
-//! busy for good, actions still get a small share of the CPU, not none.)
+//! Programs run in the `SCHED_IDLE` scheduling class: they are started
+//! from a thread in that class (`Spawner`) and inherit it. Receiving and
+//! storing callbacks always comes first: under a burst the deliveries wait
+//! in the outbox and are carried out as the burst ends; on a machine with
+//! CPU to spare the class changes nothing. (Under a load that keeps every
+//! core busy for good, programs still get a small share of the CPU, not
+//! none.) The dispatcher itself, on a thread of its own, keeps the normal
+//! class: it takes locks the receive path takes too (the store's, stdout's),
+//! and an idle-class thread preempted while holding one would stall it.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -166,10 +169,10 @@ impl Dispatcher {
         }
     }
 
-    /// Runs the dispatcher on a thread of its own in `SCHED_IDLE`, with
-    /// a single-threaded runtime, until `stop`; attempts in progress then
-    /// finish (within their timeout). The returned future completes when
-    /// the dispatcher has stopped.
+    /// Runs the dispatcher on a thread of its own, with a single-threaded
+    /// runtime, until `stop`; attempts in progress then finish (within
+    /// their timeout). The returned future completes when the dispatcher
+    /// has stopped.
     ///
     /// # Errors
     ///
@@ -182,7 +185,6 @@ impl Dispatcher {
         std::thread::Builder::new()
             .name("vodhook-actions".to_owned())
             .spawn(move || {
-                lower_priority();
                 match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -202,6 +204,13 @@ impl Dispatcher {
     /// The dispatch loop. Store reads are short and done on the calling
     /// thread, the dispatcher's own.
     async fn run(self, stop: CancellationToken) {
+        let spawner = match Spawner::start() {
+            Ok(spawner) => spawner,
+            Err(error) => {
+                tracing::error!(%error, "cannot start the program spawner; actions will not run");
+                return;
+            }
+        };
         let reader = match Reader::open(self.store.path()) {
             Ok(reader) => Arc::new(Mutex::new(reader)),
             Err(error) => {
@@ -260,12 +269,16 @@ impl Dispatcher {
                     },
                 };
                 lock(&busy).insert(id);
-                let (this, busy, reader) =
-                    (Arc::clone(&this), Arc::clone(&busy), Arc::clone(&reader));
+                let (this, busy, reader, spawner) = (
+                    Arc::clone(&this),
+                    Arc::clone(&busy),
+                    Arc::clone(&reader),
+                    spawner.clone(),
+                );
                 attempts.spawn(async move {
                     let loaded = lock(&reader).waiting_delivery(id);
                     match loaded {
-                        Ok(Some(delivery)) => this.attempt(delivery).await,
+                        Ok(Some(delivery)) => this.attempt(delivery, &spawner).await,
                         Ok(None) => {}
                         Err(error) => tracing::warn!(
                             error = format!("{error:#}"),
@@ -297,7 +310,7 @@ impl Dispatcher {
         attempts.wait().await;
     }
 
-    async fn attempt(&self, delivery: DueDelivery) {
+    async fn attempt(&self, delivery: DueDelivery, spawner: &Spawner) {
         let Some(action) = self.actions.get(&delivery.action) else {
             // The action was removed from the configuration.
             let mut attempt = failed(format!(
@@ -318,7 +331,7 @@ impl Dispatcher {
         let started = Instant::now();
         let timeout = Duration::from_secs(config.timeout_secs);
         let mut outcome = match (&config.exec, &config.forward) {
-            (Some(exec), _) => run_exec(exec, &delivery, timeout).await,
+            (Some(exec), _) => run_exec(exec, &delivery, timeout, spawner).await,
             (None, Some(url)) => run_forward(url, action.key.as_deref(), &delivery, timeout).await,
             (None, None) => failed("action has neither exec nor forward".to_owned()),
         };
@@ -393,6 +406,50 @@ impl Dispatcher {
     }
 }
 
+/// Starts programs from a thread of its own in the `SCHED_IDLE` class, so
+/// that they inherit it, inside the runtime of the thread that created it
+/// (which then drives their pipes and reaps them).
+#[derive(Debug, Clone)]
+struct Spawner {
+    requests: std::sync::mpsc::Sender<SpawnRequest>,
+}
+
+type SpawnRequest = (
+    tokio::process::Command,
+    tokio::sync::oneshot::Sender<std::io::Result<tokio::process::Child>>,
+);
+
+impl Spawner {
+    /// Must be called inside a tokio runtime.
+    fn start() -> std::io::Result<Spawner> {
+        let runtime = tokio::runtime::Handle::current();
+        let (requests, incoming) = std::sync::mpsc::channel::<SpawnRequest>();
+        std::thread::Builder::new()
+            .name("vodhook-spawner".to_owned())
+            .spawn(move || {
+                lower_priority();
+                let _inside = runtime.enter();
+                // Ends when the last `Spawner` is dropped.
+                for (mut command, reply) in incoming {
+                    let _ = reply.send(command.spawn());
+                }
+            })?;
+        Ok(Spawner { requests })
+    }
+
+    async fn spawn(
+        &self,
+        command: tokio::process::Command,
+    ) -> std::io::Result<tokio::process::Child> {
+        let stopped = || std::io::Error::other("the program spawner has stopped");
+        let (reply, spawned) = tokio::sync::oneshot::channel();
+        self.requests
+            .send((command, reply))
+            .map_err(|_| stopped())?;
+        spawned.await.map_err(|_| stopped())?
+    }
+}
+
 /// Puts the calling thread in the `SCHED_IDLE` class: it runs only on CPU
 /// that no other thread wants, and gives way at once when one does. The
 /// processes it starts inherit it.
@@ -459,7 +516,12 @@ async fn read_bounded(mut stream: impl AsyncRead + Unpin) -> String {
     text
 }
 
-async fn run_exec(exec: &[String], delivery: &DueDelivery, timeout: Duration) -> AttemptRow {
+async fn run_exec(
+    exec: &[String],
+    delivery: &DueDelivery,
+    timeout: Duration,
+    spawner: &Spawner,
+) -> AttemptRow {
     let event = &delivery.event;
     let mut command = tokio::process::Command::new(&exec[0]);
     command
@@ -487,7 +549,7 @@ async fn run_exec(exec: &[String], delivery: &DueDelivery, timeout: Duration) ->
     // Its own process group, so that a timeout kills what it started too.
     #[cfg(unix)]
     command.process_group(0);
-    let mut child = match command.spawn() {
+    let mut child = match spawner.spawn(command).await {
         Ok(child) => child,
         Err(error) => return failed(format!("cannot start {}: {error}", exec[0])),
     };
