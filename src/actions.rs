@@ -230,17 +230,7 @@ impl Dispatcher {
             let notified = this.wake.notified();
             let now = store::now_ms();
             let with_stats = stats_at.elapsed() >= Duration::from_secs(1);
-            let query = (|| {
-                let reader = lock(&reader);
-                let due = reader.due_delivery_ids(now, 2 * MAX_IN_FLIGHT as u32)?;
-                let next = reader.next_due()?;
-                let stats = if with_stats {
-                    Some(reader.outbox_stats(now)?)
-                } else {
-                    None
-                };
-                anyhow::Ok((due, next, stats))
-            })();
+            let query = read_outbox(&lock(&reader), now, with_stats);
             let (due, next, stats) = match query {
                 Ok(found) => found,
                 Err(error) => {
@@ -464,9 +454,26 @@ fn lower_priority() {
     {
         tracing::warn!(
             ?error,
-            "cannot lower the priority of actions; they run at normal priority"
+            "cannot lower the priority of action programs; they run at normal priority"
         );
     }
+}
+
+/// What is due now, when the next retry is due, and (when asked) the
+/// outbox gauges.
+fn read_outbox(
+    reader: &Reader,
+    now: i64,
+    with_stats: bool,
+) -> anyhow::Result<(Vec<i64>, Option<i64>, Option<store::OutboxStats>)> {
+    let due = reader.due_delivery_ids(now, 2 * MAX_IN_FLIGHT as u32)?;
+    let next = reader.next_due()?;
+    let stats = if with_stats {
+        Some(reader.outbox_stats(now)?)
+    } else {
+        None
+    };
+    Ok((due, next, stats))
 }
 
 /// Deliveries loaded or running at once, across actions.

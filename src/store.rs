@@ -784,6 +784,13 @@ fn known_state<T: serde::de::DeserializeOwned>(
     Ok(json.and_then(|json| serde_json::from_str(&json).ok()))
 }
 
+/// A state document read for a query: one that no longer parses is an
+/// error naming the cure (the writer, by contrast, treats it as unknown).
+fn stored_state<T: serde::de::DeserializeOwned>(json: &str, kind: &str) -> anyhow::Result<T> {
+    serde_json::from_str(json)
+        .with_context(|| format!("corrupt {kind} state; run `vodhook reindex`"))
+}
+
 fn to_json(value: &impl Serialize) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "{}".to_owned())
 }
@@ -1068,8 +1075,7 @@ impl Reader {
             )
             .optional()?;
         row.map(|(json, updated_at)| {
-            let state =
-                serde_json::from_str(&json).context("corrupt task state; run `vodhook reindex`")?;
+            let state = stored_state(&json, "task")?;
             Ok(TaskRecord { state, updated_at })
         })
         .transpose()
@@ -1090,8 +1096,7 @@ impl Reader {
         let mut tasks = Vec::new();
         for row in rows {
             let (json, updated_at) = row?;
-            let state =
-                serde_json::from_str(&json).context("corrupt task state; run `vodhook reindex`")?;
+            let state = stored_state(&json, "task")?;
             tasks.push(TaskRecord { state, updated_at });
         }
         Ok(tasks)
@@ -1112,8 +1117,7 @@ impl Reader {
             )
             .optional()?;
         row.map(|(json, updated_at)| {
-            let state =
-                serde_json::from_str(&json).context("corrupt file state; run `vodhook reindex`")?;
+            let state = stored_state(&json, "file")?;
             Ok(FileRecord { state, updated_at })
         })
         .transpose()

@@ -260,6 +260,30 @@ async fn reindex_rebuilds_the_same_state_from_raw_events() {
 }
 
 #[tokio::test]
+async fn a_corrupt_state_document_is_an_error_that_names_reindex() {
+    let mut app = TestApp::spawn().await;
+    app.post_event(fixture("samples/v3-NewFileUpload.json"))
+        .await;
+    rusqlite::Connection::open(&app.db)
+        .unwrap()
+        .execute("UPDATE files SET state = 'not json'", [])
+        .unwrap();
+    let error = app.reader().file("5285890784273533167").unwrap_err();
+    assert!(
+        format!("{error:#}").contains("run `vodhook reindex`"),
+        "{error:#}"
+    );
+    vodhook::store::reindex(&vodhook::store::StoreOptions {
+        path: app.db.clone(),
+        busy_timeout: std::time::Duration::from_secs(5),
+    })
+    .unwrap();
+    let file = app.reader().file("5285890784273533167").unwrap().unwrap();
+    assert_eq!(file.state.file_id, "5285890784273533167");
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn old_events_are_pruned_and_new_ones_kept() {
     let dir = tempfile::tempdir().unwrap();
     let options = StoreOptions {
