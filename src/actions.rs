@@ -269,7 +269,7 @@ impl Dispatcher {
                     let loaded = lock(&reader).waiting_delivery(id);
                     match loaded {
                         Ok(Some(delivery)) => this.attempt(delivery, &spawner).await,
-                        Ok(None) => {}
+                        Ok(None) => this.unloadable(&reader, id).await,
                         Err(error) => tracing::warn!(
                             error = format!("{error:#}"),
                             delivery = id,
@@ -373,6 +373,41 @@ impl Dispatcher {
         outcome.started_at = started_at;
         outcome.duration_ms = duration_ms;
         self.record(&delivery, outcome, status, next_at).await;
+    }
+
+    /// A due delivery that could not be loaded: either it stopped waiting
+    /// in the meantime, or its event is gone (retention pruned it after a
+    /// replay queued the delivery). The latter can never run: it is dead,
+    /// or it would be due again at once, for ever.
+    async fn unloadable(&self, reader: &Mutex<Reader>, id: i64) {
+        let waiting = lock(reader).is_waiting(id);
+        match waiting {
+            Ok(false) => {}
+            Ok(true) => {
+                tracing::error!(
+                    delivery = id,
+                    "the event of a delivery is no longer stored (retention); the delivery is dead"
+                );
+                let mut attempt = failed(
+                    "the event is no longer stored (pruned by store.retention_days)".to_owned(),
+                );
+                attempt.started_at = store::now_ms();
+                let record = AttemptRecord {
+                    delivery_id: id,
+                    attempt,
+                    status: "dead",
+                    next_at: store::now_ms(),
+                };
+                if let Err(error) = self.store.record_attempt(record).await {
+                    tracing::warn!(%error, delivery = id, "cannot record the attempt; it will run again");
+                }
+            }
+            Err(error) => tracing::warn!(
+                error = format!("{error:#}"),
+                delivery = id,
+                "cannot load a delivery"
+            ),
+        }
     }
 
     async fn record(

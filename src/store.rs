@@ -1398,6 +1398,20 @@ impl Reader {
             .optional()?)
     }
 
+    /// Whether a delivery is still pending or retrying.
+    ///
+    /// # Errors
+    ///
+    /// The query fails.
+    pub fn is_waiting(&self, id: i64) -> anyhow::Result<bool> {
+        Ok(self
+            .connection
+            .prepare_cached(
+                "SELECT 1 FROM deliveries WHERE id = ?1 AND status IN ('pending', 'retrying')",
+            )?
+            .exists(params![id])?)
+    }
+
     /// When the next waiting delivery is due (ms), if any.
     ///
     /// # Errors

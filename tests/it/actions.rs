@@ -500,3 +500,58 @@ async fn replay_to_another_receiver_reposts_the_raw_events() {
     source.stop().await.unwrap();
     target.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_delivery_whose_event_was_pruned_is_dead_not_retried_for_ever() {
+    // A replay queues a delivery for an old event; retention then prunes
+    // the event but not the newer delivery.
+    let mut app = TestApp::spawn().await;
+    let event = app
+        .post_event(fixture("samples/v3-NewFileUpload.json"))
+        .await;
+    let dir = app.stop_keeping_store().await;
+    let options = vodhook::store::StoreOptions {
+        path: dir.path().join("vodhook.db"),
+        busy_timeout: Duration::from_secs(5),
+    };
+    let received_at = vodhook::store::Reader::open(&options.path)
+        .unwrap()
+        .event(event.stored.id)
+        .unwrap()
+        .unwrap()
+        .0
+        .received_at;
+    while vodhook::store::now_ms() <= received_at {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    vodhook::store::enqueue_deliveries(&options, &[(event.stored.id, "log".to_owned())]).unwrap();
+    let store =
+        vodhook::store::Store::open(&options, vodhook::metrics::Metrics::default()).unwrap();
+    assert_eq!(store.prune(received_at + 1).await.unwrap(), 1);
+    drop(store);
+
+    let ran = tempfile::tempdir().unwrap();
+    let script = format!("touch {}", sh_quote(&ran.path().join("ran")));
+    let app = TestApp::spawn_in(with_actions(vec![exec_action("log", &["*"], &script)]), dir).await;
+    let connection = rusqlite::Connection::open(&app.db).unwrap();
+    let started = std::time::Instant::now();
+    let (status, error) = loop {
+        let row: (String, Option<String>) = connection
+            .query_row("SELECT status, last_error FROM deliveries", [], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .unwrap();
+        if row.0 != "pending" {
+            break row;
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the delivery is still pending"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status, "dead");
+    assert!(error.unwrap().contains("no longer stored"));
+    assert!(!ran.path().join("ran").exists());
+    app.stop().await.unwrap();
+}
