@@ -12,17 +12,19 @@
 //!
 //! A duplicate delivery of an event is not a new event: it triggers nothing.
 //!
-//! Programs run in the `SCHED_IDLE` scheduling class: they are started
-//! from a thread in that class (`Spawner`) and inherit it. Receiving and
-//! storing callbacks always comes first: under a burst the deliveries wait
-//! in the outbox and are carried out as the burst ends; on a machine with
-//! CPU to spare the class changes nothing. (Under a load that keeps every
+//! Receiving and storing callbacks always comes first. While events arrive
+//! faster than [`BURST_RATE`] a second, attempts wait (`Hold`), for at most
+//! [`MAX_HOLD`]: the deliveries of a burst wait in the outbox and are
+//! carried out as it ends. Programs run in the `SCHED_IDLE` scheduling
+//! class: they are started from a thread in that class (`Spawner`) and
+//! inherit it; on a machine with CPU to spare the class changes nothing. (Under a load that keeps every
 //! core busy for good, programs still get a small share of the CPU, not
 //! none.) The dispatcher itself, on a thread of its own, keeps the normal
 //! class: it takes locks the receive path takes too (the store's, stdout's),
 //! and an idle-class thread preempted while holding one would stall it.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -155,17 +157,26 @@ pub struct Dispatcher {
     store: Store,
     metrics: Metrics,
     wake: Arc<Notify>,
+    hold: Hold,
 }
 
 impl Dispatcher {
     /// A dispatcher for `actions`; `wake` is notified when new deliveries
-    /// are written.
-    pub fn new(actions: Actions, store: Store, metrics: Metrics, wake: Arc<Notify>) -> Dispatcher {
+    /// are written; `arrivals` counts the bodies received, and attempts
+    /// wait while they come faster than [`BURST_RATE`] a second.
+    pub fn new(
+        actions: Actions,
+        store: Store,
+        metrics: Metrics,
+        wake: Arc<Notify>,
+        arrivals: Arc<AtomicU64>,
+    ) -> Dispatcher {
         Dispatcher {
             actions,
             store,
             metrics,
             wake,
+            hold: Hold::new(arrivals, BURST_RATE, MAX_HOLD),
         }
     }
 
@@ -259,16 +270,17 @@ impl Dispatcher {
                     },
                 };
                 lock(&busy).insert(id);
-                let (this, busy, reader, spawner) = (
+                let (this, busy, reader, spawner, stop) = (
                     Arc::clone(&this),
                     Arc::clone(&busy),
                     Arc::clone(&reader),
                     spawner.clone(),
+                    stop.clone(),
                 );
                 attempts.spawn(async move {
                     let loaded = lock(&reader).waiting_delivery(id);
                     match loaded {
-                        Ok(Some(delivery)) => this.attempt(delivery, &spawner).await,
+                        Ok(Some(delivery)) => this.attempt(delivery, &spawner, &stop).await,
                         Ok(None) => this.unloadable(&reader, id).await,
                         Err(error) => tracing::warn!(
                             error = format!("{error:#}"),
@@ -300,7 +312,7 @@ impl Dispatcher {
         attempts.wait().await;
     }
 
-    async fn attempt(&self, delivery: DueDelivery, spawner: &Spawner) {
+    async fn attempt(&self, delivery: DueDelivery, spawner: &Spawner, stop: &CancellationToken) {
         let Some(action) = self.actions.get(&delivery.action) else {
             // The action was removed from the configuration.
             let mut attempt = failed(format!(
@@ -316,6 +328,11 @@ impl Dispatcher {
         let Ok(_slot) = action.slots.acquire().await else {
             return;
         };
+        // Receiving comes first. Stopping while held leaves the delivery
+        // due: it runs after the restart.
+        if !self.hold.wait(stop).await {
+            return;
+        }
         let config = &action.config;
         let started_at = store::now_ms();
         let started = Instant::now();
@@ -513,6 +530,119 @@ fn read_outbox(
 
 /// Deliveries loaded or running at once, across actions.
 const MAX_IN_FLIGHT: usize = 256;
+
+/// Arrivals per second above which receiving has a burst to absorb. Far
+/// above what VOD sends one account in normal operation; reached when a
+/// pull backlog drains, or when callbacks time out and VOD sends them again.
+pub const BURST_RATE: u64 = 1000;
+
+/// How long attempts wait out one burst at most; a burst that lasts longer
+/// is the load the daemon has, and actions run alongside it.
+pub const MAX_HOLD: Duration = Duration::from_secs(30);
+
+/// How often the arrival rate is sampled while an attempt waits.
+const HOLD_WINDOW: Duration = Duration::from_millis(100);
+
+/// Receiving comes before acting: while events arrive faster than
+/// `burst_rate` per second, attempts wait (for at most `max_hold` per
+/// burst), so that the CPU goes to acknowledging them in time. A callback
+/// that VOD does not see answered in time is sent again, which only makes
+/// the burst longer.
+///
+/// The rate is sampled only while an attempt waits, by one waiter at a
+/// time: a quiet daemon does no work for it.
+#[derive(Debug)]
+struct Hold {
+    arrivals: Arc<AtomicU64>,
+    burst_rate: u64,
+    max_hold: Duration,
+    state: tokio::sync::Mutex<HoldState>,
+}
+
+#[derive(Debug)]
+struct HoldState {
+    sampled_at: tokio::time::Instant,
+    arrivals: u64,
+    /// When the burst under way began, and when it was last seen.
+    burst_since: Option<tokio::time::Instant>,
+    burst_seen: tokio::time::Instant,
+    /// The burst under way has been held for `max_hold` already.
+    released: bool,
+}
+
+impl Hold {
+    fn new(arrivals: Arc<AtomicU64>, burst_rate: u64, max_hold: Duration) -> Hold {
+        let state = HoldState {
+            sampled_at: tokio::time::Instant::now(),
+            arrivals: arrivals.load(Ordering::Relaxed),
+            burst_since: None,
+            burst_seen: tokio::time::Instant::now(),
+            released: false,
+        };
+        Hold {
+            arrivals,
+            burst_rate,
+            max_hold,
+            state: tokio::sync::Mutex::new(state),
+        }
+    }
+
+    /// Returns at once unless a burst is arriving; then when it is over,
+    /// or has lasted `max_hold`. False when `stop` comes first.
+    async fn wait(&self, stop: &CancellationToken) -> bool {
+        // Waiters queue on the lock; the one holding it samples.
+        let mut state = tokio::select! {
+            () = stop.cancelled() => return false,
+            state = self.state.lock() => state,
+        };
+        loop {
+            let elapsed = state.sampled_at.elapsed();
+            if elapsed >= HOLD_WINDOW {
+                let arrivals = self.arrivals.load(Ordering::Relaxed);
+                let rate =
+                    (arrivals.saturating_sub(state.arrivals) as f64 / elapsed.as_secs_f64()) as u64;
+                state.sampled_at = tokio::time::Instant::now();
+                state.arrivals = arrivals;
+                if rate > self.burst_rate {
+                    if state.burst_since.is_none() {
+                        tracing::info!(
+                            events_per_sec = rate,
+                            max_hold_secs = self.max_hold.as_secs(),
+                            "a burst of events is arriving; actions wait until it is over"
+                        );
+                        state.burst_since = Some(state.sampled_at);
+                    }
+                    state.burst_seen = state.sampled_at;
+                } else if let Some(since) = state.burst_since.take() {
+                    if !std::mem::take(&mut state.released) {
+                        tracing::info!(
+                            lasted_ms = (state.burst_seen - since).as_millis() as u64,
+                            "the burst is over; actions resume"
+                        );
+                    }
+                }
+            }
+            match state.burst_since {
+                None => return true,
+                Some(_) if state.released => return true,
+                Some(since) if since.elapsed() >= self.max_hold => {
+                    tracing::warn!(
+                        held_secs = self.max_hold.as_secs(),
+                        "the burst goes on; actions run alongside it"
+                    );
+                    state.released = true;
+                    return true;
+                }
+                Some(_) => {}
+            }
+            let next = state.sampled_at + HOLD_WINDOW;
+            tokio::select! {
+                () = stop.cancelled() => return false,
+                () = tokio::time::sleep_until(next) => {}
+            }
+        }
+    }
+}
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
@@ -810,6 +940,104 @@ mod tests {
             webhook_signature(&key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1_614_265_330, body),
             "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
         );
+    }
+
+    /// Adds `per_tick` arrivals every 100 ms, `ticks` times.
+    fn feed(arrivals: &Arc<AtomicU64>, per_tick: u64, ticks: u32) {
+        let arrivals = Arc::clone(arrivals);
+        tokio::spawn(async move {
+            for _ in 0..ticks {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                arrivals.fetch_add(per_tick, Ordering::Relaxed);
+            }
+        });
+    }
+
+    fn hold(arrivals: &Arc<AtomicU64>) -> Hold {
+        Hold::new(Arc::clone(arrivals), 1000, Duration::from_secs(30))
+    }
+
+    // The clock is tokio's paused clock: sleeps end as soon as nothing
+    // else can run, and `elapsed` is the virtual time that passed.
+
+    #[tokio::test(start_paused = true)]
+    async fn a_trickle_of_events_holds_nothing() {
+        let arrivals = Arc::default();
+        let hold = hold(&arrivals);
+        feed(&arrivals, 50, 100); // 500 per second
+        tokio::time::sleep(Duration::from_millis(1050)).await;
+        let started = tokio::time::Instant::now();
+        assert!(hold.wait(&CancellationToken::new()).await);
+        assert!(hold.wait(&CancellationToken::new()).await);
+        assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn attempts_wait_until_a_burst_is_over() {
+        let start = tokio::time::Instant::now();
+        let arrivals = Arc::default();
+        let hold = hold(&arrivals);
+        feed(&arrivals, 200, 20); // 2,000 per second for 2 s
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(hold.wait(&CancellationToken::new()).await);
+        // Released by the first sample without a burst: the last arrivals
+        // came at 2 s and were seen at 2.05 s.
+        assert_eq!(start.elapsed(), Duration::from_millis(2150));
+        // Nothing is held once it is over.
+        assert!(hold.wait(&CancellationToken::new()).await);
+        assert_eq!(start.elapsed(), Duration::from_millis(2150));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_is_held_for_at_most_max_hold() {
+        let start = tokio::time::Instant::now();
+        let arrivals = Arc::default();
+        let hold = hold(&arrivals);
+        feed(&arrivals, 200, 1000); // 2,000 per second for 100 s
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(hold.wait(&CancellationToken::new()).await);
+        // The burst was first seen at 0.15 s.
+        assert_eq!(start.elapsed(), Duration::from_millis(30_150));
+        // The rest of the burst is not held again.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(hold.wait(&CancellationToken::new()).await);
+        assert_eq!(start.elapsed(), Duration::from_millis(35_150));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_burst_is_held_again() {
+        let start = tokio::time::Instant::now();
+        let arrivals: Arc<AtomicU64> = Arc::default();
+        let hold = Hold::new(Arc::clone(&arrivals), 1000, Duration::from_secs(1));
+        feed(&arrivals, 200, 20); // a burst for 2 s, longer than max_hold
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(hold.wait(&CancellationToken::new()).await);
+        assert_eq!(start.elapsed(), Duration::from_millis(1150));
+        // Quiet, then a second burst.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(hold.wait(&CancellationToken::new()).await);
+        feed(&arrivals, 200, 5);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let second = tokio::time::Instant::now();
+        assert!(hold.wait(&CancellationToken::new()).await);
+        assert_eq!(second.elapsed(), Duration::from_millis(500));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stopping_ends_the_wait_without_running() {
+        let start = tokio::time::Instant::now();
+        let arrivals = Arc::default();
+        let hold = hold(&arrivals);
+        feed(&arrivals, 200, 1000);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let stop = CancellationToken::new();
+        let stopper = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            stopper.cancel();
+        });
+        assert!(!hold.wait(&stop).await);
+        assert_eq!(start.elapsed(), Duration::from_millis(2150));
     }
 
     #[test]

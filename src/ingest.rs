@@ -8,6 +8,7 @@
 //! watch them.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -89,6 +90,7 @@ pub struct Ingest {
     verifier: Option<Verifier>,
     actions: Actions,
     wake_dispatcher: Arc<tokio::sync::Notify>,
+    arrivals: Arc<AtomicU64>,
     accepted: broadcast::Sender<Arc<Received>>,
 }
 
@@ -103,6 +105,7 @@ impl Ingest {
             verifier,
             actions: Actions::default(),
             wake_dispatcher: Arc::default(),
+            arrivals: Arc::default(),
             accepted,
         }
     }
@@ -122,6 +125,12 @@ impl Ingest {
     /// Notified whenever new deliveries are stored.
     pub fn dispatcher_wake(&self) -> Arc<tokio::sync::Notify> {
         Arc::clone(&self.wake_dispatcher)
+    }
+
+    /// Counts the bodies that reach this path (events, duplicates and
+    /// bodies refused alike): how busy receiving is.
+    pub fn arrivals(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.arrivals)
     }
 
     /// The metrics this path counts into.
@@ -148,6 +157,7 @@ impl Ingest {
             remote,
             header_signature,
         } = delivery;
+        self.arrivals.fetch_add(1, Ordering::Relaxed);
         let event = match Event::parse(&raw) {
             Ok(event) => event,
             Err(error) => {

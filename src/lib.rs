@@ -148,6 +148,7 @@ pub async fn run(
             ingest.store().clone(),
             ingest.metrics().clone(),
             ingest.dispatcher_wake(),
+            ingest.arrivals(),
         );
         let stopped = dispatcher
             .spawn(stop.clone())
