@@ -238,7 +238,7 @@ async fn run_vodhook(duration: Duration, config: Option<&str>) -> (Run, f64) {
         let started = Instant::now();
         loop {
             let waiting = reader
-                .outbox_stats(vodhook::store::now_ms())
+                .outbox_stats(0, vodhook::store::now_ms())
                 .expect("outbox")
                 .waiting;
             if waiting == 0 {

@@ -237,13 +237,18 @@ impl Dispatcher {
         let attempts = tokio_util::task::TaskTracker::new();
         let this = Arc::new(self);
         let mut stats_at = Instant::now() - Duration::from_secs(10);
+        // The smallest delivery id that may still be pending.
+        let mut from_id = 0;
         'dispatch: loop {
             let notified = this.wake.notified();
             let now = store::now_ms();
             let with_stats = stats_at.elapsed() >= Duration::from_secs(1);
-            let query = read_outbox(&lock(&reader), now, with_stats);
+            let query = read_outbox(&lock(&reader), from_id, now, with_stats);
             let (due, next, stats) = match query {
-                Ok(found) => found,
+                Ok((outbox, stats)) => {
+                    from_id = outbox.first_pending;
+                    (outbox.due, outbox.next_retry_at, stats)
+                }
                 Err(error) => {
                     tracing::warn!(
                         error = format!("{error:#}"),
@@ -511,21 +516,21 @@ fn lower_priority() {
     }
 }
 
-/// What is due now, when the next retry is due, and (when asked) the
-/// outbox gauges.
+/// What is due now (see [`Reader::outbox`]) and, when asked, the outbox
+/// gauges.
 fn read_outbox(
     reader: &Reader,
+    from_id: i64,
     now: i64,
     with_stats: bool,
-) -> anyhow::Result<(Vec<i64>, Option<i64>, Option<store::OutboxStats>)> {
-    let due = reader.due_delivery_ids(now, 2 * MAX_IN_FLIGHT as u32)?;
-    let next = reader.next_due()?;
+) -> anyhow::Result<(store::Outbox, Option<store::OutboxStats>)> {
+    let outbox = reader.outbox(from_id, now, MAX_IN_FLIGHT as u32)?;
     let stats = if with_stats {
-        Some(reader.outbox_stats(now)?)
+        Some(reader.outbox_stats(outbox.first_pending, now)?)
     } else {
         None
     };
-    Ok((due, next, stats))
+    Ok((outbox, stats))
 }
 
 /// Deliveries loaded or running at once, across actions.

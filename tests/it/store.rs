@@ -370,3 +370,162 @@ async fn a_database_from_a_newer_vodhook_is_a_clear_error() {
     );
     assert!(error.contains("notes.txt"), "{error}");
 }
+
+#[tokio::test]
+async fn a_database_of_an_older_schema_is_migrated_and_keeps_its_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        path: dir.path().join("v2.db"),
+        busy_timeout: std::time::Duration::from_secs(1),
+    };
+    let store = Store::open(&options, vodhook::metrics::Metrics::default()).unwrap();
+    let mut ids = Vec::new();
+    for sample in [
+        "samples/v3-NewFileUpload.json",
+        "samples/v3-FileDeleted.json",
+    ] {
+        let body = fixture(sample);
+        let event = vodhook::events::Event::parse(&body).unwrap();
+        let mut new = vodhook::store::new_event(&event, body.into(), "push", None);
+        new.actions = vec!["hook".to_owned()];
+        ids.push(store.insert(new).await.unwrap().id);
+    }
+    drop(store);
+    // Schema version 2: every waiting delivery found by time, two more
+    // indexes; one delivery retrying since long ago.
+    let connection = rusqlite::Connection::open(&options.path).unwrap();
+    connection
+        .execute_batch(
+            "DROP INDEX deliveries_retrying;
+             CREATE INDEX deliveries_due ON deliveries (next_at) WHERE status IN ('pending', 'retrying');
+             CREATE INDEX deliveries_event_id ON deliveries (event_id);
+             CREATE INDEX deliveries_status ON deliveries (status, action);
+             UPDATE deliveries SET status = 'retrying', attempts = 1, next_at = 1000 WHERE id = 2;
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
+    drop(connection);
+
+    drop(Store::open(&options, vodhook::metrics::Metrics::default()).unwrap());
+    let connection = rusqlite::Connection::open(&options.path).unwrap();
+    let version: i64 = connection
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, 3);
+    let indexes: Vec<String> = connection
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'deliveries'")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(indexes, ["deliveries_retrying"]);
+    let reader = Reader::open(&options.path).unwrap();
+    assert_eq!(reader.counts().unwrap(), (2, 2));
+    for id in ids {
+        assert!(reader.event(id).unwrap().is_some());
+    }
+    // Both deliveries are still due: the retry first, then the pending one.
+    let outbox = reader.outbox(0, vodhook::store::now_ms(), 10).unwrap();
+    assert_eq!(outbox.due, [2, 1]);
+    let stats = reader.outbox_stats(0, vodhook::store::now_ms()).unwrap();
+    assert_eq!(stats.waiting, 2);
+}
+
+async fn insert_with_action(store: &Store, sample: &str, file_id: &str) -> i64 {
+    let body = String::from_utf8(fixture(sample))
+        .unwrap()
+        .replace("5285890784273533167", file_id);
+    let event = vodhook::events::Event::parse(body.as_bytes()).unwrap();
+    let mut new = vodhook::store::new_event(&event, body.into(), "push", None);
+    new.actions = vec!["hook".to_owned()];
+    store.insert(new).await.unwrap().id
+}
+
+async fn record(store: &Store, delivery_id: i64, status: &'static str, next_at: i64) {
+    let attempt = vodhook::store::AttemptRow {
+        started_at: vodhook::store::now_ms(),
+        ok: status == "ok",
+        ..Default::default()
+    };
+    store
+        .record_attempt(vodhook::store::AttemptRecord {
+            delivery_id,
+            attempt,
+            status,
+            next_at,
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_outbox_finds_pending_deliveries_by_id_and_retries_by_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        path: dir.path().join("outbox.db"),
+        busy_timeout: std::time::Duration::from_secs(1),
+    };
+    let store = Store::open(&options, vodhook::metrics::Metrics::default()).unwrap();
+    for n in 1..=3 {
+        insert_with_action(&store, "samples/v3-NewFileUpload.json", &format!("10{n}")).await;
+    }
+    let reader = Reader::open(&options.path).unwrap();
+    let now = vodhook::store::now_ms();
+    let outbox = reader.outbox(0, now, 10).unwrap();
+    assert_eq!((outbox.due, outbox.first_pending), (vec![1, 2, 3], 1));
+    assert_eq!(outbox.next_retry_at, None);
+    assert_eq!(reader.outbox(0, now, 2).unwrap().due, [1, 2]);
+
+    record(&store, 1, "ok", now).await;
+    record(&store, 2, "retrying", now + 60_000).await;
+    let outbox = reader.outbox(1, now, 10).unwrap();
+    assert_eq!((outbox.due, outbox.first_pending), (vec![3], 3));
+    assert_eq!(outbox.next_retry_at, Some(now + 60_000));
+    // Its time come, the retry is due first.
+    let outbox = reader.outbox(3, now + 60_000, 10).unwrap();
+    assert_eq!((outbox.due, outbox.next_retry_at), (vec![2, 3], None));
+    let stats = reader.outbox_stats(3, now).unwrap();
+    assert_eq!(stats.waiting, 2);
+
+    record(&store, 2, "dead", now).await;
+    record(&store, 3, "ok", now).await;
+    let outbox = reader.outbox(3, now, 10).unwrap();
+    assert_eq!((outbox.due, outbox.first_pending), (vec![], 4));
+    assert_eq!(reader.outbox_stats(0, now).unwrap().waiting, 0);
+}
+
+#[tokio::test]
+async fn delivery_ids_are_never_used_twice_even_when_everything_is_pruned() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        path: dir.path().join("ids.db"),
+        busy_timeout: std::time::Duration::from_secs(1),
+    };
+    let store = Store::open(&options, vodhook::metrics::Metrics::default()).unwrap();
+    for n in 1..=3 {
+        insert_with_action(&store, "samples/v3-NewFileUpload.json", &format!("20{n}")).await;
+    }
+    for id in 1..=3 {
+        record(&store, id, "ok", vodhook::store::now_ms()).await;
+    }
+    let reader = Reader::open(&options.path).unwrap();
+    let first_pending = reader
+        .outbox(0, vodhook::store::now_ms(), 10)
+        .unwrap()
+        .first_pending;
+    assert_eq!(first_pending, 4);
+
+    store.prune(vodhook::store::now_ms() + 1000).await.unwrap();
+    assert_eq!(reader.counts().unwrap().0, 0, "every event is pruned");
+    let kept = reader.deliveries(None, None, 10).unwrap();
+    assert!(
+        kept.is_empty(),
+        "the newest delivery is kept, but hidden: {kept:?}"
+    );
+    insert_with_action(&store, "samples/v3-NewFileUpload.json", "204").await;
+    let outbox = reader
+        .outbox(first_pending, vodhook::store::now_ms(), 10)
+        .unwrap();
+    assert_eq!(outbox.due, [4], "a new id, above every id read before");
+}
