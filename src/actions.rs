@@ -240,38 +240,52 @@ impl Dispatcher {
         // The smallest delivery id that may still be pending.
         let mut from_id = 0;
         'dispatch: loop {
+            // Nothing can start while MAX_IN_FLIGHT deliveries are loaded
+            // or running: wait for one to end before reading the outbox
+            // (new deliveries would only wake the loop for nothing).
+            let mut spare = loop {
+                if stats_at.elapsed() >= Duration::from_secs(1) {
+                    this.refresh_gauges(&lock(&reader), from_id);
+                    stats_at = Instant::now();
+                }
+                tokio::select! {
+                    () = stop.cancelled() => break 'dispatch,
+                    permit = Arc::clone(&in_flight).acquire_owned() => match permit {
+                        Ok(permit) => break Some(permit),
+                        Err(_) => break 'dispatch,
+                    },
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            };
             let notified = this.wake.notified();
             let now = store::now_ms();
-            let with_stats = stats_at.elapsed() >= Duration::from_secs(1);
-            let query = read_outbox(&lock(&reader), from_id, now, with_stats);
-            let (due, next, stats) = match query {
-                Ok((outbox, stats)) => {
+            let (due, next) = match lock(&reader).outbox(from_id, now, MAX_IN_FLIGHT as u32) {
+                Ok(outbox) => {
                     from_id = outbox.first_pending;
-                    (outbox.due, outbox.next_retry_at, stats)
+                    (outbox.due, outbox.next_retry_at)
                 }
                 Err(error) => {
                     tracing::warn!(
                         error = format!("{error:#}"),
                         "cannot read the outbox; will try again"
                     );
-                    (Vec::new(), Some(now + 1000), None)
+                    (Vec::new(), Some(now + 1000))
                 }
             };
-            if let Some(stats) = stats {
-                this.metrics.outbox(stats.waiting, stats.oldest_ms);
-                stats_at = Instant::now();
-            }
             let fresh: Vec<i64> = {
                 let busy = lock(&busy);
                 due.into_iter().filter(|id| !busy.contains(id)).collect()
             };
             let found = !fresh.is_empty();
             for id in fresh {
-                let permit = tokio::select! {
-                    () = stop.cancelled() => break 'dispatch,
-                    permit = Arc::clone(&in_flight).acquire_owned() => match permit {
-                        Ok(permit) => permit,
-                        Err(_) => break 'dispatch,
+                let permit = match spare.take() {
+                    Some(permit) => permit,
+                    None => tokio::select! {
+                        () = stop.cancelled() => break 'dispatch,
+                        permit = Arc::clone(&in_flight).acquire_owned() => match permit {
+                            Ok(permit) => permit,
+                            Err(_) => break 'dispatch,
+                        },
                     },
                 };
                 lock(&busy).insert(id);
@@ -301,6 +315,7 @@ impl Dispatcher {
             if found {
                 continue;
             }
+            drop(spare);
             // Nothing new is due: sleep until something is, new deliveries
             // arrive, or an attempt ends; a replay written by another
             // process is seen within a second.
@@ -395,6 +410,18 @@ impl Dispatcher {
         outcome.started_at = started_at;
         outcome.duration_ms = duration_ms;
         self.record(&delivery, outcome, status, next_at).await;
+    }
+
+    /// Sets the outbox gauges; pending deliveries are counted from
+    /// `from_id`, below which none is.
+    fn refresh_gauges(&self, reader: &Reader, from_id: i64) {
+        match reader.outbox_stats(from_id, store::now_ms()) {
+            Ok(stats) => self.metrics.outbox(stats.waiting, stats.oldest_ms),
+            Err(error) => tracing::warn!(
+                error = format!("{error:#}"),
+                "cannot count the waiting deliveries"
+            ),
+        }
     }
 
     /// A due delivery that could not be loaded: either it stopped waiting
@@ -514,23 +541,6 @@ fn lower_priority() {
             "cannot lower the priority of action programs; they run at normal priority"
         );
     }
-}
-
-/// What is due now (see [`Reader::outbox`]) and, when asked, the outbox
-/// gauges.
-fn read_outbox(
-    reader: &Reader,
-    from_id: i64,
-    now: i64,
-    with_stats: bool,
-) -> anyhow::Result<(store::Outbox, Option<store::OutboxStats>)> {
-    let outbox = reader.outbox(from_id, now, MAX_IN_FLIGHT as u32)?;
-    let stats = if with_stats {
-        Some(reader.outbox_stats(outbox.first_pending, now)?)
-    } else {
-        None
-    };
-    Ok((outbox, stats))
 }
 
 /// Deliveries loaded or running at once, across actions.
