@@ -24,7 +24,7 @@
 //! and an idle-class thread preempted while holding one would stall it.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -158,6 +158,10 @@ pub struct Dispatcher {
     metrics: Metrics,
     wake: Arc<Notify>,
     hold: Hold,
+    /// Set when an attempt ended with its delivery still waiting in the
+    /// store (it could not be loaded, or its outcome written): the next
+    /// read of the outbox starts from the first id again.
+    rescan: AtomicBool,
 }
 
 impl Dispatcher {
@@ -177,6 +181,7 @@ impl Dispatcher {
             metrics,
             wake,
             hold: Hold::new(arrivals, BURST_RATE, MAX_HOLD),
+            rescan: AtomicBool::new(false),
         }
     }
 
@@ -237,15 +242,18 @@ impl Dispatcher {
         let attempts = tokio_util::task::TaskTracker::new();
         let this = Arc::new(self);
         let mut stats_at = Instant::now() - Duration::from_secs(10);
-        // The smallest delivery id that may still be pending.
-        let mut from_id = 0;
+        // Where the next read of pending deliveries starts: every pending
+        // delivery below it is running, or was seen and has ended.
+        let mut cursor = 0;
         'dispatch: loop {
             // Nothing can start while MAX_IN_FLIGHT deliveries are loaded
             // or running: wait for one to end before reading the outbox
             // (new deliveries would only wake the loop for nothing).
             let mut spare = loop {
                 if stats_at.elapsed() >= Duration::from_secs(1) {
-                    this.refresh_gauges(&lock(&reader), from_id);
+                    let running = lock(&busy).iter().min().copied();
+                    let from = running.map_or(cursor, |id| id.min(cursor));
+                    this.refresh_gauges(&lock(&reader), from);
                     stats_at = Instant::now();
                 }
                 tokio::select! {
@@ -258,10 +266,13 @@ impl Dispatcher {
                 }
             };
             let notified = this.wake.notified();
+            if this.rescan.swap(false, Ordering::Relaxed) {
+                cursor = 0;
+            }
             let now = store::now_ms();
-            let (due, next) = match lock(&reader).outbox(from_id, now, MAX_IN_FLIGHT as u32) {
+            let (due, next) = match lock(&reader).outbox(cursor, now, MAX_IN_FLIGHT as u32) {
                 Ok(outbox) => {
-                    from_id = outbox.first_pending;
+                    cursor = outbox.next_from;
                     (outbox.due, outbox.next_retry_at)
                 }
                 Err(error) => {
@@ -298,17 +309,26 @@ impl Dispatcher {
                 );
                 attempts.spawn(async move {
                     let loaded = lock(&reader).waiting_delivery(id);
-                    match loaded {
+                    let settled = match loaded {
                         Ok(Some(delivery)) => this.attempt(delivery, &spawner, &stop).await,
                         Ok(None) => this.unloadable(&reader, id).await,
-                        Err(error) => tracing::warn!(
-                            error = format!("{error:#}"),
-                            delivery = id,
-                            "cannot load a delivery"
-                        ),
+                        Err(error) => load_failed(id, &error),
+                    };
+                    if !settled {
+                        // The store could not be read or written: give it
+                        // a moment rather than run the action in a loop.
+                        tokio::select! {
+                            () = stop.cancelled() => {}
+                            () = tokio::time::sleep(UNSETTLED_PAUSE) => {}
+                        }
+                    }
+                    // No longer busy before the rescan is asked for, so
+                    // that the rescan cannot pass it over.
+                    lock(&busy).remove(&id);
+                    if !settled {
+                        this.rescan.store(true, Ordering::Relaxed);
                     }
                     drop(permit);
-                    lock(&busy).remove(&id);
                     this.wake.notify_one();
                 });
             }
@@ -332,7 +352,15 @@ impl Dispatcher {
         attempts.wait().await;
     }
 
-    async fn attempt(&self, delivery: DueDelivery, spawner: &Spawner, stop: &CancellationToken) {
+    /// Runs one attempt and writes its outcome; false when the delivery
+    /// is still waiting in the store without having been written (see
+    /// `rescan`).
+    async fn attempt(
+        &self,
+        delivery: DueDelivery,
+        spawner: &Spawner,
+        stop: &CancellationToken,
+    ) -> bool {
         let Some(action) = self.actions.get(&delivery.action) else {
             // The action was removed from the configuration.
             let mut attempt = failed(format!(
@@ -340,18 +368,18 @@ impl Dispatcher {
                 delivery.action
             ));
             attempt.started_at = store::now_ms();
-            self.record(&delivery, attempt, "dead", store::now_ms())
+            return self
+                .record(&delivery, attempt, "dead", store::now_ms())
                 .await;
-            return;
         };
         // The action's own limit.
         let Ok(_slot) = action.slots.acquire().await else {
-            return;
+            return false;
         };
         // Receiving comes first. Stopping while held leaves the delivery
         // due: it runs after the restart.
         if !self.hold.wait(stop).await {
-            return;
+            return false;
         }
         let config = &action.config;
         let started_at = store::now_ms();
@@ -409,11 +437,12 @@ impl Dispatcher {
         let duration_ms = started.elapsed().as_millis() as i64;
         outcome.started_at = started_at;
         outcome.duration_ms = duration_ms;
-        self.record(&delivery, outcome, status, next_at).await;
+        self.record(&delivery, outcome, status, next_at).await
     }
 
     /// Sets the outbox gauges; pending deliveries are counted from
-    /// `from_id`, below which none is.
+    /// `from_id`, below which none is (but one whose outcome could not be
+    /// written, until it is found again).
     fn refresh_gauges(&self, reader: &Reader, from_id: i64) {
         match reader.outbox_stats(from_id, store::now_ms()) {
             Ok(stats) => self.metrics.outbox(stats.waiting, stats.oldest_ms),
@@ -428,10 +457,10 @@ impl Dispatcher {
     /// in the meantime, or its event is gone (retention pruned it after a
     /// replay queued the delivery). The latter can never run: it is dead,
     /// or it would be due again at once, for ever.
-    async fn unloadable(&self, reader: &Mutex<Reader>, id: i64) {
+    async fn unloadable(&self, reader: &Mutex<Reader>, id: i64) -> bool {
         let waiting = lock(reader).is_waiting(id);
         match waiting {
-            Ok(false) => {}
+            Ok(false) => true,
             Ok(true) => {
                 tracing::error!(
                     delivery = id,
@@ -441,21 +470,15 @@ impl Dispatcher {
                     "the event is no longer stored (pruned by store.retention_days)".to_owned(),
                 );
                 attempt.started_at = store::now_ms();
-                let record = AttemptRecord {
+                self.write(AttemptRecord {
                     delivery_id: id,
                     attempt,
                     status: "dead",
                     next_at: store::now_ms(),
-                };
-                if let Err(error) = self.store.record_attempt(record).await {
-                    tracing::warn!(%error, delivery = id, "cannot record the attempt; it will run again");
-                }
+                })
+                .await
             }
-            Err(error) => tracing::warn!(
-                error = format!("{error:#}"),
-                delivery = id,
-                "cannot load a delivery"
-            ),
+            Err(error) => load_failed(id, &error),
         }
     }
 
@@ -465,17 +488,26 @@ impl Dispatcher {
         attempt: AttemptRow,
         status: &'static str,
         next_at: i64,
-    ) {
-        let record = AttemptRecord {
+    ) -> bool {
+        self.write(AttemptRecord {
             delivery_id: delivery.id,
             attempt,
             status,
             next_at,
-        };
-        // If this write fails the delivery stays due and runs again: at
-        // least once.
-        if let Err(error) = self.store.record_attempt(record).await {
-            tracing::warn!(%error, delivery = delivery.id, "cannot record the attempt; it will run again");
+        })
+        .await
+    }
+
+    /// Whether the attempt was written. If not, the delivery stays
+    /// waiting and runs again: at least once.
+    async fn write(&self, record: AttemptRecord) -> bool {
+        let id = record.delivery_id;
+        match self.store.record_attempt(record).await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(%error, delivery = id, "cannot record the attempt; it will run again");
+                false
+            }
         }
     }
 }
@@ -542,6 +574,19 @@ fn lower_priority() {
         );
     }
 }
+
+fn load_failed(id: i64, error: &anyhow::Error) -> bool {
+    tracing::warn!(
+        error = format!("{error:#}"),
+        delivery = id,
+        "cannot load a delivery; will try again"
+    );
+    false
+}
+
+/// How long a delivery whose outcome could not be written waits before it
+/// is looked for again.
+const UNSETTLED_PAUSE: Duration = Duration::from_secs(1);
 
 /// Deliveries loaded or running at once, across actions.
 const MAX_IN_FLIGHT: usize = 256;

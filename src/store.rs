@@ -1351,9 +1351,10 @@ pub struct Outbox {
     pub due: Vec<i64>,
     /// When the next retry that is not due yet is due, if any (ms).
     pub next_retry_at: Option<i64>,
-    /// The smallest id that may still be pending: where the next read
-    /// starts.
-    pub first_pending: i64,
+    /// Where the next read of pending deliveries starts: above every
+    /// pending id returned, or above every id when fewer than the limit
+    /// were pending.
+    pub next_from: i64,
 }
 
 /// Counts for the delivery metrics.
@@ -1383,11 +1384,11 @@ fn delivery_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRow> {
 impl Reader {
     /// The deliveries due at `now_ms`, in one consistent read: retries
     /// whose time has come, earliest first, then pending deliveries (all
-    /// due: never tried) by id, from `from_id`, the smallest id that may
-    /// still be pending; `limit` of each at most.
+    /// due: never tried) by id from `from_id`; `limit` of each at most.
     ///
     /// Delivery ids only grow (pruning keeps the newest delivery), so a
-    /// pending delivery can only appear above every id read so far.
+    /// new pending delivery can only appear above every id read so far:
+    /// the caller reads on from [`Outbox::next_from`].
     ///
     /// # Errors
     ///
@@ -1418,12 +1419,15 @@ impl Reader {
             )?
             .query_row(params![now_ms], |row| row.get(0))?;
         read.finish()?;
-        let first_pending = pending.first().copied().unwrap_or(end + 1);
+        let next_from = match pending.last() {
+            Some(last) if pending.len() as u64 >= u64::from(limit) => last + 1,
+            _ => end + 1,
+        };
         due.extend(pending);
         Ok(Outbox {
             due,
             next_retry_at,
-            first_pending,
+            next_from,
         })
     }
 

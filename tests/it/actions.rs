@@ -555,3 +555,51 @@ async fn a_delivery_whose_event_was_pruned_is_dead_not_retried_for_ever() {
     assert!(!ran.path().join("ran").exists());
     app.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_attempt_whose_outcome_cannot_be_written_runs_again() {
+    let out = tempfile::tempdir().unwrap();
+    let runs = out.path().join("runs");
+    // Run n ends when the file `go<n>` exists.
+    let script = format!(
+        "echo run >> {runs}; n=$(wc -l < {runs}); while [ ! -f {dir}/go$n ]; do sleep 0.02; done",
+        runs = sh_quote(&runs),
+        dir = sh_quote(out.path())
+    );
+    let mut config = with_actions(vec![exec_action("once", &["*"], &script)]);
+    config.store.busy_timeout_ms = 50;
+    let mut app = TestApp::spawn_with(config).await;
+    app.post_event(fixture("samples/v3-NewFileUpload.json"))
+        .await;
+    let count_runs = || {
+        std::fs::read_to_string(&runs)
+            .map(|text| text.lines().count())
+            .unwrap_or(0)
+    };
+    let started = std::time::Instant::now();
+    while count_runs() < 1 {
+        assert!(started.elapsed() < PATIENCE, "the program did not start");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Another process holds the write lock when the first run ends: its
+    // outcome cannot be written, and the delivery stays pending.
+    let blocker = rusqlite::Connection::open(&app.db).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    std::fs::write(out.path().join("go1"), "").unwrap();
+    while count_runs() < 2 {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the delivery was not run again"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(deliveries(&app)[0].status, "pending");
+    blocker.execute_batch("ROLLBACK").unwrap();
+    std::fs::write(out.path().join("go2"), "").unwrap();
+
+    let rows = settled(&app, 1).await;
+    assert_eq!((rows[0].status.as_str(), rows[0].attempts), ("ok", 1));
+    assert_eq!(count_runs(), 2, "run once more, not in a loop");
+    app.stop().await.unwrap();
+}

@@ -473,25 +473,30 @@ async fn the_outbox_finds_pending_deliveries_by_id_and_retries_by_time() {
     let reader = Reader::open(&options.path).unwrap();
     let now = vodhook::store::now_ms();
     let outbox = reader.outbox(0, now, 10).unwrap();
-    assert_eq!((outbox.due, outbox.first_pending), (vec![1, 2, 3], 1));
+    assert_eq!((outbox.due, outbox.next_from), (vec![1, 2, 3], 4));
     assert_eq!(outbox.next_retry_at, None);
-    assert_eq!(reader.outbox(0, now, 2).unwrap().due, [1, 2]);
+    // At the limit, the next read goes on after the last one returned.
+    let outbox = reader.outbox(0, now, 2).unwrap();
+    assert_eq!((outbox.due, outbox.next_from), (vec![1, 2], 3));
+    assert_eq!(reader.outbox(3, now, 2).unwrap().due, [3]);
 
     record(&store, 1, "ok", now).await;
     record(&store, 2, "retrying", now + 60_000).await;
-    let outbox = reader.outbox(1, now, 10).unwrap();
-    assert_eq!((outbox.due, outbox.first_pending), (vec![3], 3));
+    let outbox = reader.outbox(0, now, 10).unwrap();
+    assert_eq!((outbox.due, outbox.next_from), (vec![3], 4));
     assert_eq!(outbox.next_retry_at, Some(now + 60_000));
-    // Its time come, the retry is due first.
-    let outbox = reader.outbox(3, now + 60_000, 10).unwrap();
+    // Its time come, the retry is due, before pending deliveries.
+    let outbox = reader.outbox(0, now + 60_000, 10).unwrap();
     assert_eq!((outbox.due, outbox.next_retry_at), (vec![2, 3], None));
-    let stats = reader.outbox_stats(3, now).unwrap();
+    let stats = reader.outbox_stats(0, now).unwrap();
     assert_eq!(stats.waiting, 2);
+    assert_eq!(reader.outbox_stats(3, now).unwrap().waiting, 2);
+    assert_eq!(reader.outbox_stats(4, now).unwrap().waiting, 1, "the retry");
 
     record(&store, 2, "dead", now).await;
     record(&store, 3, "ok", now).await;
-    let outbox = reader.outbox(3, now, 10).unwrap();
-    assert_eq!((outbox.due, outbox.first_pending), (vec![], 4));
+    let outbox = reader.outbox(0, now, 10).unwrap();
+    assert_eq!((outbox.due, outbox.next_from), (vec![], 4));
     assert_eq!(reader.outbox_stats(0, now).unwrap().waiting, 0);
 }
 
@@ -510,11 +515,11 @@ async fn delivery_ids_are_never_used_twice_even_when_everything_is_pruned() {
         record(&store, id, "ok", vodhook::store::now_ms()).await;
     }
     let reader = Reader::open(&options.path).unwrap();
-    let first_pending = reader
+    let next_from = reader
         .outbox(0, vodhook::store::now_ms(), 10)
         .unwrap()
-        .first_pending;
-    assert_eq!(first_pending, 4);
+        .next_from;
+    assert_eq!(next_from, 4);
 
     store.prune(vodhook::store::now_ms() + 1000).await.unwrap();
     assert_eq!(reader.counts().unwrap().0, 0, "every event is pruned");
@@ -525,7 +530,7 @@ async fn delivery_ids_are_never_used_twice_even_when_everything_is_pruned() {
     );
     insert_with_action(&store, "samples/v3-NewFileUpload.json", "204").await;
     let outbox = reader
-        .outbox(first_pending, vodhook::store::now_ms(), 10)
+        .outbox(next_from, vodhook::store::now_ms(), 10)
         .unwrap();
     assert_eq!(outbox.due, [4], "a new id, above every id read before");
 }
