@@ -374,11 +374,7 @@ async fn a_database_from_a_newer_vodhook_is_a_clear_error() {
 #[tokio::test]
 async fn a_database_of_an_older_schema_is_migrated_and_keeps_its_events() {
     let dir = tempfile::tempdir().unwrap();
-    let options = StoreOptions {
-        path: dir.path().join("v2.db"),
-        busy_timeout: std::time::Duration::from_secs(1),
-    };
-    let store = Store::open(&options, vodhook::metrics::Metrics::default()).unwrap();
+    let (options, store) = open_store(&dir, "v2.db");
     let mut ids = Vec::new();
     for sample in [
         "samples/v3-NewFileUpload.json",
@@ -432,6 +428,16 @@ async fn a_database_of_an_older_schema_is_migrated_and_keeps_its_events() {
     assert_eq!(stats.waiting, 2);
 }
 
+/// A store of its own in `dir`, opened as the daemon opens it.
+fn open_store(dir: &tempfile::TempDir, name: &str) -> (StoreOptions, Store) {
+    let options = StoreOptions {
+        path: dir.path().join(name),
+        busy_timeout: std::time::Duration::from_secs(1),
+    };
+    let store = Store::open(&options, vodhook::metrics::Metrics::default()).unwrap();
+    (options, store)
+}
+
 async fn insert_with_action(store: &Store, sample: &str, file_id: &str) -> i64 {
     let body = String::from_utf8(fixture(sample))
         .unwrap()
@@ -462,11 +468,7 @@ async fn record(store: &Store, delivery_id: i64, status: &'static str, next_at: 
 #[tokio::test]
 async fn the_outbox_finds_pending_deliveries_by_id_and_retries_by_time() {
     let dir = tempfile::tempdir().unwrap();
-    let options = StoreOptions {
-        path: dir.path().join("outbox.db"),
-        busy_timeout: std::time::Duration::from_secs(1),
-    };
-    let store = Store::open(&options, vodhook::metrics::Metrics::default()).unwrap();
+    let (options, store) = open_store(&dir, "outbox.db");
     for n in 1..=3 {
         insert_with_action(&store, "samples/v3-NewFileUpload.json", &format!("10{n}")).await;
     }
@@ -503,11 +505,7 @@ async fn the_outbox_finds_pending_deliveries_by_id_and_retries_by_time() {
 #[tokio::test]
 async fn delivery_ids_are_never_used_twice_even_when_everything_is_pruned() {
     let dir = tempfile::tempdir().unwrap();
-    let options = StoreOptions {
-        path: dir.path().join("ids.db"),
-        busy_timeout: std::time::Duration::from_secs(1),
-    };
-    let store = Store::open(&options, vodhook::metrics::Metrics::default()).unwrap();
+    let (options, store) = open_store(&dir, "ids.db");
     for n in 1..=3 {
         insert_with_action(&store, "samples/v3-NewFileUpload.json", &format!("20{n}")).await;
     }
