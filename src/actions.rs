@@ -17,11 +17,16 @@
 //! [`MAX_HOLD`]: the deliveries of a burst wait in the outbox and are
 //! carried out as it ends. Programs run in the `SCHED_IDLE` scheduling
 //! class: they are started from a thread in that class (`Spawner`) and
-//! inherit it; on a machine with CPU to spare the class changes nothing. (Under a load that keeps every
-//! core busy for good, programs still get a small share of the CPU, not
-//! none.) The dispatcher itself, on a thread of its own, keeps the normal
-//! class: it takes locks the receive path takes too (the store's, stdout's),
-//! and an idle-class thread preempted while holding one would stall it.
+//! inherit it; on a machine with CPU to spare the class changes nothing.
+//! (Under a load that keeps every core busy for good, programs still get a
+//! small share of the CPU, not none.) The dispatcher itself, on a thread of
+//! its own, keeps the normal class: it takes locks the receive path takes
+//! too (the store's, stdout's), and an idle-class thread preempted while
+//! holding one would stall it.
+//!
+//! Pending deliveries are read by id from a cursor (`Reader::outbox`):
+//! below it, every pending delivery is running or has been seen. One whose
+//! outcome could not be written sends the cursor back to the start.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
