@@ -459,9 +459,9 @@ impl Dispatcher {
     }
 
     /// A due delivery that could not be loaded: either it stopped waiting
-    /// in the meantime, or its event is gone (retention pruned it after a
-    /// replay queued the delivery). The latter can never run: it is dead,
-    /// or it would be due again at once, for ever.
+    /// in the meantime, or its event is gone. Pruning marks such deliveries
+    /// dead itself; this covers an event removed any other way. It can
+    /// never run: it is dead, or it would be due again at once, for ever.
     async fn unloadable(&self, reader: &Mutex<Reader>, id: i64) -> bool {
         let waiting = lock(reader).is_waiting(id);
         match waiting {
@@ -469,11 +469,9 @@ impl Dispatcher {
             Ok(true) => {
                 tracing::error!(
                     delivery = id,
-                    "the event of a delivery is no longer stored (retention); the delivery is dead"
+                    "the event of a delivery is no longer stored; the delivery is dead"
                 );
-                let mut attempt = failed(
-                    "the event is no longer stored (pruned by store.retention_days)".to_owned(),
-                );
+                let mut attempt = failed(store::EVENT_GONE.to_owned());
                 attempt.started_at = store::now_ms();
                 self.write(AttemptRecord {
                     delivery_id: id,
@@ -631,7 +629,7 @@ struct HoldState {
     /// When the burst under way began, and when it was last seen.
     burst_since: Option<tokio::time::Instant>,
     burst_seen: tokio::time::Instant,
-    /// The burst under way has been held for `max_hold` already.
+    /// The burst under way has outlasted `max_hold` (and that was logged).
     released: bool,
 }
 
@@ -688,17 +686,17 @@ impl Hold {
                 }
             }
             match state.burst_since {
-                None => return true,
-                Some(_) if state.released => return true,
-                Some(since) if since.elapsed() >= self.max_hold => {
-                    tracing::warn!(
-                        held_secs = self.max_hold.as_secs(),
-                        "the burst goes on; actions run alongside it"
-                    );
-                    state.released = true;
+                Some(since) if since.elapsed() < self.max_hold => {}
+                Some(_) => {
+                    if !std::mem::replace(&mut state.released, true) {
+                        tracing::warn!(
+                            held_secs = self.max_hold.as_secs(),
+                            "the burst goes on; actions run alongside it"
+                        );
+                    }
                     return true;
                 }
-                Some(_) => {}
+                None => return true,
             }
             let next = state.sampled_at + HOLD_WINDOW;
             tokio::select! {
@@ -1018,8 +1016,20 @@ mod tests {
         });
     }
 
-    fn hold(arrivals: &Arc<AtomicU64>) -> Hold {
-        Hold::new(Arc::clone(arrivals), 1000, Duration::from_secs(30))
+    /// A hold at 1,000 arrivals per second.
+    fn hold(max_hold: Duration) -> Hold {
+        Hold::new(Arc::default(), 1000, max_hold)
+    }
+
+    /// Starts a burst of 2,000 arrivals per second lasting `ticks` × 100 ms
+    /// and returns 150 ms into it.
+    async fn burst(hold: &Hold, ticks: u32) {
+        feed(&hold.arrivals, 200, ticks);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+
+    async fn pass(hold: &Hold) -> bool {
+        hold.wait(&CancellationToken::new()).await
     }
 
     // The clock is tokio's paused clock: sleeps end as soon as nothing
@@ -1027,74 +1037,64 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_trickle_of_events_holds_nothing() {
-        let arrivals = Arc::default();
-        let hold = hold(&arrivals);
-        feed(&arrivals, 50, 100); // 500 per second
+        let hold = hold(MAX_HOLD);
+        feed(&hold.arrivals, 50, 100); // 500 per second
         tokio::time::sleep(Duration::from_millis(1050)).await;
         let started = tokio::time::Instant::now();
-        assert!(hold.wait(&CancellationToken::new()).await);
-        assert!(hold.wait(&CancellationToken::new()).await);
+        assert!(pass(&hold).await);
+        assert!(pass(&hold).await);
         assert_eq!(started.elapsed(), Duration::ZERO);
     }
 
     #[tokio::test(start_paused = true)]
     async fn attempts_wait_until_a_burst_is_over() {
         let start = tokio::time::Instant::now();
-        let arrivals = Arc::default();
-        let hold = hold(&arrivals);
-        feed(&arrivals, 200, 20); // 2,000 per second for 2 s
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        assert!(hold.wait(&CancellationToken::new()).await);
+        let hold = hold(MAX_HOLD);
+        burst(&hold, 20).await;
+        assert!(pass(&hold).await);
         // Released by the first sample without a burst: the last arrivals
         // came at 2 s and were seen at 2.05 s.
         assert_eq!(start.elapsed(), Duration::from_millis(2150));
         // Nothing is held once it is over.
-        assert!(hold.wait(&CancellationToken::new()).await);
+        assert!(pass(&hold).await);
         assert_eq!(start.elapsed(), Duration::from_millis(2150));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_burst_is_held_for_at_most_max_hold() {
         let start = tokio::time::Instant::now();
-        let arrivals = Arc::default();
-        let hold = hold(&arrivals);
-        feed(&arrivals, 200, 1000); // 2,000 per second for 100 s
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        assert!(hold.wait(&CancellationToken::new()).await);
+        let hold = hold(Duration::from_secs(30));
+        burst(&hold, 1000).await;
+        assert!(pass(&hold).await);
         // The burst was first seen at 0.15 s.
         assert_eq!(start.elapsed(), Duration::from_millis(30_150));
         // The rest of the burst is not held again.
         tokio::time::sleep(Duration::from_secs(5)).await;
-        assert!(hold.wait(&CancellationToken::new()).await);
+        assert!(pass(&hold).await);
         assert_eq!(start.elapsed(), Duration::from_millis(35_150));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_new_burst_is_held_again() {
         let start = tokio::time::Instant::now();
-        let arrivals: Arc<AtomicU64> = Arc::default();
-        let hold = Hold::new(Arc::clone(&arrivals), 1000, Duration::from_secs(1));
-        feed(&arrivals, 200, 20); // a burst for 2 s, longer than max_hold
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        assert!(hold.wait(&CancellationToken::new()).await);
+        let hold = hold(Duration::from_secs(1));
+        burst(&hold, 20).await; // longer than max_hold
+        assert!(pass(&hold).await);
         assert_eq!(start.elapsed(), Duration::from_millis(1150));
         // Quiet, then a second burst.
         tokio::time::sleep(Duration::from_secs(3)).await;
-        assert!(hold.wait(&CancellationToken::new()).await);
-        feed(&arrivals, 200, 5);
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(pass(&hold).await);
+        burst(&hold, 5).await;
         let second = tokio::time::Instant::now();
-        assert!(hold.wait(&CancellationToken::new()).await);
+        assert!(pass(&hold).await);
         assert_eq!(second.elapsed(), Duration::from_millis(500));
     }
 
     #[tokio::test(start_paused = true)]
     async fn stopping_ends_the_wait_without_running() {
         let start = tokio::time::Instant::now();
-        let arrivals = Arc::default();
-        let hold = hold(&arrivals);
-        feed(&arrivals, 200, 1000);
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        let hold = hold(MAX_HOLD);
+        burst(&hold, 1000).await;
         let stop = CancellationToken::new();
         let stopper = stop.clone();
         tokio::spawn(async move {

@@ -147,8 +147,8 @@ CREATE INDEX attempts_delivery_id ON attempts (delivery_id);
     r#"
 -- Finding waiting deliveries without an index on every delivery: a pending
 -- delivery (never tried) is due at once and is found by id, from the
--- smallest id that may still be pending (`Reader::outbox`); only retrying
--- ones are found by time. Each index on `deliveries` cost the writer 7-10%
+-- dispatcher's cursor (`Reader::outbox`); only retrying ones are found by
+-- time. Each index on `deliveries` cost the writer 7-10%
 -- of its rate when every event has a delivery (`cargo bench --bench store`);
 -- `deliveries_status` and `deliveries_event_id` were read by no query.
 DROP INDEX deliveries_due;
@@ -157,6 +157,10 @@ DROP INDEX deliveries_event_id;
 CREATE INDEX deliveries_retrying ON deliveries (next_at) WHERE status = 'retrying';
 "#,
 ];
+
+/// Why a delivery whose event is no longer stored is dead.
+pub const EVENT_GONE: &str =
+    "the event is no longer stored (pruned by store.retention_days, or deleted)";
 
 /// Store settings, from `[store]`.
 #[derive(Debug, Clone)]
@@ -665,6 +669,14 @@ impl Writer {
             // used twice: the dispatcher finds new ones above the last id.
             "DELETE FROM deliveries WHERE created_at < ?1 AND id < (SELECT max(id) FROM deliveries)",
             params![cutoff],
+        )?;
+        // A replay may have queued a delivery after its event's cutoff; with
+        // the event gone it can never run (and, were event ids ever handed
+        // out again, would run with another event).
+        transaction.execute(
+            "UPDATE deliveries SET status = 'dead', updated_at = ?1, last_error = ?2
+             WHERE status IN ('pending', 'retrying') AND event_id NOT IN (SELECT id FROM events)",
+            params![now_ms(), EVENT_GONE],
         )?;
         transaction.commit()?;
         Ok(deleted)

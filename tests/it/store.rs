@@ -380,11 +380,7 @@ async fn a_database_of_an_older_schema_is_migrated_and_keeps_its_events() {
         "samples/v3-NewFileUpload.json",
         "samples/v3-FileDeleted.json",
     ] {
-        let body = fixture(sample);
-        let event = vodhook::events::Event::parse(&body).unwrap();
-        let mut new = vodhook::store::new_event(&event, body.into(), "push", None);
-        new.actions = vec!["hook".to_owned()];
-        ids.push(store.insert(new).await.unwrap().id);
+        ids.push(insert_with_action(&store, sample, "301").await);
     }
     drop(store);
     // Schema version 2: every waiting delivery found by time, two more
@@ -438,6 +434,8 @@ fn open_store(dir: &tempfile::TempDir, name: &str) -> (StoreOptions, Store) {
     (options, store)
 }
 
+/// Stores `sample` with the sample FileId made `file_id`, and one
+/// delivery for the action `hook`.
 async fn insert_with_action(store: &Store, sample: &str, file_id: &str) -> i64 {
     let body = String::from_utf8(fixture(sample))
         .unwrap()
@@ -531,4 +529,47 @@ async fn delivery_ids_are_never_used_twice_even_when_everything_is_pruned() {
         .outbox(next_from, vodhook::store::now_ms(), 10)
         .unwrap();
     assert_eq!(outbox.due, [4], "a new id, above every id read before");
+}
+
+#[tokio::test]
+async fn pruning_an_event_kills_the_deliveries_still_waiting_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (options, store) = open_store(&dir, "pruned.db");
+    let old = insert_with_action(&store, "samples/v3-NewFileUpload.json", "401").await;
+    record(&store, 1, "ok", vodhook::store::now_ms()).await;
+    let received_at = Reader::open(&options.path)
+        .unwrap()
+        .event(old)
+        .unwrap()
+        .unwrap()
+        .0
+        .received_at;
+    while vodhook::store::now_ms() <= received_at {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    // A replay queues a second delivery, newer than the cutoff to come.
+    vodhook::store::enqueue_deliveries(&options, &[(old, "hook".to_owned())]).unwrap();
+    let kept = insert_with_action(&store, "samples/v3-NewFileUpload.json", "402").await;
+
+    assert_eq!(store.prune(received_at + 1).await.unwrap(), 1);
+    let connection = rusqlite::Connection::open(&options.path).unwrap();
+    let rows: Vec<(i64, String, Option<String>)> = connection
+        .prepare("SELECT event_id, status, last_error FROM deliveries ORDER BY id")
+        .unwrap()
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        rows,
+        [
+            (
+                old,
+                "dead".to_owned(),
+                Some(vodhook::store::EVENT_GONE.to_owned())
+            ),
+            (kept, "pending".to_owned(), None),
+        ],
+        "the first delivery (ok, older than the cutoff) is pruned"
+    );
 }
