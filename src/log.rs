@@ -75,6 +75,9 @@ const QUIET: Duration = Duration::from_secs(1);
 /// How long [`LogGuard`] waits at exit for queued lines to be written.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How long [`LogGuard`] waits at exit for the last notice on stderr.
+const NOTICE_TIMEOUT: Duration = Duration::from_millis(250);
+
 /// Installs the global subscriber writing to stdout through the queue.
 ///
 /// `RUST_LOG` selects verbosity (default `vodhook=info,warn`). Keep the
@@ -243,7 +246,8 @@ impl Queue {
     }
 
     /// Waits up to `timeout` for the queued lines to be written, then
-    /// reports the lines dropped so far if dropping has not stopped.
+    /// reports the lines dropped so far if dropping has not stopped, and
+    /// waits up to [`NOTICE_TIMEOUT`] for that notice to be written.
     fn flush(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         let mut state = self.shared.lock();
@@ -260,15 +264,19 @@ impl Queue {
                 .0;
         }
         if let Some(count) = state.dropping.take() {
-            self.shared.notice(format!(
-                "{count} log lines were dropped, {} in all",
-                state.dropped_total
-            ));
+            let earlier = state.dropped_total - count;
+            self.shared.notice(if earlier == 0 {
+                format!("{count} log lines were dropped")
+            } else {
+                format!("{count} log lines were dropped ({earlier} before)")
+            });
         }
         drop(state);
         let (done, written) = mpsc::sync_channel(1);
         if self.shared.send(Notice::Written(done)) {
-            let _ = written.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+            // The notices get a moment of their own: stdout may have used
+            // up the whole timeout.
+            let _ = written.recv_timeout(NOTICE_TIMEOUT);
         }
     }
 

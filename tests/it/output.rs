@@ -227,6 +227,7 @@ async fn a_stdout_nobody_reads_does_not_stall_callbacks_health_or_shutdown() {
     let (code, stderr) = served.terminate().await;
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("dropping log lines"), "{stderr:?}");
+    assert!(stderr.contains("log lines were dropped"), "{stderr:?}");
     assert!(stderr.lines().count() <= 3, "{stderr}");
     let reader = vodhook::store::Reader::open(&dir.path().join("vodhook.db")).unwrap();
     assert_eq!(reader.counts().unwrap().0, 2_000, "the store is the record");
@@ -246,6 +247,7 @@ async fn a_closed_stdout_costs_a_notice_not_a_line_per_event() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.lines().count() <= 2, "{stderr}");
     assert!(stderr.contains("dropping log lines"), "{stderr:?}");
+    assert!(stderr.contains("log lines were dropped"), "{stderr:?}");
 }
 
 const KEY: &str = "MySignKey123";
