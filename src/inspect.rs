@@ -2,8 +2,13 @@
 //! rejected`, `file`, `task`. Each has a text form for people and a JSON
 //! form (`--json`) for scripts; both are built here from `store::Reader`
 //! results, so `main` only wires arguments.
+//!
+//! Text is written into `Text`, where every `write!`/`writeln!` is one
+//! line with its control characters escaped: what a sender stored cannot
+//! add a line or drive the terminal. JSON lines go through
+//! [`log::json_safe`](crate::log::json_safe).
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
@@ -11,6 +16,7 @@ use time::macros::format_description;
 use time::OffsetDateTime;
 
 use crate::events::{describe, Event};
+use crate::log::{json_safe, Escaping};
 use crate::state::{SubtaskState, TaskState};
 use crate::store::{
     DeliveryRow, EventFilter, EventRow, FileRecord, Reader, RejectedRow, TaskRecord,
@@ -57,6 +63,37 @@ pub fn parse_since(text: &str, now_ms: i64) -> Result<i64, String> {
     }
 }
 
+/// Text output for people. Each `write!` or `writeln!` into it is one
+/// whole line: its text is written through [`Escaping`], so a line break,
+/// a carriage return or an escape sequence in a value shows as `\n`, `\r`,
+/// `\u{1b}`, and the line ends with the one newline added here.
+#[derive(Debug, Default)]
+struct Text(String);
+
+impl Text {
+    /// Called by `write!`/`writeln!`; a trailing newline (`writeln!`) is
+    /// the line's own.
+    fn write_fmt(&mut self, args: fmt::Arguments<'_>) -> fmt::Result {
+        let mut line = String::new();
+        line.write_fmt(args)?;
+        let line = line.strip_suffix('\n').unwrap_or(&line);
+        Escaping(&mut self.0).write_str(line)?;
+        self.0.push('\n');
+        Ok(())
+    }
+
+    fn into_string(self) -> String {
+        self.0
+    }
+}
+
+/// A JSON value as one line.
+fn json_line(value: &Value) -> String {
+    let mut line = json_safe(&value.to_string()).into_owned();
+    line.push('\n');
+    line
+}
+
 fn dash(value: Option<&str>) -> &str {
     value.unwrap_or("-")
 }
@@ -73,10 +110,10 @@ pub fn events_list(reader: &Reader, filter: &EventFilter, as_json: bool) -> anyh
             &rows.iter().map(row_json).collect::<Vec<_>>(),
         ));
     }
-    let mut out = String::new();
+    let mut out = Text::default();
     if rows.is_empty() {
-        out.push_str("no events\n");
-        return Ok(out);
+        let _ = writeln!(out, "no events");
+        return Ok(out.into_string());
     }
     let _ = writeln!(
         out,
@@ -104,13 +141,13 @@ pub fn events_list(reader: &Reader, filter: &EventFilter, as_json: bool) -> anyh
             row.source
         );
     }
-    Ok(out)
+    Ok(out.into_string())
 }
 
 fn to_json_lines<T: serde::Serialize>(rows: &[T]) -> String {
     let mut out = String::new();
     for row in rows {
-        out.push_str(&serde_json::to_string(row).unwrap_or_default());
+        out.push_str(&json_safe(&serde_json::to_string(row).unwrap_or_default()));
         out.push('\n');
     }
     out
@@ -165,9 +202,9 @@ pub fn event_show(
                 "t": event.transport.t,
             });
         }
-        return Ok(Some(Shown::Text(format!("{value}\n"))));
+        return Ok(Some(Shown::Text(json_line(&value))));
     }
-    let mut out = String::new();
+    let mut out = Text::default();
     let _ = writeln!(
         out,
         "event {}  {} ({})",
@@ -196,12 +233,13 @@ pub fn event_show(
     }
     let _ = writeln!(out, "summary    {summary}");
     let _ = writeln!(out, "typed view:");
-    let _ = writeln!(
-        out,
-        "{}",
-        serde_json::to_string_pretty(&typed).unwrap_or_default()
-    );
-    Ok(Some(Shown::Text(out)))
+    for line in serde_json::to_string_pretty(&typed)
+        .unwrap_or_default()
+        .lines()
+    {
+        let _ = writeln!(out, "{line}");
+    }
+    Ok(Some(Shown::Text(out.into_string())))
 }
 
 /// `events rejected`.
@@ -217,7 +255,7 @@ pub fn rejected_list(reader: &Reader, limit: u32, as_json: bool) -> anyhow::Resu
     if rows.is_empty() {
         return Ok("no rejected bodies\n".to_owned());
     }
-    let mut out = String::new();
+    let mut out = Text::default();
     for row in rows {
         let mut body: String = row.body.chars().take(120).collect();
         if body.len() < row.body.len() {
@@ -225,19 +263,19 @@ pub fn rejected_list(reader: &Reader, limit: u32, as_json: bool) -> anyhow::Resu
         }
         let _ = writeln!(
             out,
-            "{:<6} {}  {} from {}  {}\n       {:?}",
+            "{:<6} {}  {} from {}  {}",
             row.id,
             format_ms(row.received_at),
             row.source,
             dash(row.remote.as_deref()),
             row.reason,
-            body
         );
+        let _ = writeln!(out, "       {body:?}");
     }
-    Ok(out)
+    Ok(out.into_string())
 }
 
-fn write_task(out: &mut String, task: &TaskState, updated_at: i64, indent: &str) {
+fn write_task(out: &mut Text, task: &TaskState, updated_at: i64, indent: &str) {
     let _ = writeln!(
         out,
         "{indent}task {}  {}  status {}  (updated {})",
@@ -261,23 +299,24 @@ fn write_task(out: &mut String, task: &TaskState, updated_at: i64, indent: &str)
     }
 }
 
-fn write_subtask(out: &mut String, key: &str, sub: &SubtaskState, indent: &str) {
+fn write_subtask(out: &mut Text, key: &str, sub: &SubtaskState, indent: &str) {
+    let mut line = String::new();
     let _ = write!(
-        out,
+        line,
         "{indent}  {key:<28} {:<10}",
         dash(sub.status.as_deref())
     );
     if let Some(error) = &sub.error {
         let _ = write!(
-            out,
+            line,
             " error {error} {}",
             sub.message.as_deref().unwrap_or("")
         );
     }
     if let Some(output) = &sub.output {
-        let _ = write!(out, " {output}");
+        let _ = write!(line, " {output}");
     }
-    out.push('\n');
+    let _ = writeln!(out, "{line}");
 }
 
 fn events_of(reader: &Reader, filter: EventFilter) -> anyhow::Result<Vec<EventRow>> {
@@ -287,7 +326,7 @@ fn events_of(reader: &Reader, filter: EventFilter) -> anyhow::Result<Vec<EventRo
     })
 }
 
-fn write_events(out: &mut String, rows: &[EventRow]) {
+fn write_events(out: &mut Text, rows: &[EventRow]) {
     let _ = writeln!(out, "events (newest first):");
     for row in rows {
         let _ = writeln!(
@@ -334,9 +373,9 @@ pub fn file_view(reader: &Reader, file_id: &str, as_json: bool) -> anyhow::Resul
             "tasks": tasks.iter().map(task_json).collect::<Vec<_>>(),
             "events": events.iter().map(row_json).collect::<Vec<_>>(),
         });
-        return Ok(Some(format!("{value}\n")));
+        return Ok(Some(json_line(&value)));
     }
-    let mut out = String::new();
+    let mut out = Text::default();
     match &record {
         Some(FileRecord {
             state: file,
@@ -384,7 +423,7 @@ pub fn file_view(reader: &Reader, file_id: &str, as_json: bool) -> anyhow::Resul
         }
     }
     write_events(&mut out, &events);
-    Ok(Some(out))
+    Ok(Some(out.into_string()))
 }
 
 fn task_json(record: &TaskRecord) -> Value {
@@ -415,9 +454,9 @@ pub fn task_view(reader: &Reader, task_id: &str, as_json: bool) -> anyhow::Resul
             "task": record.as_ref().map(task_json),
             "events": events.iter().map(row_json).collect::<Vec<_>>(),
         });
-        return Ok(Some(format!("{value}\n")));
+        return Ok(Some(json_line(&value)));
     }
-    let mut out = String::new();
+    let mut out = Text::default();
     match &record {
         Some(record) => {
             write_task(&mut out, &record.state, record.updated_at, "");
@@ -430,7 +469,7 @@ pub fn task_view(reader: &Reader, task_id: &str, as_json: bool) -> anyhow::Resul
         }
     }
     write_events(&mut out, &events);
-    Ok(Some(out))
+    Ok(Some(out.into_string()))
 }
 
 fn delivery_json(row: &DeliveryRow) -> Value {
@@ -464,7 +503,7 @@ pub fn deliveries_list(
     if rows.is_empty() {
         return Ok("no deliveries\n".to_owned());
     }
-    let mut out = String::new();
+    let mut out = Text::default();
     let _ = writeln!(
         out,
         "{:<7} {:<7} {:<24} {:<20} {:<9} {:>8} LAST ERROR",
@@ -483,7 +522,7 @@ pub fn deliveries_list(
             dash(row.last_error.as_deref())
         );
     }
-    Ok(out)
+    Ok(out.into_string())
 }
 
 /// `deliveries show ID`; `None` when there is no such delivery.
@@ -506,9 +545,9 @@ pub fn delivery_show(reader: &Reader, id: i64, as_json: bool) -> anyhow::Result<
             .collect();
         let mut value = delivery_json(&row);
         value["attempts_log"] = Value::Array(attempts);
-        return Ok(Some(format!("{value}\n")));
+        return Ok(Some(json_line(&value)));
     }
-    let mut out = String::new();
+    let mut out = Text::default();
     let _ = writeln!(
         out,
         "delivery {}  action {}  event {} ({})",
@@ -551,7 +590,7 @@ pub fn delivery_show(reader: &Reader, id: i64, as_json: bool) -> anyhow::Result<
             }
         }
     }
-    Ok(Some(out))
+    Ok(Some(out.into_string()))
 }
 
 #[cfg(test)]

@@ -7,9 +7,28 @@
 //! `events::describe`) and delivery fields are printed, in JSON form every
 //! field is, and `event_type`, `format`, `file_id`, `task_id` and `status`
 //! are always present (`null` when the event has none).
+//!
+//! Logging never waits for stdout. A formatted line is appended to a
+//! bounded queue (`QUEUE_BYTES`) and one writer thread hands everything
+//! queued to stdout in one `write`. When stdout does not keep up (a stalled
+//! pipe, journald under pressure) or cannot be written at all (the reader is
+//! gone), lines are dropped and counted (`vodhook_log_lines_dropped_total`),
+//! with one notice on stderr when dropping starts and one when it stops: the
+//! store, not stdout, is the record of events.
+//!
+//! Text that people read is escaped ([`Escaping`]): control characters (C0,
+//! DEL, C1) and the Unicode line and paragraph separators in any field, the
+//! message included, are written as `\n`, `\r`, `\t` or `\u{1b}`, so that a
+//! sender cannot add a line or reach the terminal with an escape sequence.
+//! JSON lines are exact JSON; [`json_safe`] also escapes DEL, C1 and the
+//! separators there, which JSON allows raw.
 
+use std::borrow::Cow;
 use std::fmt::{self, Write as _};
-use std::io::IsTerminal as _;
+use std::io::{IsTerminal as _, Write as _};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 use time::format_description::FormatItem;
@@ -18,7 +37,7 @@ use time::OffsetDateTime;
 use tracing::field::{Field, Visit};
 use tracing::{Level, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
@@ -43,25 +62,416 @@ const TEXT_HIDDEN: [&str; 6] = [
 const TIME_FORMAT: &[FormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
 
-/// Installs the global subscriber writing to stdout.
+/// Bytes of formatted lines that may wait for stdout; beyond, lines are
+/// dropped. About a thousand event lines: a burst rides through a slow
+/// reader, a stalled one costs a bounded amount of memory.
+const QUEUE_BYTES: usize = 256 * 1024;
+
+/// How long lines must have been written without a drop before dropping
+/// is reported as over; keeps a reader that only just keeps up from
+/// writing a pair of notices per batch.
+const QUIET: Duration = Duration::from_secs(1);
+
+/// How long [`LogGuard`] waits at exit for queued lines to be written.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long [`LogGuard`] waits at exit for the last notice on stderr.
+const NOTICE_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// Installs the global subscriber writing to stdout through the queue.
 ///
-/// `RUST_LOG` selects verbosity (default `vodhook=info,warn`).
+/// `RUST_LOG` selects verbosity (default `vodhook=info,warn`). Keep the
+/// returned guard until the end of `main`: dropping it writes what is still
+/// queued (waiting a second at most).
 ///
 /// # Errors
 ///
-/// A subscriber is already installed, or `RUST_LOG` is malformed.
-pub fn init(format: LogFormat) -> anyhow::Result<()> {
+/// A subscriber is already installed, `RUST_LOG` is malformed, or the
+/// writer thread cannot be started.
+pub fn init(format: LogFormat) -> anyhow::Result<LogGuard> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(spec) if !spec.is_empty() => EnvFilter::try_new(&spec)
             .map_err(|error| anyhow::anyhow!("invalid RUST_LOG {spec:?}: {error}"))?,
         _ => EnvFilter::new("vodhook=info,warn"),
     };
+    let (queue, notices) = Queue::new(QUEUE_BYTES);
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stdout)
+        .with_writer(queue.clone())
         .event_format(Formatter::new(format))
         .try_init()
-        .map_err(|error| anyhow::anyhow!("cannot install the logger: {error}"))
+        .map_err(|error| anyhow::anyhow!("cannot install the logger: {error}"))?;
+    // A duplicate of fd 1: the writer thread never takes the lock of
+    // `std::io::stdout`, which it could hold forever on a stalled pipe.
+    let stdout: Box<dyn std::io::Write + Send> =
+        match std::os::fd::AsFd::as_fd(&std::io::stdout()).try_clone_to_owned() {
+            Ok(fd) => Box::new(std::fs::File::from(fd)),
+            Err(_) => Box::new(std::io::stdout()),
+        };
+    queue
+        .start(stdout, notices, Box::new(std::io::stderr()))
+        .map_err(|error| anyhow::anyhow!("cannot start the log writer: {error}"))?;
+    Ok(LogGuard { queue })
+}
+
+/// Writes the queued log lines when dropped, for a bounded time; see [`init`].
+#[must_use = "keep it to the end of main: dropping it writes the lines still queued"]
+#[derive(Debug)]
+pub struct LogGuard {
+    queue: Queue,
+}
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        self.queue.flush(FLUSH_TIMEOUT);
+    }
+}
+
+/// The bounded hand-off between the threads that log and the one that
+/// writes stdout; cheap to clone.
+#[derive(Debug, Clone)]
+struct Queue {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    capacity: usize,
+    state: Mutex<State>,
+    /// The writer waits here for lines.
+    wake: Condvar,
+    /// [`Queue::flush`] waits here for the writer to catch up.
+    idle: Condvar,
+    /// Notices for stderr, written by a thread of their own: stderr may be
+    /// stalled too.
+    notices: Mutex<Option<mpsc::Sender<Notice>>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Lines waiting for the writer, whole lines only.
+    pending: Vec<u8>,
+    /// How many lines `pending` holds.
+    pending_lines: u64,
+    /// The writer is writing a batch.
+    writing: bool,
+    /// The writer waits on `wake`.
+    waiting: bool,
+    /// Whether the last write succeeded.
+    last_write_ok: bool,
+    /// Lines dropped since the process started.
+    dropped_total: u64,
+    /// Lines dropped since dropping started; `None` while none are.
+    dropping: Option<u64>,
+    /// When the last line was dropped.
+    last_drop: Option<Instant>,
+}
+
+/// A message for the notice thread.
+enum Notice {
+    Text(String),
+    /// Answered once every notice before it is written.
+    Written(mpsc::SyncSender<()>),
+}
+
+impl Queue {
+    /// A queue holding at most `capacity` bytes, with the receiving end of
+    /// its notices.
+    fn new(capacity: usize) -> (Queue, mpsc::Receiver<Notice>) {
+        let (sender, receiver) = mpsc::channel();
+        let shared = Shared {
+            capacity,
+            state: Mutex::new(State {
+                last_write_ok: true,
+                ..State::default()
+            }),
+            wake: Condvar::new(),
+            idle: Condvar::new(),
+            notices: Mutex::new(Some(sender)),
+        };
+        (
+            Queue {
+                shared: Arc::new(shared),
+            },
+            receiver,
+        )
+    }
+
+    /// Starts the writer thread on `out` and the notice thread on `err`.
+    fn start(
+        &self,
+        out: Box<dyn std::io::Write + Send>,
+        notices: mpsc::Receiver<Notice>,
+        mut err: Box<dyn std::io::Write + Send>,
+    ) -> std::io::Result<()> {
+        std::thread::Builder::new()
+            .name("vodhook-log-notices".to_owned())
+            .spawn(move || {
+                for notice in notices {
+                    match notice {
+                        Notice::Text(text) => {
+                            let _ = writeln!(err, "vodhook: {text}");
+                            let _ = err.flush();
+                        }
+                        Notice::Written(done) => {
+                            let _ = done.send(());
+                        }
+                    }
+                }
+            })?;
+        let shared = Arc::clone(&self.shared);
+        std::thread::Builder::new()
+            .name("vodhook-log".to_owned())
+            .spawn(move || shared.write_loop(out))?;
+        Ok(())
+    }
+
+    /// Appends whole lines, or drops and counts them when the queue is full.
+    fn push(&self, lines: &[u8]) {
+        let count = lines.iter().filter(|&&byte| byte == b'\n').count().max(1) as u64;
+        let mut state = self.shared.lock();
+        if state.pending.len() + lines.len() > self.shared.capacity {
+            self.shared.dropped(
+                &mut state,
+                count,
+                "stdout is not keeping up (a stalled reader?)",
+            );
+            return;
+        }
+        state.pending.extend_from_slice(lines);
+        state.pending_lines += count;
+        if state.waiting {
+            self.shared.wake.notify_one();
+        }
+    }
+
+    /// Waits up to `timeout` for the queued lines to be written, then
+    /// reports the lines dropped so far if dropping has not stopped, and
+    /// waits up to [`NOTICE_TIMEOUT`] for that notice to be written.
+    fn flush(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.shared.lock();
+        while !state.pending.is_empty() || state.writing {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            state = self
+                .shared
+                .idle
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        if let Some(count) = state.dropping.take() {
+            let earlier = state.dropped_total - count;
+            self.shared.notice(if earlier == 0 {
+                format!("{count} log lines were dropped")
+            } else {
+                format!("{count} log lines were dropped ({earlier} before)")
+            });
+        }
+        drop(state);
+        let (done, written) = mpsc::sync_channel(1);
+        if self.shared.send(Notice::Written(done)) {
+            // The notices get a moment of their own: stdout may have used
+            // up the whole timeout.
+            let _ = written.recv_timeout(NOTICE_TIMEOUT);
+        }
+    }
+
+    #[cfg(test)]
+    fn dropped_total(&self) -> u64 {
+        self.shared.lock().dropped_total
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn send(&self, notice: Notice) -> bool {
+        let notices = self.notices.lock().unwrap_or_else(PoisonError::into_inner);
+        notices
+            .as_ref()
+            .is_some_and(|sender| sender.send(notice).is_ok())
+    }
+
+    fn notice(&self, text: String) {
+        self.send(Notice::Text(text));
+    }
+
+    /// Counts `count` dropped lines; the first of a run is reported.
+    fn dropped(&self, state: &mut State, count: u64, why: &str) {
+        state.dropped_total += count;
+        state.last_drop = Some(Instant::now());
+        crate::metrics::log_lines_dropped(count);
+        match &mut state.dropping {
+            Some(run) => *run += count,
+            None => {
+                state.dropping = Some(count);
+                self.notice(format!(
+                    "{why}; dropping log lines until it can be written again (counted in vodhook_log_lines_dropped_total; the store still keeps every event)"
+                ));
+            }
+        }
+    }
+
+    /// Reports the end of a run of drops once lines have been written
+    /// for [`QUIET`] without one.
+    fn maybe_recovered(&self, state: &mut State) {
+        let quiet = state.last_drop.is_none_or(|at| at.elapsed() >= QUIET);
+        if state.last_write_ok && quiet {
+            if let Some(count) = state.dropping.take() {
+                self.notice(format!(
+                    "stdout is written again; {count} log lines were dropped"
+                ));
+            }
+        }
+    }
+
+    /// The writer thread: takes everything queued, writes it in one go.
+    fn write_loop(&self, mut out: Box<dyn std::io::Write + Send>) {
+        let mut batch = Vec::new();
+        loop {
+            let mut state = self.lock();
+            state.writing = false;
+            while state.pending.is_empty() {
+                self.idle.notify_all();
+                self.maybe_recovered(&mut state);
+                state.waiting = true;
+                state = match (state.dropping, state.last_drop) {
+                    (Some(_), Some(at)) if state.last_write_ok => {
+                        let left = QUIET
+                            .saturating_sub(at.elapsed())
+                            .max(Duration::from_millis(10));
+                        self.wake
+                            .wait_timeout(state, left)
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .0
+                    }
+                    _ => self
+                        .wake
+                        .wait(state)
+                        .unwrap_or_else(PoisonError::into_inner),
+                };
+                state.waiting = false;
+            }
+            std::mem::swap(&mut state.pending, &mut batch);
+            let lines = std::mem::take(&mut state.pending_lines);
+            state.writing = true;
+            drop(state);
+            let written = out.write_all(&batch).and_then(|()| out.flush());
+            batch.clear();
+            let mut state = self.lock();
+            match written {
+                Ok(()) => {
+                    state.last_write_ok = true;
+                    self.maybe_recovered(&mut state);
+                }
+                Err(error) => {
+                    state.last_write_ok = false;
+                    self.dropped(
+                        &mut state,
+                        lines,
+                        &format!("cannot write log lines to stdout ({error})"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// What the formatter writes into: the queue.
+#[derive(Debug)]
+struct QueueWriter<'a>(&'a Queue);
+
+impl std::io::Write for QueueWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.push(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Queue {
+    type Writer = QueueWriter<'a>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        QueueWriter(self)
+    }
+}
+
+/// Whether `c` is escaped in text for people: C0, DEL, C1, and the Unicode
+/// line and paragraph separators.
+pub fn is_escaped(c: char) -> bool {
+    c.is_control() || c == '\u{2028}' || c == '\u{2029}'
+}
+
+/// Whether `text` may hold a character [`is_escaped`] matches: a quick
+/// byte scan (C1 and the separators start with 0xC2 and 0xE2 in UTF-8).
+fn may_need_escaping(text: &str) -> bool {
+    text.bytes()
+        .any(|byte| byte < 0x20 || byte == 0x7f || byte == 0xc2 || byte == 0xe2)
+}
+
+/// A [`fmt::Write`] that writes control characters to `W` escaped: `\n`,
+/// `\r`, `\t`, or `\u{1b}` (hex, as Rust's `{:?}` does). The one escaping
+/// of text for people: log lines and the query commands' text output.
+#[derive(Debug)]
+pub struct Escaping<W>(pub W);
+
+impl<W: fmt::Write> fmt::Write for Escaping<W> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        if !may_need_escaping(text) {
+            return self.0.write_str(text);
+        }
+        let mut clean = 0;
+        for (at, c) in text.char_indices() {
+            if !is_escaped(c) {
+                continue;
+            }
+            self.0.write_str(&text[clean..at])?;
+            match c {
+                '\n' => self.0.write_str("\\n")?,
+                '\r' => self.0.write_str("\\r")?,
+                '\t' => self.0.write_str("\\t")?,
+                other => write!(self.0, "\\u{{{:x}}}", u32::from(other))?,
+            }
+            clean = at + c.len_utf8();
+        }
+        self.0.write_str(&text[clean..])
+    }
+}
+
+/// A serialized JSON text with DEL, C1 and U+2028/U+2029 escaped as
+/// `\uXXXX`: the same JSON value, but no character that a terminal or a
+/// JavaScript-era reader takes for a control or a line break. (serde_json
+/// escapes the rest of C0 already.)
+pub fn json_safe(json: &str) -> Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        c == '\u{7f}' || ('\u{80}'..='\u{9f}').contains(&c) || c == '\u{2028}' || c == '\u{2029}'
+    };
+    if !json
+        .bytes()
+        .any(|byte| byte == 0x7f || byte == 0xc2 || byte == 0xe2)
+        || !json.contains(unsafe_char)
+    {
+        return Cow::Borrowed(json);
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if unsafe_char(c) {
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// The line formatter for both formats.
@@ -93,16 +503,22 @@ where
         event: &tracing::Event<'_>,
     ) -> fmt::Result {
         let meta = event.metadata();
-        let mut fields = Fields::default();
-        event.record(&mut fields);
-        let time = OffsetDateTime::now_utc()
-            .format(TIME_FORMAT)
-            .unwrap_or_else(|_| "-".to_owned());
         let is_event_line = meta.target() == EVENT_TARGET;
+        // The time, formatted without an allocation.
+        let mut time = [0u8; 32];
+        let time = {
+            let mut cursor = std::io::Cursor::new(&mut time[..]);
+            match OffsetDateTime::now_utc().format_into(&mut cursor, TIME_FORMAT) {
+                Ok(length) => std::str::from_utf8(&time[..length]).unwrap_or("-"),
+                Err(_) => "-",
+            }
+        };
         match self.format {
             LogFormat::Json => {
+                let mut fields = Fields::default();
+                event.record(&mut fields);
                 let mut object = Map::new();
-                object.insert("time".to_owned(), Value::String(time));
+                object.insert("time".to_owned(), Value::String(time.to_owned()));
                 object.insert(
                     "level".to_owned(),
                     Value::String(meta.level().as_str().to_lowercase()),
@@ -116,13 +532,12 @@ where
                     object.insert("target".to_owned(), Value::String(meta.target().to_owned()));
                 }
                 for (key, value) in fields.values {
-                    object.insert(key, value);
+                    object.insert(key.to_owned(), value);
                 }
                 let line = serde_json::to_string(&object).map_err(|_| fmt::Error)?;
-                writeln!(writer, "{line}")
+                writeln!(writer, "{}", json_safe(&line))
             }
             LogFormat::Text => {
-                let mut line = String::with_capacity(160);
                 let (start, end) = match (self.color, *meta.level()) {
                     (false, _) => ("", ""),
                     (true, Level::ERROR) => ("\x1b[31m", "\x1b[0m"),
@@ -130,44 +545,131 @@ where
                     (true, Level::INFO) => ("\x1b[32m", "\x1b[0m"),
                     (true, _) => ("\x1b[2m", "\x1b[0m"),
                 };
-                let _ = write!(
-                    line,
-                    "{time} {start}{:<5}{end} {}",
-                    meta.level().as_str(),
-                    fields.message
-                );
-                for (key, value) in &fields.values {
-                    if is_event_line && TEXT_HIDDEN.contains(&key.as_str()) {
-                        continue;
-                    }
-                    match value {
-                        Value::String(text) if text.contains([' ', '"', '=']) => {
-                            let _ = write!(line, " {key}={text:?}");
-                        }
-                        Value::String(text) => {
-                            let _ = write!(line, " {key}={text}");
-                        }
-                        other => {
-                            let _ = write!(line, " {key}={other}");
-                        }
-                    }
-                }
-                writeln!(writer, "{line}")
+                write!(writer, "{time} {start}{:<5}{end} ", meta.level().as_str())?;
+                // Everything after the level is escaped: the message and
+                // every field, whatever a sender put in them.
+                let mut text = TextFields {
+                    out: Escaping(&mut writer),
+                    hide: is_event_line,
+                    scratch: String::new(),
+                    result: Ok(()),
+                };
+                event.record(&mut text);
+                text.result?;
+                writer.write_char('\n')
             }
         }
     }
 }
 
-/// The fields of one tracing event, in order.
+/// Writes the fields of one tracing event as text, in order: the message,
+/// then ` key=value` (quoted when the value has a space, `"` or `=`).
+/// Tracing records the message first.
+struct TextFields<'w, W> {
+    out: Escaping<&'w mut W>,
+    /// Leave out [`TEXT_HIDDEN`] (event lines).
+    hide: bool,
+    /// Reused for values that must be formatted before they are written.
+    scratch: String,
+    result: fmt::Result,
+}
+
+impl<W: fmt::Write> TextFields<'_, W> {
+    fn skip(&self, field: &Field) -> bool {
+        self.result.is_err() || (self.hide && TEXT_HIDDEN.contains(&field.name()))
+    }
+
+    fn text(&mut self, key: &str, text: &str) {
+        self.result = if text.contains([' ', '"', '=']) {
+            write!(self.out, " {key}={text:?}")
+        } else {
+            write!(self.out, " {key}={text}")
+        };
+    }
+
+    fn display(&mut self, key: &str, value: impl fmt::Display) {
+        self.result = write!(self.out, " {key}={value}");
+    }
+}
+
+impl<W: fmt::Write> Visit for TextFields<'_, W> {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if field.name() == "message" {
+            if self.result.is_ok() {
+                self.result = write!(self.out, "{value:?}");
+            }
+        } else if !self.skip(field) {
+            let mut scratch = std::mem::take(&mut self.scratch);
+            scratch.clear();
+            let _ = write!(scratch, "{value:?}");
+            self.text(field.name(), &scratch);
+            self.scratch = scratch;
+        }
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            if self.result.is_ok() {
+                self.result = self.out.write_str(value);
+            }
+        } else if !self.skip(field) {
+            self.text(field.name(), value);
+        }
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        if !self.skip(field) {
+            self.display(field.name(), value);
+        }
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if !self.skip(field) {
+            self.display(field.name(), value);
+        }
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        if !self.skip(field) {
+            self.display(field.name(), Value::from(value));
+        }
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        if !self.skip(field) {
+            self.display(field.name(), value);
+        }
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        if !self.skip(field) {
+            let text = error_chain(value);
+            self.text(field.name(), &text);
+        }
+    }
+}
+
+/// The whole chain of an error on one line, as `main` prints errors.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let _ = write!(text, ": {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+/// The fields of one tracing event, in order (JSON lines).
 #[derive(Default)]
 struct Fields {
     message: String,
-    values: Vec<(String, Value)>,
+    values: Vec<(&'static str, Value)>,
 }
 
 impl Fields {
     fn push(&mut self, field: &Field, value: Value) {
-        self.values.push((field.name().to_owned(), value));
+        self.values.push((field.name(), value));
     }
 }
 
@@ -205,13 +707,194 @@ impl Visit for Fields {
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        // The whole chain on one line, as `main` prints errors.
-        let mut text = value.to_string();
-        let mut source = value.source();
-        while let Some(cause) = source {
-            let _ = write!(text, ": {cause}");
-            source = cause.source();
+        self.push(field, Value::String(error_chain(value)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sink for the writer or the notices that tests read back.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Captured {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
         }
-        self.push(field, Value::String(text));
+    }
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Captured {
+        type Writer = Captured;
+
+        fn make_writer(&'a self) -> Captured {
+            self.clone()
+        }
+    }
+
+    /// Stdout that takes nothing until the gate opens, then `inner`.
+    struct Gated {
+        gate: mpsc::Receiver<()>,
+        open: bool,
+        inner: Captured,
+        writes: Arc<Mutex<u32>>,
+    }
+
+    impl std::io::Write for Gated {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if !self.open {
+                let _ = self.gate.recv();
+                self.open = true;
+            }
+            *self.writes.lock().unwrap() += 1;
+            self.inner.write(buf)
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Stdout whose reader is gone.
+    struct Closed;
+
+    impl std::io::Write for Closed {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::ErrorKind::BrokenPipe.into())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn escaping_shows_control_characters_and_keeps_the_rest() {
+        let mut out = Escaping(String::new());
+        out.write_str("a\nb\r\tc\u{1b}[2J\u{7}\u{7f}\u{9b}\u{85}\u{2028}\u{2029}")
+            .unwrap();
+        out.write_str(" é – 中 \u{a0}\\n plain").unwrap();
+        assert_eq!(
+            out.0,
+            r"a\nb\r\tc\u{1b}[2J\u{7}\u{7f}\u{9b}\u{85}\u{2028}\u{2029} é – 中 ".to_owned()
+                + "\u{a0}"
+                + r"\n plain"
+        );
+        assert!(!out.0.contains(is_escaped));
+    }
+
+    #[test]
+    fn json_safe_is_the_same_json_without_raw_separators() {
+        let value = serde_json::json!({"k": "a\u{7f}b\u{9b}c\u{2028}d\u{2029}e – \n"});
+        let line = serde_json::to_string(&value).unwrap();
+        let safe = json_safe(&line);
+        assert!(!safe.contains(is_escaped), "{safe}");
+        assert_eq!(serde_json::from_str::<Value>(&safe).unwrap(), value);
+        let plain = r#"{"k":"– é"}"#;
+        assert!(matches!(json_safe(plain), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn text_lines_escape_the_message_and_every_field() {
+        let captured = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(captured.clone())
+            .event_format(Formatter::new(LogFormat::Text))
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(
+                target: EVENT_TARGET,
+                event_type = "hidden\n",
+                id = 7,
+                name = "a b\r\n2026 INFO  forged",
+                plain = "x\u{1b}[2J",
+                ok = true,
+                "Type\n2026-11-28T02:28:10.072Z INFO  FileDeleted"
+            );
+            tracing::warn!(reason = "missing", "service \u{9b} message");
+        });
+        let text = captured.text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        let (_, event) = lines[0].split_once(' ').unwrap();
+        assert_eq!(
+            event,
+            r#"INFO  Type\n2026-11-28T02:28:10.072Z INFO  FileDeleted id=7 name="a b\r\n2026 INFO  forged" plain=x\u{1b}[2J ok=true"#
+        );
+        assert!(
+            lines[1].ends_with(r"WARN  service \u{9b} message reason=missing"),
+            "{}",
+            lines[1]
+        );
+    }
+
+    #[test]
+    fn a_stalled_stdout_costs_dropped_lines_not_a_stalled_caller() {
+        let (queue, notices) = Queue::new(100);
+        let (open, gate) = mpsc::channel();
+        let (stdout, stderr) = (Captured::default(), Captured::default());
+        let writes = Arc::new(Mutex::new(0));
+        let out = Gated {
+            gate,
+            open: false,
+            inner: stdout.clone(),
+            writes: Arc::clone(&writes),
+        };
+        queue
+            .start(Box::new(out), notices, Box::new(stderr.clone()))
+            .unwrap();
+        // The writer takes the first line and blocks on it; 20 more fit.
+        for n in 0..1_000 {
+            queue.push(format!("l{n:03}\n").as_bytes());
+        }
+        let dropped = queue.dropped_total();
+        assert!((900..1_000).contains(&dropped), "{dropped}");
+        open.send(()).unwrap();
+        queue.flush(Duration::from_secs(10));
+        let written = stdout.text();
+        assert_eq!(written.lines().count() as u64, 1_000 - dropped, "{written}");
+        assert!(written.starts_with("l000\n"), "{written}");
+        assert!(
+            *writes.lock().unwrap() <= 3,
+            "queued lines are written together"
+        );
+        let notices = stderr.text();
+        assert_eq!(notices.lines().count(), 2, "{notices}");
+        assert!(notices.contains("dropping log lines"), "{notices}");
+        assert!(
+            notices.contains(&format!("{dropped} log lines were dropped")),
+            "{notices}"
+        );
+    }
+
+    #[test]
+    fn a_closed_stdout_costs_one_notice() {
+        let (queue, notices) = Queue::new(QUEUE_BYTES);
+        let stderr = Captured::default();
+        queue
+            .start(Box::new(Closed), notices, Box::new(stderr.clone()))
+            .unwrap();
+        for _ in 0..50 {
+            queue.push(b"a line\n");
+            std::thread::yield_now();
+        }
+        queue.flush(Duration::from_secs(10));
+        assert_eq!(queue.dropped_total(), 50);
+        let notices = stderr.text();
+        assert_eq!(notices.lines().count(), 2, "{notices}");
+        assert!(notices.to_lowercase().contains("broken pipe"), "{notices}");
+        assert!(notices.contains("50 log lines were dropped"), "{notices}");
     }
 }

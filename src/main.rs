@@ -345,12 +345,7 @@ fn main() -> ExitCode {
             match inspect::event_show(reader, args.id, args.raw, json)? {
                 Some(Shown::Text(text)) => Ok(text),
                 Some(Shown::Raw(bytes)) => {
-                    use std::io::Write as _;
-                    let mut stdout = std::io::stdout().lock();
-                    stdout
-                        .write_all(&bytes)
-                        .and_then(|()| stdout.flush())
-                        .map_err(anyhow::Error::from)?;
+                    write_out(&bytes);
                     Ok(String::new())
                 }
                 None => Err(Failure::NotFound(format!("no event {}", args.id))),
@@ -389,6 +384,41 @@ fn main() -> ExitCode {
 
 /// Exit status for a configuration or usage problem.
 const USAGE: u8 = 2;
+
+/// `print!` for a command's output; see [`write_out`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        write_out(format!($($arg)*).as_bytes())
+    };
+}
+
+/// `println!` for a command's output; see [`write_out`].
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        write_out(format!("{}\n", format_args!($($arg)*)).as_bytes())
+    };
+}
+
+/// Writes a command's output on stdout. A reader that went away
+/// (`vodhook events list | head`) ends the command quietly with status 0,
+/// as other Unix tools do, instead of the panic of `print!`; any other
+/// failure to write ends it with a one-line error and status 1. Not for
+/// `serve` and `pull`, which log through `vodhook::log` and never stop for
+/// stdout.
+fn write_out(bytes: &[u8]) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        let _ = writeln!(
+            std::io::stderr(),
+            "vodhook: cannot write to stdout: {error}"
+        );
+        std::process::exit(1);
+    }
+}
 
 async fn serve(args: ServeArgs) -> ExitCode {
     let overrides = Overrides {
@@ -435,10 +465,14 @@ async fn daemon(
             return ExitCode::from(USAGE);
         }
     }
-    if let Err(error) = vodhook::log::init(config.log.format) {
-        eprintln!("vodhook: {error:#}");
-        return ExitCode::from(USAGE);
-    }
+    // Held to the end: dropping it writes the lines still queued.
+    let _log = match vodhook::log::init(config.log.format) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("vodhook: {error:#}");
+            return ExitCode::from(USAGE);
+        }
+    };
     let shutdown = match vodhook::shutdown_signal() {
         Ok(shutdown) => shutdown,
         Err(error) => {
@@ -563,7 +597,7 @@ async fn vod_command(command: VodCommand) -> ExitCode {
     };
     match printed {
         Ok(text) => {
-            println!("{text}");
+            outln!("{text}");
             ExitCode::SUCCESS
         }
         Err(error) => {
@@ -601,11 +635,11 @@ async fn send(args: SendArgs) -> ExitCode {
         }
     };
     if args.verbose {
-        println!("{}", String::from_utf8_lossy(&body));
+        outln!("{}", String::from_utf8_lossy(&body));
     }
     match send::post(&args.to, body, Duration::from_secs(args.timeout)).await {
         Ok(answer) => {
-            println!("{} {}", answer.status, answer.body.trim_end());
+            outln!("{} {}", answer.status, answer.body.trim_end());
             if (200..300).contains(&answer.status) {
                 ExitCode::SUCCESS
             } else {
@@ -624,10 +658,10 @@ fn check_config(args: ConfigArgs) -> ExitCode {
     match Config::load(args.config.as_deref(), Overrides::default()) {
         Ok(config) => {
             match &args.config {
-                Some(path) => println!("# {}: valid", path.display()),
-                None => println!("# no --config given: defaults"),
+                Some(path) => outln!("# {}: valid", path.display()),
+                None => outln!("# no --config given: defaults"),
             }
-            print!("{}", config.to_toml_redacted());
+            out!("{}", config.to_toml_redacted());
             ExitCode::SUCCESS
         }
         Err(error) => {
@@ -675,7 +709,7 @@ fn query(args: &StoreArgs, run: impl FnOnce(&Reader, bool) -> Result<String, Fai
         .and_then(|reader| run(&reader, args.json));
     match outcome {
         Ok(text) => {
-            print!("{text}");
+            out!("{text}");
             ExitCode::SUCCESS
         }
         Err(Failure::Usage(message)) => {
@@ -701,11 +735,14 @@ fn reindex(args: &StoreArgs) -> ExitCode {
     match store::reindex(&config.store.options()) {
         Ok(report) => {
             if args.json {
-                println!("{}", serde_json::to_string(&report).unwrap_or_default());
+                outln!("{}", serde_json::to_string(&report).unwrap_or_default());
             } else {
-                println!(
+                outln!(
                     "reindexed {} events: {} tasks, {} files ({} events with a typed-parse error)",
-                    report.events, report.tasks, report.files, report.parse_errors
+                    report.events,
+                    report.tasks,
+                    report.files,
+                    report.parse_errors
                 );
             }
             ExitCode::SUCCESS
@@ -779,7 +816,7 @@ async fn replay(args: ReplayArgs) -> ExitCode {
                 }
             }
         }
-        println!("{sent} events sent to {url}, {failed} failed");
+        outln!("{sent} events sent to {url}, {failed} failed");
         return if failed == 0 {
             ExitCode::SUCCESS
         } else {
@@ -813,7 +850,7 @@ async fn replay(args: ReplayArgs) -> ExitCode {
     }
     match store::enqueue_deliveries(&config.store.options(), &pairs) {
         Ok(count) => {
-            println!(
+            outln!(
                 "queued {count} deliveries for {} events; the running daemon carries them out (see `vodhook deliveries list`)",
                 events.len()
             );

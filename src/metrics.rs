@@ -2,7 +2,7 @@
 //! `/metrics`. One [`Metrics`] handle per process, cheap to clone; the
 //! parts that observe something hold a clone.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -65,6 +65,15 @@ impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Metrics")
     }
+}
+
+/// Log lines dropped because stdout did not take them: process-wide, like
+/// stdout, and counted by the log writer, which has no [`Metrics`] handle.
+static LOG_LINES_DROPPED: LazyLock<Counter> = LazyLock::new(Counter::default);
+
+/// `count` log lines were dropped (`vodhook_log_lines_dropped_total`).
+pub fn log_lines_dropped(count: u64) {
+    LOG_LINES_DROPPED.inc_by(count);
 }
 
 /// Event types outside the catalog are counted under one label, so that a
@@ -151,6 +160,11 @@ impl Default for Metrics {
             "vodhook_deliveries_oldest_waiting_seconds",
             "Age of the oldest delivery not yet done",
             outbox_oldest.clone(),
+        );
+        registry.register(
+            "vodhook_log_lines_dropped",
+            "Log lines not written because stdout did not keep up or could not be written",
+            LOG_LINES_DROPPED.clone(),
         );
         registry.register(
             "vodhook_build",
@@ -292,6 +306,7 @@ mod tests {
         );
         assert!(text.contains("vodhook_store_batch_size_count 1"), "{text}");
         assert!(text.contains(r#"vodhook_build_info{version=""#), "{text}");
+        assert!(text.contains("vodhook_log_lines_dropped_total "), "{text}");
         assert!(
             text.contains("# TYPE vodhook_http_request_duration_seconds histogram"),
             "{text}"
