@@ -12,6 +12,7 @@ mod errors;
 mod fake_vod;
 mod hardening;
 mod helpers;
+mod hostile_net;
 mod pull;
 mod query;
 mod quirks;
