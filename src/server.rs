@@ -161,9 +161,18 @@ impl Throttle {
         }
     }
 
-    /// Lines held back since the last one logged; resets the count.
-    fn take_suppressed(&mut self) -> u64 {
-        std::mem::take(&mut self.suppressed)
+    /// `Some(lines held back)` when some were and a line may be logged at
+    /// `now` (which then counts as logged), else `None`; nothing is counted.
+    fn flush(&mut self, now: Instant) -> Option<u64> {
+        let due = self
+            .last
+            .is_none_or(|last| now.saturating_duration_since(last) >= self.every);
+        if self.suppressed > 0 && due {
+            self.last = Some(now);
+            Some(std::mem::take(&mut self.suppressed))
+        } else {
+            None
+        }
     }
 }
 
@@ -173,7 +182,6 @@ impl Throttle {
 struct AcceptErrors {
     pause: Duration,
     log: Throttle,
-    failing: bool,
 }
 
 impl AcceptErrors {
@@ -181,27 +189,22 @@ impl AcceptErrors {
         AcceptErrors {
             pause: Duration::ZERO,
             log: Throttle::new(Duration::from_secs(1)),
-            failing: false,
         }
     }
 
     /// Records a failure at `now`; returns how long to pause, and whether
     /// to log it with the count of failures not logged since the last line.
     fn failed(&mut self, now: Instant) -> (Duration, Option<u64>) {
-        self.failing = true;
         self.pause = (self.pause * 2).clamp(FIRST_ACCEPT_BACKOFF, MAX_ACCEPT_BACKOFF);
         (self.pause, self.log.allow(now))
     }
 
-    /// Records a success; returns the failures not logged when this ends a
-    /// run of failures.
-    fn succeeded(&mut self) -> Option<u64> {
+    /// Records a success at `now`; returns the failures not logged yet
+    /// when there are some and a line is due (at most one a second, like
+    /// the failures' own lines).
+    fn succeeded(&mut self, now: Instant) -> Option<u64> {
         self.pause = Duration::ZERO;
-        if std::mem::take(&mut self.failing) {
-            Some(self.log.take_suppressed())
-        } else {
-            None
-        }
+        self.log.flush(now)
     }
 }
 
@@ -276,8 +279,11 @@ pub async fn serve(
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => {
-                    if let Some(suppressed) = errors.succeeded() {
-                        tracing::info!(not_logged = suppressed, "accepting connections again");
+                    if let Some(suppressed) = errors.succeeded(Instant::now()) {
+                        tracing::info!(
+                            not_logged = suppressed,
+                            "accepting connections again after failures not logged"
+                        );
                     }
                     accepted
                 }
@@ -470,12 +476,29 @@ mod tests {
         assert_eq!(pauses[1], FIRST_ACCEPT_BACKOFF * 2);
         assert!(pauses.windows(2).all(|pair| pair[0] <= pair[1]));
         assert_eq!(pauses.last(), Some(&MAX_ACCEPT_BACKOFF));
-        // Recovery reports what was held back, and starts over.
-        assert_eq!(errors.succeeded(), Some(19));
-        assert_eq!(errors.succeeded(), None);
+        // Recovery reports what was held back once a line is due, and
+        // starts the pause over.
+        let last_line = start + Duration::from_secs(2);
         assert_eq!(
-            errors.failed(start + Duration::from_secs(10)).0,
-            FIRST_ACCEPT_BACKOFF
+            errors.succeeded(last_line + Duration::from_millis(999)),
+            None
         );
+        assert_eq!(
+            errors.succeeded(last_line + Duration::from_secs(1)),
+            Some(19)
+        );
+        assert_eq!(errors.succeeded(last_line + Duration::from_secs(5)), None);
+        assert_eq!(
+            errors.failed(start + Duration::from_secs(10)),
+            (FIRST_ACCEPT_BACKOFF, Some(0))
+        );
+        // Failures alternating with successes: still one line a second.
+        let mut lines = 0;
+        for n in 0..200u32 {
+            let now = start + Duration::from_secs(20) + Duration::from_millis(10) * n;
+            lines += usize::from(errors.failed(now).1.is_some());
+            lines += usize::from(errors.succeeded(now).is_some());
+        }
+        assert_eq!(lines, 2, "two seconds of alternating failures");
     }
 }
