@@ -311,21 +311,51 @@ struct BodyLimits {
     min_rate: u64,
 }
 
+/// Why a body is late.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Late {
+    /// Not complete within the read time.
+    Timeout,
+    /// Arriving slower than the minimum rate.
+    TooSlow,
+}
+
 impl BodyLimits {
-    /// When a body that has brought `received` bytes since `started` is too
-    /// slow unless more arrives: the read time, or the moment the minimum
-    /// rate asks for more than `received`.
-    fn deadline(&self, started: Instant, received: usize) -> (Instant, &'static str) {
+    /// When a body that has brought `received` bytes since `started` is
+    /// late unless more arrives, and why: the read time, or the moment the
+    /// minimum rate asks for more than `received`, whichever comes first.
+    fn deadline(&self, started: Instant, received: usize) -> (Instant, Late) {
         let timeout = started + self.timeout;
         if self.min_rate == 0 {
-            return (timeout, "timeout");
+            return (timeout, Late::Timeout);
         }
         let allowed = BODY_GRACE.saturating_add(Duration::from_secs_f64(
             received as f64 / self.min_rate as f64,
         ));
         match started.checked_add(allowed) {
-            Some(slow) if slow < timeout => (slow, "slow_body"),
-            _ => (timeout, "timeout"),
+            Some(slow) if slow < timeout => (slow, Late::TooSlow),
+            _ => (timeout, Late::Timeout),
+        }
+    }
+
+    /// The answer to a body that is late for `why`.
+    fn late(&self, why: Late) -> ApiError {
+        match why {
+            Late::TooSlow => ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                40801,
+                "slow_body",
+                format!(
+                    "body arriving slower than {} bytes per second",
+                    self.min_rate
+                ),
+            ),
+            Late::Timeout => ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                40800,
+                "timeout",
+                format!("body not received within {} s", self.timeout.as_secs()),
+            ),
         }
     }
 }
@@ -367,25 +397,7 @@ async fn read_body(headers: &HeaderMap, body: Body, limits: BodyLimits) -> Resul
                     format!("cannot read the body: {error}"),
                 ))
             }
-            Err(_) if why == "slow_body" => {
-                return Err(ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    40801,
-                    "slow_body",
-                    format!(
-                        "body arriving slower than {} bytes per second",
-                        limits.min_rate
-                    ),
-                ))
-            }
-            Err(_) => {
-                return Err(ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    40800,
-                    "timeout",
-                    format!("body not received within {} s", limits.timeout.as_secs()),
-                ))
-            }
+            Err(_) => return Err(limits.late(why)),
         };
         if let Ok(data) = frame.into_data() {
             if buffer.len() + data.len() > limit {
@@ -432,4 +444,42 @@ async fn not_found() -> ApiError {
 /// Is `ip` allowed by `networks` (everyone when empty)?
 pub fn allowed(networks: &[Cidr], ip: Option<IpAddr>) -> bool {
     networks.is_empty() || ip.is_some_and(|ip| networks.iter().any(|net| net.contains(ip)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_is_late_at_its_rate_or_its_timeout() {
+        let limits = BodyLimits {
+            max_bytes: 1 << 20,
+            timeout: Duration::from_secs(10),
+            min_rate: 1000,
+        };
+        let start = Instant::now();
+        let after = |deadline: (Instant, Late)| (deadline.0 - start, deadline.1);
+        assert_eq!(
+            after(limits.deadline(start, 0)),
+            (BODY_GRACE, Late::TooSlow)
+        );
+        assert_eq!(
+            after(limits.deadline(start, 3000)),
+            (BODY_GRACE + Duration::from_secs(3), Late::TooSlow)
+        );
+        assert_eq!(
+            after(limits.deadline(start, 100_000)),
+            (Duration::from_secs(10), Late::Timeout)
+        );
+        let unlimited = BodyLimits {
+            min_rate: 0,
+            ..limits
+        };
+        assert_eq!(
+            after(unlimited.deadline(start, 0)),
+            (Duration::from_secs(10), Late::Timeout)
+        );
+        assert_eq!(limits.late(Late::TooSlow).code, 40801);
+        assert_eq!(limits.late(Late::Timeout).code, 40800);
+    }
 }
