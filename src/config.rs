@@ -57,6 +57,14 @@ pub struct ServerConfig {
     /// Take the client address from `X-Forwarded-For` (behind a reverse
     /// proxy only; `server.trust_forwarded_for`, default false).
     pub trust_forwarded_for: bool,
+    /// Connections served at once; further ones wait in the listen backlog
+    /// until one ends (`server.max_connections`, default 1024). Lowered at
+    /// startup to keep file descriptors in reserve.
+    pub max_connections: usize,
+    /// Average bytes per second a body must arrive at after a 2 s grace
+    /// period, else 408; 0 turns the check off (`server.min_body_rate`,
+    /// default 1024).
+    pub min_body_rate: u64,
 }
 
 impl Default for ServerConfig {
@@ -69,6 +77,8 @@ impl Default for ServerConfig {
             max_concurrency: 256,
             max_header_bytes: 16 * 1024,
             trust_forwarded_for: false,
+            max_connections: 1024,
+            min_body_rate: 1024,
         }
     }
 }
@@ -538,6 +548,9 @@ pub enum ConfigError {
 /// larger limit only helps someone who wants to exhaust memory.
 pub const MAX_BODY_LIMIT: usize = 64 * 1024 * 1024;
 
+/// The largest `server.max_connections`.
+pub const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
+
 impl Config {
     /// Reads `path` (or starts from the defaults when `None`), applies the
     /// overrides and validates the result.
@@ -651,6 +664,12 @@ impl Config {
                 "server.request_timeout_secs and server.max_concurrency must be at least 1"
                     .to_owned(),
             ));
+        }
+        if !(1..=MAX_CONNECTIONS_LIMIT).contains(&self.server.max_connections) {
+            return Err(ConfigError::Invalid(format!(
+                "server.max_connections must be between 1 and {MAX_CONNECTIONS_LIMIT}, got {}",
+                self.server.max_connections
+            )));
         }
         if !(8192..=1024 * 1024).contains(&self.server.max_header_bytes) {
             return Err(ConfigError::Invalid(format!(
@@ -867,6 +886,7 @@ mod tests {
             ("[server]\npath = \"callback\"\n", "server.path"),
             ("[server]\npath = \"/a b\"\n", "server.path"),
             ("[server]\nmax_body_bytes = 0\n", "server.max_body_bytes"),
+            ("[server]\nmax_connections = 0\n", "server.max_connections"),
         ] {
             let error = Config::parse(text)
                 .unwrap()

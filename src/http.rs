@@ -6,10 +6,17 @@
 //! `{"code": N, "message": "…"}`, mapped to its status in one place and
 //! counted in `vodhook_requests_rejected_total` by its reason.
 //!
-//! The callback handler checks, in order: client address (403), concurrency
-//! cap (503, at once), body size (413) and read time (408), then hands the
-//! body to `ingest`, which answers 400 (not an object), 401 (signature) or
-//! 503 (not stored), or 200 once the event is committed.
+//! The callback handler checks, in order: client address (403), body size
+//! (413), read time and minimum rate (408), concurrency cap (503, at once),
+//! then hands the body to `ingest`, which answers 400 (not an object), 401
+//! (signature) or 503 (not stored), or 200 once the event is committed.
+//!
+//! The concurrency slot is taken only once the whole body is in: it bounds
+//! the work in `ingest` and the store, so clients still sending (slowly, or
+//! on purpose: slowloris) cannot take slots from complete callbacks. Bodies
+//! being read are bounded by the connection cap (`server`), the body size,
+//! the read time and the minimum rate ([`BODY_GRACE`], then
+//! `server.min_body_rate` bytes per second on average).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -22,7 +29,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt as _;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
@@ -33,6 +41,10 @@ use crate::metrics::Metrics;
 use crate::server::client_address;
 use crate::sign::{constant_time_eq, SignError};
 
+/// How long a body may take before `server.min_body_rate` applies: a
+/// callback's few KiB arrive well within it, whatever the network.
+pub const BODY_GRACE: Duration = Duration::from_secs(2);
+
 /// What the handlers share.
 #[derive(Debug, Clone)]
 pub struct App {
@@ -42,6 +54,9 @@ pub struct App {
     pub max_body_bytes: usize,
     /// Time allowed to read a body.
     pub body_timeout: Duration,
+    /// Average bytes per second a body must arrive at once [`BODY_GRACE`]
+    /// has passed; 0 turns the check off.
+    pub min_body_rate: u64,
     /// The secret last path segment, when configured.
     pub path_token: Option<Arc<str>>,
     /// Networks allowed to post callbacks; empty allows everyone.
@@ -59,6 +74,7 @@ impl App {
             ingest,
             max_body_bytes: config.server.max_body_bytes,
             body_timeout: Duration::from_secs(config.server.request_timeout_secs),
+            min_body_rate: config.server.min_body_rate,
             path_token: config.auth.path_token.as_deref().map(Arc::from),
             allow: config.allowed_networks().into(),
             trust_forwarded_for: config.server.trust_forwarded_for,
@@ -238,6 +254,18 @@ async fn receive(
             "client address not allowed",
         ));
     }
+    let raw = read_body(
+        &parts.headers,
+        body,
+        BodyLimits {
+            max_bytes: app.max_body_bytes,
+            timeout: app.body_timeout,
+            min_rate: app.min_body_rate,
+        },
+    )
+    .await?;
+    // The slot bounds work in ingest and the store, not clients still
+    // sending: it is taken only once the body is complete.
     let Ok(_permit) = app.in_flight.clone().try_acquire_owned() else {
         tracing::warn!("too many callbacks in flight; answered 503");
         return Err(ApiError::new(
@@ -246,22 +274,6 @@ async fn receive(
             "overload",
             "too many callbacks in flight, send it again",
         ));
-    };
-    let raw = match tokio::time::timeout(
-        app.body_timeout,
-        read_body(&parts.headers, body, app.max_body_bytes),
-    )
-    .await
-    {
-        Ok(raw) => raw?,
-        Err(_) => {
-            return Err(ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                40800,
-                "timeout",
-                format!("body not received within {} s", app.body_timeout.as_secs()),
-            ))
-        }
     };
     let remote = match (client, peer) {
         (Some(ip), Some(peer)) => Some(SocketAddr::new(
@@ -288,8 +300,71 @@ async fn receive(
     Ok(Json(json!({ "code": 0 })))
 }
 
-/// Reads the whole body, refusing it with 413 as soon as it exceeds `limit`.
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+/// How much of a body is read, and how fast it must come.
+#[derive(Debug, Clone, Copy)]
+struct BodyLimits {
+    /// Largest body (413 above it).
+    max_bytes: usize,
+    /// Time for the whole body (408 after it).
+    timeout: Duration,
+    /// Bytes per second on average after [`BODY_GRACE`] (408 below it); 0: off.
+    min_rate: u64,
+}
+
+/// Why a body is late.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Late {
+    /// Not complete within the read time.
+    Timeout,
+    /// Arriving slower than the minimum rate.
+    TooSlow,
+}
+
+impl BodyLimits {
+    /// When a body that has brought `received` bytes since `started` is
+    /// late unless more arrives, and why: the read time, or the moment the
+    /// minimum rate asks for more than `received`, whichever comes first.
+    fn deadline(&self, started: Instant, received: usize) -> (Instant, Late) {
+        let timeout = started + self.timeout;
+        if self.min_rate == 0 {
+            return (timeout, Late::Timeout);
+        }
+        let allowed = BODY_GRACE.saturating_add(Duration::from_secs_f64(
+            received as f64 / self.min_rate as f64,
+        ));
+        match started.checked_add(allowed) {
+            Some(slow) if slow < timeout => (slow, Late::TooSlow),
+            _ => (timeout, Late::Timeout),
+        }
+    }
+
+    /// The answer to a body that is late for `why`.
+    fn late(&self, why: Late) -> ApiError {
+        match why {
+            Late::TooSlow => ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                40801,
+                "slow_body",
+                format!(
+                    "body arriving slower than {} bytes per second",
+                    self.min_rate
+                ),
+            ),
+            Late::Timeout => ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                40800,
+                "timeout",
+                format!("body not received within {} s", self.timeout.as_secs()),
+            ),
+        }
+    }
+}
+
+/// Reads the whole body, refusing it with 413 as soon as it exceeds
+/// `limits.max_bytes`, and with 408 once it is late: not complete within
+/// `limits.timeout`, or arriving slower than `limits.min_rate`.
+async fn read_body(headers: &HeaderMap, body: Body, limits: BodyLimits) -> Result<Bytes, ApiError> {
+    let limit = limits.max_bytes;
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -305,21 +380,30 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
     if declared.is_some_and(|length| length > limit as u64) {
         return Err(too_large());
     }
-    match axum::body::to_bytes(body, limit).await {
-        Ok(bytes) => Ok(bytes),
-        Err(error) => {
-            let over_limit = std::error::Error::source(&error)
-                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-            if over_limit {
-                Err(too_large())
-            } else {
-                Err(ApiError::new(
+    let started = Instant::now();
+    let capacity = declared.map_or(0, |length| length as usize).min(64 * 1024);
+    let mut buffer = BytesMut::with_capacity(capacity);
+    let mut body = body;
+    loop {
+        let (deadline, why) = limits.deadline(started, buffer.len());
+        let frame = match tokio::time::timeout_at(deadline.into(), body.frame()).await {
+            Ok(Some(Ok(frame))) => frame,
+            Ok(None) => return Ok(buffer.freeze()),
+            Ok(Some(Err(error))) => {
+                return Err(ApiError::new(
                     StatusCode::BAD_REQUEST,
                     40000,
                     "unreadable_body",
                     format!("cannot read the body: {error}"),
                 ))
             }
+            Err(_) => return Err(limits.late(why)),
+        };
+        if let Ok(data) = frame.into_data() {
+            if buffer.len() + data.len() > limit {
+                return Err(too_large());
+            }
+            buffer.extend_from_slice(&data);
         }
     }
 }
@@ -360,4 +444,42 @@ async fn not_found() -> ApiError {
 /// Is `ip` allowed by `networks` (everyone when empty)?
 pub fn allowed(networks: &[Cidr], ip: Option<IpAddr>) -> bool {
     networks.is_empty() || ip.is_some_and(|ip| networks.iter().any(|net| net.contains(ip)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_is_late_at_its_rate_or_its_timeout() {
+        let limits = BodyLimits {
+            max_bytes: 1 << 20,
+            timeout: Duration::from_secs(10),
+            min_rate: 1000,
+        };
+        let start = Instant::now();
+        let after = |deadline: (Instant, Late)| (deadline.0 - start, deadline.1);
+        assert_eq!(
+            after(limits.deadline(start, 0)),
+            (BODY_GRACE, Late::TooSlow)
+        );
+        assert_eq!(
+            after(limits.deadline(start, 3000)),
+            (BODY_GRACE + Duration::from_secs(3), Late::TooSlow)
+        );
+        assert_eq!(
+            after(limits.deadline(start, 100_000)),
+            (Duration::from_secs(10), Late::Timeout)
+        );
+        let unlimited = BodyLimits {
+            min_rate: 0,
+            ..limits
+        };
+        assert_eq!(
+            after(unlimited.deadline(start, 0)),
+            (Duration::from_secs(10), Late::Timeout)
+        );
+        assert_eq!(limits.late(Late::TooSlow).code, 40801);
+        assert_eq!(limits.late(Late::Timeout).code, 40800);
+    }
 }

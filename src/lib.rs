@@ -100,10 +100,7 @@ pub async fn run(
             stop.clone(),
         ));
     }
-    let limits = server::Limits {
-        header_timeout: Duration::from_secs(config.server.request_timeout_secs),
-        max_header_bytes: config.server.max_header_bytes,
-    };
+    let limits = server::Limits::for_main(&config.server);
     let metrics = ingest.metrics().clone();
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(main) = listeners.main {
@@ -137,7 +134,7 @@ pub async fn run(
         tasks.spawn(server::serve(
             admin,
             http::admin_router(metrics),
-            limits,
+            limits.for_admin(),
             None,
             stop.clone(),
         ));

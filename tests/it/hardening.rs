@@ -287,28 +287,37 @@ async fn a_slow_client_is_cut_off_while_others_are_served() {
 async fn callbacks_over_the_concurrency_cap_get_503_at_once() {
     let mut config = Config::default();
     config.server.max_concurrency = 1;
+    // A callback waits for the store's lock, holding the only slot.
+    config.store.busy_timeout_ms = 60_000;
     let mut app = TestApp::spawn_with(config).await;
-    let body = br#"{"EventType":"FileDeleted","FileDeleteEvent":{"FileIdSet":["cap"]}}"#;
+    let body = |id: String| {
+        format!(r#"{{"EventType":"FileDeleted","FileDeleteEvent":{{"FileIdSet":["{id}"]}}}}"#)
+    };
+    let post = |id: String| {
+        let request = app.client.post(&app.url).body(body(id));
+        tokio::spawn(async move { request.send().await.unwrap() })
+    };
 
-    // One callback in flight: its handler holds the only permit while it
-    // waits for the body ("100 Continue" says the handler is reading it).
-    let mut held = TcpStream::connect(app.addr).await.unwrap();
-    let head = format!(
-        "POST / HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\nexpect: 100-continue\r\n\r\n",
-        body.len()
-    );
-    held.write_all(head.as_bytes()).await.unwrap();
-    let mut interim = [0u8; 25];
-    tokio::time::timeout(PATIENCE, held.read_exact(&mut interim))
-        .await
-        .unwrap()
-        .unwrap();
-
-    let started = std::time::Instant::now();
-    let (status, code, _) = error_of(app.post(body.to_vec()).await).await;
+    // Another process holds the write lock: callbacks that got a slot wait
+    // in the store. The first answer while it is held is a refusal.
+    let blocker = rusqlite::Connection::open(&app.db).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let mut waiting = vec![post("held".to_owned())];
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let (refused, elapsed) = loop {
+        assert!(std::time::Instant::now() < deadline, "no callback refused");
+        let started = std::time::Instant::now();
+        let mut probe = post(format!("probe{}", waiting.len()));
+        match tokio::time::timeout(Duration::from_millis(300), &mut probe).await {
+            Ok(answer) => break (answer.unwrap(), started.elapsed()),
+            // It took the slot (or is slow to be refused): it waits too.
+            Err(_) => waiting.push(probe),
+        }
+    };
+    let (status, code, _) = error_of(refused).await;
     assert_eq!((status, code), (503, 50301));
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        elapsed < Duration::from_secs(2),
         "answered at once, not queued"
     );
     assert!(app
@@ -320,9 +329,14 @@ async fn callbacks_over_the_concurrency_cap_get_503_at_once() {
         .status()
         .is_success());
 
-    held.write_all(body).await.unwrap();
-    app.next_event().await;
-    app.post_event(body.to_vec()).await;
+    blocker.execute_batch("ROLLBACK").unwrap();
+    drop(blocker);
+    for held in waiting {
+        let response = tokio::time::timeout(PATIENCE, held).await.unwrap().unwrap();
+        assert_eq!(response.status(), 200);
+        app.next_event().await;
+    }
+    app.post_event(body("after".to_owned())).await;
     app.stop().await.unwrap();
 }
 

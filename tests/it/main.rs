@@ -12,6 +12,7 @@ mod errors;
 mod fake_vod;
 mod hardening;
 mod helpers;
+mod hostile_net;
 mod output;
 mod pull;
 mod query;

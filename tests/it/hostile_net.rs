@@ -1,0 +1,345 @@
+//! Receiving under hostile network conditions: slow bodies (slowloris),
+//! more connections than the cap, forged `X-Forwarded-For` entries.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use vodhook::sign::{sign, SignKey};
+
+use vodhook::config::Config;
+
+use crate::helpers::{Daemon, TestApp, PATIENCE};
+
+const KEY: &str = "MySignKey123";
+
+/// A signed callback body, distinct per `n`.
+fn signed_event(n: usize) -> Vec<u8> {
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let key = SignKey::new(KEY).unwrap();
+    let body = json!({
+        "EventType": "FileDeleted",
+        "FileDeleteEvent": {"FileIdSet": [format!("legit{n}")]},
+        "Sign": sign(&key, &t.to_string()),
+        "T": t,
+    });
+    serde_json::to_vec(&body).unwrap()
+}
+
+/// Starts the built binary with `config` (TOML) plus the sign key; returns
+/// it with its callback URL and address.
+async fn daemon_with(dir: &tempfile::TempDir, config: &str) -> (Daemon, String, SocketAddr) {
+    let path = dir.path().join("vodhook.toml");
+    std::fs::write(&path, format!("[auth]\nsign_key = \"{KEY}\"\n{config}")).unwrap();
+    let path = path.to_str().unwrap().to_owned();
+    let (mut daemon, first) =
+        Daemon::start(dir, &["--config", &path, "--log-format", "json"]).await;
+    daemon.drain();
+    let startup: Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(startup["message"], "listening", "{first}");
+    let url = startup["url"].as_str().unwrap().to_owned();
+    let addr: SocketAddr = startup["address"].as_str().unwrap().parse().unwrap();
+    (daemon, url, addr)
+}
+
+/// One slowloris connection after another: a head announcing a large
+/// body, then a byte every 200 ms; a new connection when cut off.
+async fn slow_body_attacker(addr: SocketAddr, stop: Arc<AtomicBool>, started: Arc<AtomicUsize>) {
+    let mut counted = false;
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(mut stream) = TcpStream::connect(addr).await else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let head = b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 100000\r\n\r\n{";
+        if stream.write_all(head).await.is_err() {
+            continue;
+        }
+        if !counted {
+            counted = true;
+            started.fetch_add(1, Ordering::Relaxed);
+        }
+        while !stop.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if stream.write_all(b" ").await.is_err() {
+                break;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_bodies_do_not_starve_signed_callbacks() {
+    const ATTACKERS: usize = 300;
+    const CALLBACKS: usize = 100;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut daemon, url, addr) = daemon_with(&dir, "").await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Arc::new(AtomicUsize::new(0));
+    let mut attackers = tokio::task::JoinSet::new();
+    for _ in 0..ATTACKERS {
+        attackers.spawn(slow_body_attacker(addr, stop.clone(), started.clone()));
+    }
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while started.load(Ordering::Relaxed) < ATTACKERS {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the attack did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The legitimate callbacks arrive over a few seconds, a few at a time.
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let mut callbacks = tokio::task::JoinSet::new();
+    for n in 0..CALLBACKS {
+        let client = client.clone();
+        let url = url.clone();
+        callbacks.spawn(async move {
+            match client.post(&url).body(signed_event(n)).send().await {
+                Ok(response) => response.status().as_u16(),
+                Err(_) => 0,
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let mut statuses = Vec::new();
+    while let Some(status) = callbacks.join_next().await {
+        statuses.push(status.unwrap());
+    }
+    stop.store(true, Ordering::Relaxed);
+    attackers.abort_all();
+
+    let ok = statuses.iter().filter(|&&status| status == 200).count();
+    eprintln!("slowloris: {ok} of {CALLBACKS} signed callbacks answered 200");
+    let mut others = statuses.clone();
+    others.retain(|&status| status != 200);
+    assert!(
+        ok * 100 >= CALLBACKS * 95,
+        "only {ok} of {CALLBACKS} callbacks answered 200 under the attack; others: {others:?}"
+    );
+    daemon.signal("TERM");
+    assert_eq!(daemon.exit_code().await, 0);
+}
+
+/// A body being read holds no concurrency slot: the slot bounds the work
+/// in ingest and the store, not clients that are still sending.
+#[tokio::test]
+async fn a_body_being_read_holds_no_slot() {
+    let mut config = Config::default();
+    config.server.max_concurrency = 1;
+    let mut app = TestApp::spawn_with(config).await;
+    let body = br#"{"EventType":"FileDeleted","FileDeleteEvent":{"FileIdSet":["slow"]}}"#;
+
+    // "100 Continue" says the handler is reading this body.
+    let mut sending = TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "POST / HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\nexpect: 100-continue\r\n\r\n",
+        body.len()
+    );
+    sending.write_all(head.as_bytes()).await.unwrap();
+    let mut interim = [0u8; 25];
+    tokio::time::timeout(PATIENCE, sending.read_exact(&mut interim))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(interim.starts_with(b"HTTP/1.1 100"));
+
+    app.post_event(r#"{"EventType":"FileDeleted","FileDeleteEvent":{"FileIdSet":["fast"]}}"#)
+        .await;
+
+    sending.write_all(body).await.unwrap();
+    app.next_event().await;
+    let mut answer = [0u8; 12];
+    tokio::time::timeout(PATIENCE, sending.read_exact(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    app.stop().await.unwrap();
+}
+
+/// A body trickling in below `server.min_body_rate` is cut off with 408
+/// long before `server.request_timeout_secs`; a prompt one is not.
+#[tokio::test]
+async fn a_trickled_body_is_cut_off_for_its_rate() {
+    let mut config = Config::default();
+    config.server.request_timeout_secs = 600;
+    config.server.min_body_rate = 1024;
+    let mut app = TestApp::spawn_with(config).await;
+
+    let mut slow = TcpStream::connect(app.addr).await.unwrap();
+    slow.write_all(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 100000\r\n\r\n{")
+        .await
+        .unwrap();
+    let (mut reading, mut writing) = slow.into_split();
+    // Five bytes a second, read concurrently so the answer is not lost.
+    let trickle = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if writing.write_all(b" ").await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, reading.read_to_end(&mut answer)).await;
+    trickle.abort();
+    assert!(read.is_ok(), "the trickled body was not cut off");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("40801"), "{answer}");
+    assert!(
+        answer.contains("slower than 1024 bytes per second"),
+        "{answer}"
+    );
+
+    app.post_event(r#"{"EventType":"FileDeleted","FileDeleteEvent":{"FileIdSet":["ok"]}}"#)
+        .await;
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains(r#"reason="slow_body""#),
+        "refusal counted: {metrics}"
+    );
+    app.stop().await.unwrap();
+}
+
+/// Opens a keep-alive connection and completes one request on it, so that
+/// the server has accepted it.
+async fn accepted_connection(addr: SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains(r#"{"status":"ok"}"#) {
+        let mut chunk = [0u8; 512];
+        let n = tokio::time::timeout(PATIENCE, stream.read(&mut chunk))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&chunk[..n]);
+    }
+    stream
+}
+
+/// With `server.max_connections` connections open, a new one is not
+/// served until one of them ends; then it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_cap_wait_until_one_ends() {
+    let mut config = Config::default();
+    config.server.max_connections = 4;
+    config.server.request_timeout_secs = 60;
+    let mut app = TestApp::spawn_with(config).await;
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        open.push(accepted_connection(app.addr).await);
+    }
+
+    let request = app
+        .client
+        .post(&app.url)
+        .body(r#"{"EventType":"FileDeleted","FileDeleteEvent":{"FileIdSet":["waits"]}}"#);
+    let mut waiting = tokio::spawn(async move { request.send().await.unwrap() });
+    let early = tokio::time::timeout(Duration::from_millis(500), &mut waiting).await;
+    assert!(
+        early.is_err(),
+        "served beyond the connection cap: {:?}",
+        early.map(|answer| answer.map(|response| response.status()))
+    );
+
+    drop(open.pop());
+    let response = tokio::time::timeout(PATIENCE, waiting)
+        .await
+        .expect("not served once a connection ended")
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    app.next_event().await;
+    app.stop().await.unwrap();
+}
+
+/// Connections that never send a request are closed after
+/// `server.request_timeout_secs`, so they cannot hold the cap for ever.
+#[tokio::test]
+async fn idle_connections_do_not_hold_the_cap() {
+    let mut config = Config::default();
+    config.server.max_connections = 3;
+    config.server.request_timeout_secs = 1;
+    let mut app = TestApp::spawn_with(config).await;
+    let mut idle = Vec::new();
+    for _ in 0..6 {
+        idle.push(TcpStream::connect(app.addr).await.unwrap());
+    }
+    let response = tokio::time::timeout(
+        PATIENCE,
+        app.client
+            .post(&app.url)
+            .body(r#"{"EventType":"FileDeleted","FileDeleteEvent":{"FileIdSet":["late"]}}"#)
+            .send(),
+    )
+    .await
+    .expect("idle connections held the cap")
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    app.next_event().await;
+    for mut stream in idle {
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut rest)).await;
+        assert!(closed.is_ok(), "an idle connection stayed open");
+        assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    }
+    app.stop().await.unwrap();
+}
+
+/// Behind a trusted proxy only its own (last) `X-Forwarded-For` entry
+/// counts, with or without a port, bracketed IPv6 included; a last entry
+/// that is no address is no allowed address, whatever comes before it.
+#[tokio::test]
+async fn only_the_last_forwarded_entry_is_trusted() {
+    let body = r#"{"EventType":"FileDeleted","FileDeleteEvent":{"FileIdSet":["xff"]}}"#;
+    let mut config = Config::default();
+    config.server.trust_forwarded_for = true;
+    config.auth.allow_ips = vec!["203.0.113.0/24".to_owned(), "2001:db8::/32".to_owned()];
+    let app = TestApp::spawn_with(config).await;
+    let status = |forwarded: &'static str| {
+        let request = app
+            .client
+            .post(&app.url)
+            .header("X-Forwarded-For", forwarded)
+            .body(body);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    for allowed in [
+        "198.51.100.1, 203.0.113.5",
+        "198.51.100.1, 203.0.113.5:4444",
+        "198.51.100.1, [2001:db8::1]",
+        "198.51.100.1, [2001:db8::1]:443",
+        "2001:db8::7",
+    ] {
+        assert_eq!(status(allowed).await, 200, "{allowed}");
+    }
+    for spoofed in [
+        "203.0.113.5, 8.8.8.8:4444",
+        "203.0.113.5, unknown",
+        "203.0.113.5, [2001:db8::1",
+        "203.0.113.5,",
+        "203.0.113.5, ",
+        "[2001:db8::1], garbage",
+    ] {
+        assert_eq!(status(spoofed).await, 403, "{spoofed}");
+    }
+    app.stop().await.unwrap();
+}
