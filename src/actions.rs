@@ -25,10 +25,28 @@
 //! holding one would stall it.
 //!
 //! Pending deliveries are read by id from a cursor (`Reader::outbox`):
-//! below it, every pending delivery is running or has been seen. One whose
-//! outcome could not be written sends the cursor back to the start.
+//! below it, every pending delivery is running or has been seen. One that
+//! could not be loaded sends the cursor back to the start.
+//!
+//! An outcome that cannot be written (disk full, database locked) is kept
+//! in memory (`Kept`) and written later, with backoff, before any later
+//! outcome of its delivery. Meanwhile the dispatcher goes by the kept
+//! outcome, not by the store: a delivery whose attempt succeeded (or that
+//! is dead) does not run again, and a failed one is retried at its time,
+//! its attempt number counting the attempts not yet written. Kept outcomes
+//! are lost only if the process ends before the store recovers; their
+//! deliveries then run again after the restart (at least once).
+//!
+//! What a program gets: its own `env` of the configuration, `PATH`, `LANG`
+//! and `TZ` of the daemon, and the `VODHOOK_*` variables of the event,
+//! nothing else (the daemon's secrets stay in the daemon). Event values are
+//! escaped in the variables ([`env_value`]); stdin has the exact bytes.
+//! Forwards follow no redirect, and every error recorded or logged passes
+//! through [`redact`] (credentials in URLs).
 
-use std::collections::HashSet;
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -43,8 +61,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ActionConfig;
 use crate::events::Event;
 use crate::metrics::Metrics;
+use crate::redact::redact;
 use crate::state::Derived;
-use crate::store::{self, AttemptRecord, AttemptRow, DueDelivery, Reader, Store};
+use crate::store::{self, AttemptRecord, AttemptRow, DueDelivery, Reader, Store, StoreError};
 
 /// Output kept per stream and attempt.
 pub const OUTPUT_LIMIT: usize = 16 * 1024;
@@ -164,9 +183,84 @@ pub struct Dispatcher {
     wake: Arc<Notify>,
     hold: Hold,
     /// Set when an attempt ended with its delivery still waiting in the
-    /// store (it could not be loaded, or its outcome written): the next
-    /// read of the outbox starts from the first id again.
+    /// store without an outcome (it could not be loaded, or the dispatcher
+    /// stopped): the next read of the outbox starts from the first id again.
     rescan: AtomicBool,
+    /// Outcomes the store could not write yet.
+    kept: Mutex<Kept>,
+    /// A pass writing kept outcomes is under way.
+    flushing: AtomicBool,
+}
+
+/// Attempt outcomes that could not be written, kept until they are.
+#[derive(Debug, Default)]
+struct Kept {
+    /// Per delivery, oldest first: they are written in this order, and
+    /// before any later outcome of the delivery.
+    outcomes: HashMap<i64, Vec<AttemptRecord>>,
+    /// When the next pass writing them may start (ms).
+    retry_at: i64,
+    /// Passes that failed in a row.
+    failures: u32,
+}
+
+/// What kept outcomes say about a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeptState {
+    /// Nothing kept: the store knows its state.
+    None,
+    /// Its last outcome is `ok` or `dead`: it never runs again.
+    Settled,
+    /// It failed and is retried at this time (ms).
+    RetryAt(i64),
+}
+
+impl Kept {
+    fn state(&self, id: i64) -> KeptState {
+        match self.outcomes.get(&id).and_then(|list| list.last()) {
+            None => KeptState::None,
+            Some(last) if last.status == "retrying" => KeptState::RetryAt(last.next_at),
+            Some(_) => KeptState::Settled,
+        }
+    }
+
+    /// May `id` start at `now`, as far as its kept outcomes go?
+    fn runnable(&self, id: i64, now: i64) -> bool {
+        match self.state(id) {
+            KeptState::None => true,
+            KeptState::Settled => false,
+            KeptState::RetryAt(at) => at <= now,
+        }
+    }
+
+    /// Attempts of `id` kept, not yet written.
+    fn attempts(&self, id: i64) -> i64 {
+        self.outcomes.get(&id).map_or(0, |list| list.len() as i64)
+    }
+
+    fn count(&self) -> usize {
+        self.outcomes.values().map(Vec::len).sum()
+    }
+
+    /// Deliveries whose retry, known only here, is due at `now`.
+    fn due_retries(&self, now: i64) -> impl Iterator<Item = i64> + '_ {
+        self.outcomes
+            .keys()
+            .copied()
+            .filter(move |id| matches!(self.state(*id), KeptState::RetryAt(at) if at <= now))
+    }
+
+    /// The next time something kept is due after `now`: a retry, or the
+    /// next pass writing them (unless one is `flushing`: its end wakes the
+    /// dispatcher).
+    fn next_after(&self, now: i64, flushing: bool) -> Option<i64> {
+        let retries = self.outcomes.keys().filter_map(|id| match self.state(*id) {
+            KeptState::RetryAt(at) if at > now => Some(at),
+            _ => None,
+        });
+        let pass = (!self.outcomes.is_empty() && !flushing).then_some(self.retry_at.max(now));
+        retries.chain(pass).min()
+    }
 }
 
 impl Dispatcher {
@@ -187,6 +281,8 @@ impl Dispatcher {
             wake,
             hold: Hold::new(arrivals, BURST_RATE, MAX_HOLD),
             rescan: AtomicBool::new(false),
+            kept: Mutex::default(),
+            flushing: AtomicBool::new(false),
         }
     }
 
@@ -255,6 +351,7 @@ impl Dispatcher {
             // or running: wait for one to end before reading the outbox
             // (new deliveries would only wake the loop for nothing).
             let mut spare = loop {
+                this.flush_when_due(&busy, &attempts);
                 if stats_at.elapsed() >= Duration::from_secs(1) {
                     let running = lock(&busy).iter().min().copied();
                     let from = running.map_or(cursor, |id| id.min(cursor));
@@ -288,9 +385,31 @@ impl Dispatcher {
                     (Vec::new(), Some(now + 1000))
                 }
             };
-            let fresh: Vec<i64> = {
+            let now = store::now_ms();
+            let (fresh, kept_next) = {
                 let busy = lock(&busy);
-                due.into_iter().filter(|id| !busy.contains(id)).collect()
+                let kept = lock(&this.kept);
+                let mut fresh = Vec::new();
+                // Until kept outcomes are written, no attempt adds to them.
+                if kept.outcomes.len() < MAX_KEPT {
+                    let mut seen = HashSet::new();
+                    // Retries the store does not know about yet come first.
+                    let mut retries: Vec<i64> = kept.due_retries(now).collect();
+                    retries.sort_unstable();
+                    for id in retries.into_iter().chain(due) {
+                        if kept.runnable(id, now) && !busy.contains(&id) && seen.insert(id) {
+                            fresh.push(id);
+                        }
+                    }
+                }
+                (
+                    fresh,
+                    kept.next_after(now, this.flushing.load(Ordering::Acquire)),
+                )
+            };
+            let next = match (next, kept_next) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
             };
             let found = !fresh.is_empty();
             for id in fresh {
@@ -304,7 +423,17 @@ impl Dispatcher {
                         },
                     },
                 };
-                lock(&busy).insert(id);
+                // Waiting for the permit let other tasks run: a pass
+                // writing kept outcomes may have taken this delivery, or
+                // settled it.
+                let taken = {
+                    let mut busy = lock(&busy);
+                    lock(&this.kept).runnable(id, store::now_ms()) && busy.insert(id)
+                };
+                if !taken {
+                    spare = Some(permit);
+                    continue;
+                }
                 let (this, busy, reader, spawner, stop) = (
                     Arc::clone(&this),
                     Arc::clone(&busy),
@@ -315,13 +444,17 @@ impl Dispatcher {
                 attempts.spawn(async move {
                     let loaded = lock(&reader).waiting_delivery(id);
                     let settled = match loaded {
-                        Ok(Some(delivery)) => this.attempt(delivery, &spawner, &stop).await,
+                        Ok(Some(mut delivery)) => {
+                            // Attempts whose outcome is kept count too.
+                            delivery.attempts += lock(&this.kept).attempts(id);
+                            this.attempt(delivery, &spawner, &stop).await
+                        }
                         Ok(None) => this.unloadable(&reader, id).await,
                         Err(error) => load_failed(id, &error),
                     };
                     if !settled {
-                        // The store could not be read or written: give it
-                        // a moment rather than run the action in a loop.
+                        // The store could not be read: give it a moment
+                        // rather than try again in a loop.
                         tokio::select! {
                             () = stop.cancelled() => {}
                             () = tokio::time::sleep(UNSETTLED_PAUSE) => {}
@@ -355,11 +488,127 @@ impl Dispatcher {
         }
         attempts.close();
         attempts.wait().await;
+        // A last chance for kept outcomes; after a restart their
+        // deliveries would run again.
+        if !lock(&this.kept).outcomes.is_empty() {
+            this.flush(&busy).await;
+            let lost = lock(&this.kept).count();
+            if lost > 0 {
+                tracing::error!(
+                    outcomes = lost,
+                    "stopping with attempt outcomes the store could not write; their deliveries run again after the restart"
+                );
+            }
+        }
     }
 
-    /// Runs one attempt and writes its outcome; false when the delivery
-    /// is still waiting in the store without having been written (see
-    /// `rescan`).
+    /// Starts a pass writing kept outcomes when one is due and none is
+    /// under way.
+    fn flush_when_due(
+        self: &Arc<Self>,
+        busy: &Arc<Mutex<HashSet<i64>>>,
+        tasks: &tokio_util::task::TaskTracker,
+    ) {
+        {
+            let kept = lock(&self.kept);
+            if kept.outcomes.is_empty() || kept.retry_at > store::now_ms() {
+                return;
+            }
+        }
+        if self.flushing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (this, busy) = (Arc::clone(self), Arc::clone(busy));
+        tasks.spawn(async move {
+            this.flush(&busy).await;
+            this.flushing.store(false, Ordering::Release);
+            this.wake.notify_one();
+        });
+    }
+
+    /// Writes kept outcomes, delivery by delivery, oldest first; stops at
+    /// the first failure and backs off. A delivery an attempt holds is
+    /// left to it: it writes its kept outcomes before its own.
+    async fn flush(&self, busy: &Mutex<HashSet<i64>>) {
+        let mut ids: Vec<i64> = lock(&self.kept).outcomes.keys().copied().collect();
+        ids.sort_unstable();
+        let mut written = 0;
+        for id in ids {
+            if !lock(busy).insert(id) {
+                continue;
+            }
+            let result = self.write_kept(id).await;
+            lock(busy).remove(&id);
+            match result {
+                Ok(count) => written += count,
+                Err(error) => {
+                    let retry_in = self.kept_failed();
+                    tracing::warn!(
+                        %error,
+                        delivery = id,
+                        kept = lock(&self.kept).count(),
+                        retry_in_ms = retry_in.as_millis() as u64,
+                        "cannot record kept attempt outcomes yet; will try again"
+                    );
+                    return;
+                }
+            }
+        }
+        {
+            let mut kept = lock(&self.kept);
+            kept.failures = 0;
+            // What is left belongs to running attempts, which write it;
+            // look again after a pause rather than in a loop.
+            if !kept.outcomes.is_empty() {
+                kept.retry_at = store::now_ms() + KEPT_RETRY_INITIAL.as_millis() as i64;
+            }
+        }
+        if written > 0 {
+            tracing::info!(
+                outcomes = written,
+                "recorded the attempt outcomes kept in memory"
+            );
+        }
+    }
+
+    /// Backs the next pass off after a failed write; returns the delay.
+    fn kept_failed(&self) -> Duration {
+        self.metrics.record_failed();
+        let mut kept = lock(&self.kept);
+        let base = KEPT_RETRY_INITIAL
+            .saturating_mul(1u32 << kept.failures.min(16))
+            .min(KEPT_RETRY_MAX);
+        kept.failures = kept.failures.saturating_add(1);
+        let delay = jitter(base, 0, i64::from(kept.failures));
+        kept.retry_at = store::now_ms() + delay.as_millis() as i64;
+        delay
+    }
+
+    /// Writes the kept outcomes of `id` in order; how many were written,
+    /// or the error that stopped it (the rest stays kept).
+    async fn write_kept(&self, id: i64) -> Result<usize, StoreError> {
+        let mut written = 0;
+        loop {
+            let first = match lock(&self.kept).outcomes.get(&id) {
+                Some(list) if !list.is_empty() => list[0].clone(),
+                _ => return Ok(written),
+            };
+            self.store.record_attempt(first).await?;
+            written += 1;
+            let mut kept = lock(&self.kept);
+            if let Some(list) = kept.outcomes.get_mut(&id) {
+                list.remove(0);
+                if list.is_empty() {
+                    kept.outcomes.remove(&id);
+                }
+            }
+            self.metrics.unrecorded(kept.count());
+        }
+    }
+
+    /// Runs one attempt and records its outcome (written, or kept); false
+    /// when it did not run, and the delivery is still waiting in the store
+    /// (see `rescan`).
     async fn attempt(
         &self,
         delivery: DueDelivery,
@@ -373,9 +622,9 @@ impl Dispatcher {
                 delivery.action
             ));
             attempt.started_at = store::now_ms();
-            return self
-                .record(&delivery, attempt, "dead", store::now_ms())
+            self.record(&delivery, attempt, "dead", store::now_ms())
                 .await;
+            return true;
         };
         // The action's own limit.
         let Ok(_slot) = action.slots.acquire().await else {
@@ -391,10 +640,16 @@ impl Dispatcher {
         let started = Instant::now();
         let timeout = Duration::from_secs(config.timeout_secs);
         let mut outcome = match (&config.exec, &config.forward) {
-            (Some(exec), _) => run_exec(exec, &delivery, timeout, spawner).await,
+            (Some(exec), _) => run_exec(exec, &config.env, &delivery, timeout, spawner).await,
             (None, Some(url)) => run_forward(url, action.key.as_deref(), &delivery, timeout).await,
             (None, None) => failed("action has neither exec nor forward".to_owned()),
         };
+        // Errors may quote a URL, credentials and all.
+        if let Some(error) = &mut outcome.error {
+            if let Cow::Owned(redacted) = redact(error) {
+                *error = redacted;
+            }
+        }
         let attempts = delivery.attempts + 1;
         let age = Duration::from_millis(
             u64::try_from(store::now_ms() - delivery.created_at).unwrap_or(0),
@@ -442,7 +697,8 @@ impl Dispatcher {
         let duration_ms = started.elapsed().as_millis() as i64;
         outcome.started_at = started_at;
         outcome.duration_ms = duration_ms;
-        self.record(&delivery, outcome, status, next_at).await
+        self.record(&delivery, outcome, status, next_at).await;
+        true
     }
 
     /// Sets the outbox gauges; pending deliveries are counted from
@@ -473,13 +729,14 @@ impl Dispatcher {
                 );
                 let mut attempt = failed(store::EVENT_GONE.to_owned());
                 attempt.started_at = store::now_ms();
-                self.write(AttemptRecord {
+                self.keep_or_write(AttemptRecord {
                     delivery_id: id,
                     attempt,
                     status: "dead",
                     next_at: store::now_ms(),
                 })
-                .await
+                .await;
+                true
             }
             Err(error) => load_failed(id, &error),
         }
@@ -491,27 +748,69 @@ impl Dispatcher {
         attempt: AttemptRow,
         status: &'static str,
         next_at: i64,
-    ) -> bool {
-        self.write(AttemptRecord {
+    ) {
+        self.keep_or_write(AttemptRecord {
             delivery_id: delivery.id,
             attempt,
             status,
             next_at,
         })
-        .await
+        .await;
     }
 
-    /// Whether the attempt was written. If not, the delivery stays
-    /// waiting and runs again: at least once.
-    async fn write(&self, record: AttemptRecord) -> bool {
+    /// Writes an outcome, after the kept outcomes of its delivery; what
+    /// cannot be written is kept, to be written later. The caller holds
+    /// the delivery (it is `busy`).
+    async fn keep_or_write(&self, record: AttemptRecord) {
         let id = record.delivery_id;
-        match self.store.record_attempt(record).await {
-            Ok(()) => true,
-            Err(error) => {
-                tracing::warn!(%error, delivery = id, "cannot record the attempt; it will run again");
-                false
+        // `None` when it went behind the kept outcomes of its delivery.
+        let record = {
+            let mut kept = lock(&self.kept);
+            match kept.outcomes.get_mut(&id) {
+                Some(list) => {
+                    list.push(record);
+                    None
+                }
+                None => Some(record),
             }
-        }
+        };
+        let written = match &record {
+            None => self.write_kept(id).await.map(|_| ()),
+            Some(record) => self.store.record_attempt(record.clone()).await,
+        };
+        let Err(error) = written else {
+            // The store writes again: what it could not write before need
+            // not wait for the end of its backoff.
+            let mut kept = lock(&self.kept);
+            if !kept.outcomes.is_empty() && kept.failures > 0 {
+                kept.retry_at = 0;
+            }
+            return;
+        };
+        let retry_in = {
+            let mut kept = lock(&self.kept);
+            if let Some(record) = record {
+                kept.outcomes.entry(id).or_default().push(record);
+            }
+            // The first pass writing it comes after a pause.
+            let first = store::now_ms() + KEPT_RETRY_INITIAL.as_millis() as i64;
+            kept.retry_at = kept.retry_at.max(first);
+            self.metrics.unrecorded(kept.count());
+            if kept.outcomes.len() == MAX_KEPT {
+                tracing::warn!(
+                    deliveries = MAX_KEPT,
+                    "too many attempt outcomes wait to be recorded; no attempt starts until they are"
+                );
+            }
+            Duration::from_millis(u64::try_from(kept.retry_at - store::now_ms()).unwrap_or(0))
+        };
+        self.metrics.record_failed();
+        tracing::warn!(
+            %error,
+            delivery = id,
+            retry_in_ms = retry_in.as_millis() as u64,
+            "cannot record the outcome of an attempt; it is kept and written later, and the delivery does not run again for it"
+        );
     }
 }
 
@@ -587,9 +886,20 @@ fn load_failed(id: i64, error: &anyhow::Error) -> bool {
     false
 }
 
-/// How long a delivery whose outcome could not be written waits before it
-/// is looked for again.
+/// How long a delivery that could not be loaded waits before it is looked
+/// for again.
 const UNSETTLED_PAUSE: Duration = Duration::from_secs(1);
+
+/// The first pause before kept outcomes are written again; it doubles
+/// after each failed pass, up to [`KEPT_RETRY_MAX`].
+const KEPT_RETRY_INITIAL: Duration = Duration::from_millis(100);
+
+/// The longest pause between passes writing kept outcomes.
+const KEPT_RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// Deliveries with kept outcomes beyond which no attempt starts until they
+/// are written: memory stays bounded while the store cannot be written.
+const MAX_KEPT: usize = 1024;
 
 /// Deliveries loaded or running at once, across actions.
 const MAX_IN_FLIGHT: usize = 256;
@@ -751,30 +1061,58 @@ async fn read_bounded(mut stream: impl AsyncRead + Unpin) -> String {
     text
 }
 
+/// The daemon's environment variables a program gets (when set).
+const INHERITED_ENV: [&str; 3] = ["PATH", "LANG", "TZ"];
+
+/// An event value as an environment variable, which cannot hold a NUL:
+/// backslashes and control characters are escaped as in a JSON string
+/// (`\\`, `\n`, `\t`, `\r`, `\u0000`); any other value is unchanged.
+pub fn env_value(value: &str) -> Cow<'_, str> {
+    if !value.chars().any(|c| c == '\\' || c.is_control()) {
+        return Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(value.len() + 8);
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            // Control characters are all in the Basic Multilingual Plane.
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
 async fn run_exec(
     exec: &[String],
+    env: &std::collections::BTreeMap<String, String>,
     delivery: &DueDelivery,
     timeout: Duration,
     spawner: &Spawner,
 ) -> AttemptRow {
     let event = &delivery.event;
     let mut command = tokio::process::Command::new(&exec[0]);
+    // A clean environment: the daemon's own holds its secrets.
+    command.env_clear();
+    for name in INHERITED_ENV {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+    let text = |value: Option<&str>| env_value(value.unwrap_or_default()).into_owned();
     command
         .args(&exec[1..])
+        .envs(env)
         .env("VODHOOK_EVENT_ID", event.id.to_string())
-        .env("VODHOOK_EVENT_TYPE", &event.meta.event_type)
-        .env(
-            "VODHOOK_FILE_ID",
-            event.meta.file_id.as_deref().unwrap_or_default(),
-        )
-        .env(
-            "VODHOOK_TASK_ID",
-            event.meta.task_id.as_deref().unwrap_or_default(),
-        )
-        .env(
-            "VODHOOK_STATUS",
-            event.meta.status.as_deref().unwrap_or_default(),
-        )
+        .env("VODHOOK_EVENT_TYPE", text(Some(&event.meta.event_type)))
+        .env("VODHOOK_FILE_ID", text(event.meta.file_id.as_deref()))
+        .env("VODHOOK_TASK_ID", text(event.meta.task_id.as_deref()))
+        .env("VODHOOK_STATUS", text(event.meta.status.as_deref()))
         .env("VODHOOK_DELIVERY_ID", delivery.id.to_string())
         .env("VODHOOK_ATTEMPT", (delivery.attempts + 1).to_string())
         .stdin(std::process::Stdio::piped())
@@ -859,8 +1197,15 @@ async fn run_forward(
     let client = CLIENT.get_or_init(|| {
         reqwest::Client::builder()
             .user_agent(concat!("vodhook/", env!("CARGO_PKG_VERSION")))
+            // The configured target answers, or the attempt fails: a
+            // redirect must not carry the event (and its signature)
+            // elsewhere, nor count as its delivery.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
-            .unwrap_or_default()
+            .unwrap_or_else(|error| {
+                tracing::error!(%error, "cannot build the forward client; forwards fail");
+                reqwest::Client::new()
+            })
     });
     // Stable across retries, so that receivers can deduplicate.
     let id = format!("msg_vodhook_{}", delivery.id);
@@ -882,6 +1227,21 @@ async fn run_forward(
     match request.send().await {
         Ok(response) => {
             let status = response.status();
+            let error = if status.is_redirection() {
+                let location = response
+                    .headers()
+                    .get(reqwest::header::LOCATION)
+                    .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
+                Some(match location {
+                    Some(location) => format!(
+                        "answered {status}, a redirect to {} (not followed)",
+                        redact(&location)
+                    ),
+                    None => format!("answered {status}, a redirect (not followed)"),
+                })
+            } else {
+                (!status.is_success()).then(|| format!("answered {status}"))
+            };
             let mut body = response.text().await.unwrap_or_default();
             if body.len() > OUTPUT_LIMIT {
                 let mut end = OUTPUT_LIMIT;
@@ -894,7 +1254,7 @@ async fn run_forward(
             AttemptRow {
                 ok: status.is_success(),
                 http_status: Some(status.as_u16()),
-                error: (!status.is_success()).then(|| format!("answered {status}")),
+                error,
                 stdout: Some(body),
                 ..AttemptRow::default()
             }
@@ -902,9 +1262,30 @@ async fn run_forward(
         Err(error) if error.is_timeout() => {
             failed(format!("no answer within {} s", timeout.as_secs()))
         }
-        Err(error) if error.is_connect() => failed(format!("cannot connect to {url}")),
-        Err(error) => failed(format!("request failed: {error}")),
+        Err(error) if error.is_connect() => failed(format!(
+            "cannot connect to {}: {}",
+            redact(url),
+            error_chain(error)
+        )),
+        Err(error) => failed(format!("request failed: {}", error_chain(error))),
     }
+}
+
+/// A request error and its causes, without the URL (which may hold
+/// credentials; the caller names it, redacted).
+fn error_chain(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    redact(&text).into_owned()
 }
 
 #[cfg(test)]
@@ -918,6 +1299,7 @@ mod tests {
             on: on.iter().map(|s| (*s).to_owned()).collect(),
             when,
             exec: Some(vec!["/bin/true".to_owned()]),
+            env: std::collections::BTreeMap::new(),
             forward: None,
             secret: None,
             timeout_secs: 1,
@@ -1103,6 +1485,19 @@ mod tests {
         });
         assert!(!hold.wait(&stop).await);
         assert_eq!(start.elapsed(), Duration::from_millis(2150));
+    }
+
+    #[test]
+    fn env_values_escape_control_characters_and_backslashes_only() {
+        assert!(matches!(
+            env_value("5285890784273533167"),
+            Cow::Borrowed("5285890784273533167")
+        ));
+        assert!(matches!(env_value("视频 ü"), Cow::Borrowed("视频 ü")));
+        assert_eq!(
+            env_value("a\0b\nc\td\re\\f\u{1b}g\u{7f}h\u{85}"),
+            r"a\u0000b\nc\td\re\\f\u001bg\u007fh\u0085"
+        );
     }
 
     #[test]

@@ -288,6 +288,10 @@ pub struct ActionConfig {
     /// JSON on stdin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exec: Option<Vec<String>>,
+    /// Environment variables for the program, on top of `PATH`, `LANG`,
+    /// `TZ` and the `VODHOOK_*` event variables: it inherits nothing else.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub env: std::collections::BTreeMap<String, String>,
     /// URL to POST the event's JSON to, signed as a Standard Webhook.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forward: Option<String>,
@@ -756,6 +760,30 @@ impl Config {
                     )));
                 }
             }
+            for (variable, value) in &action.env {
+                let valid = variable
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && variable
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !valid || variable.starts_with("VODHOOK_") {
+                    return Err(ConfigError::Invalid(format!(
+                        "action {name:?}: env variable {variable:?} must be a name of letters, digits and _ not starting with VODHOOK_"
+                    )));
+                }
+                if value.contains('\0') {
+                    return Err(ConfigError::Invalid(format!(
+                        "action {name:?}: env variable {variable:?} contains a NUL character"
+                    )));
+                }
+                if action.exec.is_none() {
+                    return Err(ConfigError::Invalid(format!(
+                        "action {name:?}: env applies to exec only"
+                    )));
+                }
+            }
             if action.max_attempts == 0 || action.max_concurrency == 0 || action.timeout_secs == 0 {
                 return Err(ConfigError::Invalid(format!(
                     "action {name:?}: max_attempts, max_concurrency and timeout_secs must be at least 1"
@@ -782,6 +810,12 @@ impl Config {
         for action in &mut shown.actions {
             if action.secret.is_some() {
                 action.secret = Some("<redacted>".to_owned());
+            }
+            if let Some(url) = &mut action.forward {
+                *url = crate::redact::redact(url).into_owned();
+            }
+            for value in action.env.values_mut() {
+                *value = "<redacted>".to_owned();
             }
         }
         for secret in [
@@ -976,6 +1010,43 @@ mod tests {
             ("[[action]]\nname = \"a\"\non = \"*\"\nexec = [\"x\"]\n[[action]]\nname = \"a\"\non = \"*\"\nexec = [\"x\"]\n", "unique"),
         ] {
             let error = Config::parse(text).unwrap().validate().unwrap_err().to_string();
+            assert!(error.contains(needle), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn action_env_is_validated_and_hidden_with_forward_credentials() {
+        let config = Config::parse(
+            "[[action]]\nname = \"a\"\non = \"*\"\nexec = [\"/bin/true\"]\n\
+             env = { HOOK_TOKEN = \"hunter2\", MODE = \"x\" }\n\n\
+             [[action]]\nname = \"b\"\non = \"*\"\n\
+             forward = \"https://bot:pw1@example.com/send?access_token=tok3n\"\n",
+        )
+        .unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.actions[0].env["HOOK_TOKEN"], "hunter2");
+        let shown = config.to_toml_redacted();
+        for secret in ["hunter2", "pw1", "tok3n"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("HOOK_TOKEN"), "{shown}");
+        assert!(
+            shown.contains("https://<redacted>@example.com/send?access_token=<redacted>"),
+            "{shown}"
+        );
+        for (env, needle) in [
+            ("{ VODHOOK_FILE_ID = \"x\" }", "VODHOOK_"),
+            ("{ \"A=B\" = \"x\" }", "A=B"),
+            ("{ \"\" = \"x\" }", "env variable"),
+            ("{ A = \"x\\u0000y\" }", "NUL"),
+        ] {
+            let text =
+                format!("[[action]]\nname = \"a\"\non = \"*\"\nexec = [\"x\"]\nenv = {env}\n");
+            let error = Config::parse(&text)
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string();
             assert!(error.contains(needle), "{text}: {error}");
         }
     }

@@ -17,6 +17,7 @@ use time::OffsetDateTime;
 
 use crate::events::{describe, Event};
 use crate::log::{json_safe, Escaping};
+use crate::redact::redact;
 use crate::state::{SubtaskState, TaskState};
 use crate::store::{
     DeliveryRow, EventFilter, EventRow, FileRecord, Reader, RejectedRow, TaskRecord,
@@ -472,8 +473,15 @@ pub fn task_view(reader: &Reader, task_id: &str, as_json: bool) -> anyhow::Resul
     Ok(Some(out.into_string()))
 }
 
+/// An error recorded for a delivery, as shown: credentials in URLs hidden,
+/// also in rows recorded before they were hidden at the source.
+fn shown_error(error: Option<&str>) -> Option<String> {
+    error.map(|error| redact(error).into_owned())
+}
+
 fn delivery_json(row: &DeliveryRow) -> Value {
     let mut value = serde_json::to_value(row).unwrap_or(Value::Null);
+    value["last_error"] = json!(shown_error(row.last_error.as_deref()));
     for key in ["next_at", "created_at", "updated_at"] {
         if let Some(ms) = value[key].as_i64() {
             value[key] = json!(format_ms(ms));
@@ -519,7 +527,7 @@ pub fn deliveries_list(
             row.action,
             row.status,
             row.attempts,
-            dash(row.last_error.as_deref())
+            dash(shown_error(row.last_error.as_deref()).as_deref())
         );
     }
     Ok(out.into_string())
@@ -540,6 +548,7 @@ pub fn delivery_show(reader: &Reader, id: i64, as_json: bool) -> anyhow::Result<
             .map(|attempt| {
                 let mut value = serde_json::to_value(attempt).unwrap_or(Value::Null);
                 value["started_at"] = json!(format_ms(attempt.started_at));
+                value["error"] = json!(shown_error(attempt.error.as_deref()));
                 value
             })
             .collect();
@@ -575,9 +584,7 @@ pub fn delivery_show(reader: &Reader, id: i64, as_json: bool) -> anyhow::Result<
             format_ms(attempt.started_at),
             attempt.duration_ms,
             result,
-            attempt
-                .error
-                .as_deref()
+            shown_error(attempt.error.as_deref())
                 .map(|e| format!("  ({e})"))
                 .unwrap_or_default()
         );

@@ -18,6 +18,7 @@
 //! - [`vod`]: the VOD API client (TC3 signing, PullEvents, ConfirmEvents, …).
 //! - [`pull`]: the reliable-callback consumer.
 //! - [`actions`]: `[[action]]` exec hooks and forwards from the outbox.
+//! - [`redact`]: credentials in URLs, hidden wherever a URL is shown.
 //! - [`log`]: the stdout formatter (text or JSON lines).
 //! - [`send`]: `vodhook send`, realistic sample events for trying it out.
 //!
@@ -34,6 +35,7 @@ pub mod inspect;
 pub mod log;
 pub mod metrics;
 pub mod pull;
+pub mod redact;
 pub mod send;
 pub mod server;
 pub mod sign;

@@ -53,6 +53,8 @@ struct Inner {
     deliveries: Family<DeliveryLabels, Counter>,
     outbox_waiting: Gauge,
     outbox_oldest: Gauge<f64, std::sync::atomic::AtomicU64>,
+    outcomes_unrecorded: Gauge,
+    record_failures: Counter,
 }
 
 /// The process's metrics.
@@ -161,6 +163,18 @@ impl Default for Metrics {
             "Age of the oldest delivery not yet done",
             outbox_oldest.clone(),
         );
+        let outcomes_unrecorded = Gauge::default();
+        registry.register(
+            "vodhook_deliveries_unrecorded",
+            "Attempt outcomes kept in memory because the store could not write them",
+            outcomes_unrecorded.clone(),
+        );
+        let record_failures = Counter::default();
+        registry.register(
+            "vodhook_deliveries_record_failures",
+            "Writes of attempt outcomes that failed (they are kept and written again)",
+            record_failures.clone(),
+        );
         registry.register(
             "vodhook_log_lines_dropped",
             "Log lines not written because stdout did not keep up or could not be written",
@@ -187,6 +201,8 @@ impl Default for Metrics {
                 deliveries,
                 outbox_waiting,
                 outbox_oldest,
+                outcomes_unrecorded,
+                record_failures,
             }),
         }
     }
@@ -266,6 +282,18 @@ impl Metrics {
     pub fn outbox(&self, waiting: i64, oldest_ms: i64) {
         self.inner.outbox_waiting.set(waiting);
         self.inner.outbox_oldest.set(oldest_ms as f64 / 1000.0);
+    }
+
+    /// `count` attempt outcomes are kept in memory, waiting to be written.
+    pub fn unrecorded(&self, count: usize) {
+        self.inner
+            .outcomes_unrecorded
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// Writing an attempt outcome failed.
+    pub fn record_failed(&self) {
+        self.inner.record_failures.inc();
     }
 
     /// The Prometheus text exposition of every metric.

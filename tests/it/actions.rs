@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use vodhook::config::{ActionConfig, Config, When};
 use vodhook::store::DeliveryRow;
 
-use crate::helpers::{fixture, vodhook, TestApp, PATIENCE};
+use crate::helpers::{fixture, vodhook, Daemon, TestApp, PATIENCE};
 
 fn exec_action(name: &str, on: &[&str], script: &str) -> ActionConfig {
     ActionConfig {
@@ -19,6 +19,7 @@ fn exec_action(name: &str, on: &[&str], script: &str) -> ActionConfig {
             "-c".to_owned(),
             script.to_owned(),
         ]),
+        env: std::collections::BTreeMap::new(),
         forward: None,
         secret: None,
         timeout_secs: 10,
@@ -546,8 +547,30 @@ async fn a_delivery_whose_event_is_gone_is_dead_not_retried_for_ever() {
     app.stop().await.unwrap();
 }
 
+/// The value of an unlabelled metric.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Waits until the metric `name` reaches `at_least`, or `or_else` holds.
+async fn metric_reaches(app: &TestApp, name: &str, at_least: f64, or_else: impl Fn() -> bool) {
+    let started = std::time::Instant::now();
+    loop {
+        let text = app.metrics().await;
+        if metric(&text, name).is_some_and(|value| value >= at_least) || or_else() {
+            return;
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "{name} did not reach {at_least}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
-async fn an_attempt_whose_outcome_cannot_be_written_runs_again() {
+async fn an_attempt_whose_outcome_cannot_be_written_is_kept_not_run_again() {
     let out = tempfile::tempdir().unwrap();
     let runs = out.path().join("runs");
     // Run n ends when the file `go<n>` exists.
@@ -573,23 +596,431 @@ async fn an_attempt_whose_outcome_cannot_be_written_runs_again() {
     }
 
     // Another process holds the write lock when the first run ends: its
-    // outcome cannot be written, and the delivery stays pending.
+    // outcome cannot be written, and the delivery stays pending in the
+    // store. The outcome is kept; writing it is tried again, with backoff
+    // (the first failure and three passes), and the program does not run
+    // again meanwhile.
     let blocker = rusqlite::Connection::open(&app.db).unwrap();
     blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
     std::fs::write(out.path().join("go1"), "").unwrap();
-    while count_runs() < 2 {
-        assert!(
-            started.elapsed() < PATIENCE,
-            "the delivery was not run again"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    metric_reaches(
+        &app,
+        "vodhook_deliveries_record_failures_total",
+        4.0,
+        || count_runs() > 1,
+    )
+    .await;
+    assert_eq!(count_runs(), 1, "not run again while its outcome waits");
     assert_eq!(deliveries(&app)[0].status, "pending");
+    assert_eq!(
+        metric(&app.metrics().await, "vodhook_deliveries_unrecorded"),
+        Some(1.0)
+    );
     blocker.execute_batch("ROLLBACK").unwrap();
+    // Were it run again, this second run ends too.
     std::fs::write(out.path().join("go2"), "").unwrap();
 
     let rows = settled(&app, 1).await;
     assert_eq!((rows[0].status.as_str(), rows[0].attempts), ("ok", 1));
-    assert_eq!(count_runs(), 2, "run once more, not in a loop");
+    let (_, attempts) = app.reader().delivery(rows[0].id).unwrap().unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert!(attempts[0].ok);
+    assert_eq!(count_runs(), 1, "the program ran exactly once");
+    assert_eq!(
+        metric(&app.metrics().await, "vodhook_deliveries_unrecorded"),
+        Some(0.0)
+    );
     app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn attempts_whose_outcome_is_kept_count_in_their_attempt_number() {
+    let out = tempfile::tempdir().unwrap();
+    let runs = out.path().join("runs");
+    // Every run records its attempt number and fails; the first one ends
+    // when the file `go` exists.
+    let script = format!(
+        "echo $VODHOOK_ATTEMPT >> {runs}; while [ ! -f {go} ]; do sleep 0.02; done; exit 1",
+        runs = sh_quote(&runs),
+        go = sh_quote(&out.path().join("go"))
+    );
+    let mut action = exec_action("fails", &["*"], &script);
+    action.max_attempts = 3;
+    let mut config = with_actions(vec![action]);
+    config.store.busy_timeout_ms = 50;
+    let mut app = TestApp::spawn_with(config).await;
+    app.post_event(fixture("samples/v3-NewFileUpload.json"))
+        .await;
+    let read_runs = || std::fs::read_to_string(&runs).unwrap_or_default();
+    let started = std::time::Instant::now();
+    while read_runs().is_empty() {
+        assert!(started.elapsed() < PATIENCE, "the program did not start");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // No outcome can be written: the three attempts run all the same, at
+    // their times, each knowing its number, then the delivery is dead.
+    let blocker = rusqlite::Connection::open(&app.db).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    std::fs::write(out.path().join("go"), "").unwrap();
+    metric_reaches(&app, "vodhook_deliveries_unrecorded", 3.0, || {
+        read_runs().lines().count() >= 3
+    })
+    .await;
+    assert_eq!(read_runs(), "1\n2\n3\n");
+    assert_eq!(deliveries(&app)[0].attempts, 0, "nothing written yet");
+    blocker.execute_batch("ROLLBACK").unwrap();
+
+    let rows = settled(&app, 1).await;
+    assert_eq!((rows[0].status.as_str(), rows[0].attempts), ("dead", 3));
+    let (_, attempts) = app.reader().delivery(rows[0].id).unwrap().unwrap();
+    assert_eq!(attempts.len(), 3);
+    assert!(attempts.iter().all(|a| a.exit_code == Some(1)));
+    assert_eq!(read_runs(), "1\n2\n3\n", "no attempt ran twice");
+    app.stop().await.unwrap();
+}
+
+/// A forward action to `url`, tried once.
+fn forward_action(name: &str, url: &str) -> ActionConfig {
+    let mut action = exec_action(name, &["*"], "");
+    action.exec = None;
+    action.forward = Some(url.to_owned());
+    action.max_attempts = 1;
+    action
+}
+
+#[tokio::test]
+async fn a_forward_does_not_follow_redirects() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // The target sends every request on to an internal address, which
+    // must see nothing.
+    let internal_hits = std::sync::Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let internal =
+        format!("http://admin:pw-internal@{addr}/internal?access_token=SECRET-TOKEN&x=1");
+    let hits = std::sync::Arc::clone(&internal_hits);
+    let redirect = |status: u16| {
+        let location = internal.clone();
+        move || async move {
+            (
+                axum::http::StatusCode::from_u16(status).unwrap(),
+                [(axum::http::header::LOCATION, location)],
+            )
+        }
+    };
+    let target = axum::Router::new()
+        .route("/found", axum::routing::post(redirect(302)))
+        .route("/temporary", axum::routing::post(redirect(307)))
+        .route(
+            "/internal",
+            axum::routing::any(move || {
+                hits.fetch_add(1, Ordering::SeqCst);
+                async { "internal answer" }
+            }),
+        );
+    tokio::spawn(async move { axum::serve(listener, target).await });
+
+    let mut found = forward_action("found", &format!("http://{addr}/found"));
+    found.secret = Some("whsec_c2VjcmV0".to_owned());
+    let temporary = forward_action("temporary", &format!("http://{addr}/temporary"));
+    let mut app = TestApp::spawn_with(with_actions(vec![found, temporary])).await;
+    app.post_event(fixture("samples/v3-NewFileUpload.json"))
+        .await;
+    let mut rows = settled(&app, 2).await;
+    rows.sort_by(|a, b| a.action.cmp(&b.action));
+    assert_eq!(
+        internal_hits.load(Ordering::SeqCst),
+        0,
+        "a redirect was followed"
+    );
+    for (row, status) in rows.iter().zip(["302 Found", "307 Temporary Redirect"]) {
+        assert_eq!(row.status, "dead", "{row:?}");
+        let error = row.last_error.as_deref().unwrap();
+        assert!(error.contains(status), "{error}");
+        assert!(
+            error.contains(&format!(
+                "http://<redacted>@{addr}/internal?access_token=<redacted>&x=1"
+            )),
+            "the location, redacted: {error}"
+        );
+        assert!(
+            !error.contains("SECRET-TOKEN") && !error.contains("pw-internal"),
+            "{error}"
+        );
+        let (_, attempts) = app.reader().delivery(row.id).unwrap().unwrap();
+        assert_eq!(attempts[0].http_status, Some(status[..3].parse().unwrap()));
+    }
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn event_values_with_control_characters_are_escaped_in_the_env() {
+    let out = tempfile::tempdir().unwrap();
+    let script = format!(
+        "cat > {stdin}; env | grep '^VODHOOK_'",
+        stdin = sh_quote(&out.path().join("stdin.json"))
+    );
+    let mut action = exec_action("env", &["*"], &script);
+    action.max_attempts = 1;
+    let mut app = TestApp::spawn_with(with_actions(vec![action])).await;
+    let mut upload: Value =
+        serde_json::from_slice(&fixture("samples/v3-NewFileUpload.json")).unwrap();
+    upload["FileUploadEvent"]["FileId"] = json!("5285\u{0}89\n07\\9\u{1b}");
+    let body = serde_json::to_vec(&upload).unwrap();
+    app.post_event(body.clone()).await;
+    let rows = settled(&app, 1).await;
+    assert_eq!(rows[0].status, "ok", "{rows:?}");
+    let (_, attempts) = app.reader().delivery(rows[0].id).unwrap().unwrap();
+    let env = attempts[0].stdout.clone().unwrap();
+    assert!(
+        env.lines()
+            .any(|line| line == r"VODHOOK_FILE_ID=5285\u000089\n07\\9\u001b"),
+        "{env}"
+    );
+    assert!(
+        env.lines()
+            .any(|line| line == "VODHOOK_EVENT_TYPE=NewFileUpload"),
+        "{env}"
+    );
+    assert_eq!(
+        std::fs::read(out.path().join("stdin.json")).unwrap(),
+        body,
+        "stdin has the exact bytes"
+    );
+
+    // A NUL in the event type, and in a task id.
+    let odd =
+        serde_json::to_vec(&json!({"EventType": "Odd\u{0}Type", "TaskId": "t\u{0}1"})).unwrap();
+    app.post_event(odd.clone()).await;
+    let rows = settled(&app, 2).await;
+    assert!(rows.iter().all(|row| row.status == "ok"), "{rows:?}");
+    let newest = rows.iter().max_by_key(|row| row.id).unwrap();
+    let (_, attempts) = app.reader().delivery(newest.id).unwrap().unwrap();
+    let env = attempts[0].stdout.clone().unwrap();
+    assert!(
+        env.lines()
+            .any(|line| line == r"VODHOOK_EVENT_TYPE=Odd\u0000Type"),
+        "{env}"
+    );
+    assert_eq!(std::fs::read(out.path().join("stdin.json")).unwrap(), odd);
+    app.stop().await.unwrap();
+}
+
+/// Writes `config` to `dir/vodhook.toml` and returns its path.
+fn write_config(dir: &Path, config: &Config) -> String {
+    let path = dir.join("vodhook.toml");
+    std::fs::write(&path, toml::to_string(config).unwrap()).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+/// Waits until the store in `dir` has `count` deliveries, all `ok` or `dead`.
+async fn settled_in(db: &Path, count: usize) -> Vec<DeliveryRow> {
+    let started = std::time::Instant::now();
+    loop {
+        let rows = vodhook::store::Reader::open(db)
+            .and_then(|reader| reader.deliveries(None, None, 1000))
+            .unwrap_or_default();
+        if rows.len() == count && rows.iter().all(|d| d.status == "ok" || d.status == "dead") {
+            return rows;
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "deliveries not settled: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn programs_get_a_clean_environment_without_the_daemons_secrets() {
+    use vodhook::sign::{sign, SignKey};
+    const KEY: &str = "MySignKey123";
+    let dir = tempfile::tempdir().unwrap();
+    let mut action = exec_action("print-env", &["*"], "");
+    action.exec = Some(vec!["/usr/bin/env".to_owned()]);
+    action.env = [("HOOK_TOKEN".to_owned(), "from-the-config".to_owned())].into();
+    let config = write_config(dir.path(), &with_actions(vec![action]));
+    let (mut daemon, first) = Daemon::start_with_env(
+        &dir,
+        &["--config", &config, "--log-format", "json"],
+        &[
+            ("VODHOOK_SIGN_KEY", KEY),
+            ("TENCENTCLOUD_SECRET_ID", "AKIDsecretid"),
+            ("TENCENTCLOUD_SECRET_KEY", "secret-key-value"),
+            ("TENCENTCLOUD_SESSION_TOKEN", "session-token-value"),
+            ("SOME_OTHER_SECRET", "other-secret-value"),
+            ("LANG", "C.UTF-8"),
+            ("TZ", "Asia/Shanghai"),
+        ],
+    )
+    .await;
+    daemon.drain();
+    let startup: Value = serde_json::from_str(&first).unwrap();
+    let url = startup["url"].as_str().unwrap().to_owned();
+    let t = (vodhook::store::now_ms() / 1000 + 600).to_string();
+    let response = reqwest::Client::new()
+        .post(&url)
+        .header("Sign", sign(&SignKey::new(KEY).unwrap(), &t))
+        .header("T", &t)
+        .body(fixture("samples/v3-NewFileUpload.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let rows = settled_in(&dir.path().join("vodhook.db"), 1).await;
+    assert_eq!(rows[0].status, "ok");
+    let (_, attempts) = vodhook::store::Reader::open(&dir.path().join("vodhook.db"))
+        .unwrap()
+        .delivery(rows[0].id)
+        .unwrap()
+        .unwrap();
+    let env = attempts[0].stdout.clone().unwrap();
+    // Names only in failure messages: the tests' own environment is not
+    // printed.
+    let mut names: Vec<&str> = env
+        .lines()
+        .filter_map(|line| line.split_once('=').map(|(name, _)| name))
+        .collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "HOOK_TOKEN",
+            "LANG",
+            "PATH",
+            "TZ",
+            "VODHOOK_ATTEMPT",
+            "VODHOOK_DELIVERY_ID",
+            "VODHOOK_EVENT_ID",
+            "VODHOOK_EVENT_TYPE",
+            "VODHOOK_FILE_ID",
+            "VODHOOK_STATUS",
+            "VODHOOK_TASK_ID",
+        ],
+    );
+    for secret in [
+        KEY,
+        "AKIDsecretid",
+        "secret-key-value",
+        "session-token-value",
+        "other-secret-value",
+    ] {
+        assert!(!env.contains(secret), "{secret} reached the program");
+    }
+    for line in [
+        "HOOK_TOKEN=from-the-config",
+        "LANG=C.UTF-8",
+        "TZ=Asia/Shanghai",
+        "VODHOOK_ATTEMPT=1",
+    ] {
+        assert!(env.lines().any(|l| l == line), "{line} not set");
+    }
+    daemon.signal("TERM");
+    assert_eq!(daemon.exit_code().await, 0);
+}
+
+#[tokio::test]
+async fn credentials_in_forward_urls_are_never_shown() {
+    // One target refuses connections; the other accepts them and closes
+    // them at once.
+    let refused = {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap()
+    };
+    let closing = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let closing_addr = closing.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = closing.accept().await {
+            drop(stream);
+        }
+    });
+    let secrets = ["hunter2", "tok-refused", "tok-closed", "wecom-key"];
+    let mut refusing = forward_action(
+        "refused",
+        &format!("http://bot:hunter2@{refused}/robot/send?access_token=tok-refused&x=1"),
+    );
+    refusing.max_attempts = 2;
+    let closed = forward_action(
+        "closed",
+        &format!("http://{closing_addr}/cgi-bin/webhook/send?Key=wecom-key&Token=tok-closed"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &with_actions(vec![refusing, closed]));
+    let (mut daemon, first) = Daemon::start(&dir, &["--config", &config]).await;
+    let url = first
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("url="))
+        .unwrap()
+        .to_owned();
+    let response = reqwest::Client::new()
+        .post(&url)
+        .body(fixture("samples/v3-NewFileUpload.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let db = dir.path().join("vodhook.db");
+    let rows = settled_in(&db, 2).await;
+    daemon.signal("TERM");
+    let log = daemon.rest().await.join("\n");
+    assert_eq!(daemon.exit_code().await, 0);
+
+    let mut shown = vec![("the log".to_owned(), log.clone())];
+    assert!(
+        log.contains(&format!(
+            "cannot connect to http://<redacted>@{refused}/robot/send?access_token=<redacted>&x=1"
+        )),
+        "the URL is named, redacted:\n{log}"
+    );
+    let reader = vodhook::store::Reader::open(&db).unwrap();
+    for row in &rows {
+        assert_eq!(row.status, "dead");
+        shown.push((
+            format!("last_error of {}", row.action),
+            format!("{:?}", row.last_error),
+        ));
+        let (_, attempts) = reader.delivery(row.id).unwrap().unwrap();
+        shown.push((
+            format!("attempts of {}", row.action),
+            format!("{attempts:?}"),
+        ));
+    }
+    let closed_error = rows
+        .iter()
+        .find(|row| row.action == "closed")
+        .and_then(|row| row.last_error.clone())
+        .unwrap();
+    assert!(closed_error.starts_with("request failed"), "{closed_error}");
+
+    // A row recorded before errors were redacted at the source.
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch(
+            "UPDATE deliveries SET last_error = 'cannot connect to http://u:old-pw@h/?token=old-tok';
+             UPDATE attempts SET error = 'cannot connect to http://u:old-pw@h/?token=old-tok';",
+        )
+        .unwrap();
+    let db = db.to_str().unwrap();
+    let mut commands: Vec<Vec<&str>> = vec![
+        vec!["deliveries", "list", "--db", db],
+        vec!["deliveries", "list", "--db", db, "--json"],
+        vec!["check-config", "--config", &config],
+    ];
+    let ids: Vec<String> = rows.iter().map(|row| row.id.to_string()).collect();
+    for id in &ids {
+        commands.push(vec!["deliveries", "show", id, "--db", db]);
+        commands.push(vec!["deliveries", "show", id, "--db", db, "--json"]);
+    }
+    for args in &commands {
+        let (code, stdout, stderr) = vodhook(args).await;
+        assert_eq!(code, 0, "{args:?}: {stderr}");
+        assert!(stdout.contains("<redacted>"), "{args:?}: {stdout}");
+        shown.push((args.join(" "), stdout + &stderr));
+    }
+    for (place, text) in &shown {
+        for secret in secrets.iter().chain(&["old-pw", "old-tok"]) {
+            assert!(!text.contains(secret), "{secret} shown in {place}:\n{text}");
+        }
+    }
 }
