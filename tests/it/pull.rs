@@ -66,6 +66,7 @@ fn options(concurrency: usize) -> PullOptions {
         confirm_deadline: Duration::from_secs(25),
         min_backoff: Duration::from_millis(100),
         max_backoff: Duration::from_secs(1),
+        auth_backoff: Duration::from_millis(100),
         backlog_every: Some(Duration::from_millis(100)),
     }
 }
@@ -532,6 +533,79 @@ async fn the_pull_command_drains_the_queue_and_stops_on_sigterm() {
     .await;
     assert_eq!(code, 2, "no credentials");
     assert!(stderr.contains("TENCENTCLOUD_SECRET_ID"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_wrong_secret_pauses_every_puller_and_advises_once() {
+    let fake = FakeVod::start(FakeOptions::default()).await;
+    fake.enqueue(backlog().into_iter().take(3));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("vodhook.toml");
+    // Default [pull] settings: 4 pullers, backoff up to 60 s.
+    std::fs::write(
+        &config,
+        format!("[vod]\nendpoint = \"{}\"\n", fake.endpoint),
+    )
+    .unwrap();
+    let env = [
+        (
+            "TENCENTCLOUD_SECRET_ID",
+            fake.shared.options.secret_id.as_str(),
+        ),
+        ("TENCENTCLOUD_SECRET_KEY", "notTheRightSecretKey"),
+    ];
+    let (mut daemon, first) =
+        Daemon::pull(&dir, &["--config", config.to_str().unwrap()], &env).await;
+    assert!(first.contains("pulling events"), "{first}");
+    // The window the count is about, not a wait for readiness.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let signed = fake.requests("PullEvents")
+        + fake.requests("ConfirmEvents")
+        + fake.requests("DescribeEventsState");
+    assert!(
+        (2..=12).contains(&signed),
+        "{signed} signed requests in the first 6 s"
+    );
+    assert_eq!(
+        fake.errors("AuthFailure.SignatureFailure"),
+        signed,
+        "every one refused"
+    );
+
+    daemon.signal("TERM");
+    let log = daemon.rest().await;
+    assert_eq!(daemon.exit_code().await, 0, "{log:?}");
+    let advice: Vec<&String> = log
+        .iter()
+        .filter(|line| line.contains("check vod.secret_key"))
+        .collect();
+    assert_eq!(advice.len(), 1, "{log:#?}");
+    assert!(advice[0].contains("ERROR"), "{}", advice[0]);
+    assert!(!log.join("\n").contains("notTheRightSecretKey"));
+    assert_eq!(fake.unconfirmed(), 3);
+}
+
+#[tokio::test]
+async fn pullers_resume_together_once_the_credentials_are_accepted() {
+    let fake = FakeVod::start(FakeOptions::default()).await;
+    fake.enqueue(backlog().into_iter().take(40));
+    fake.shared.refuse_next.store(3, Ordering::SeqCst);
+    let consumer = Consumer::new();
+    let client = client_for(&fake, &fake.shared.options.secret_key);
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(pull::run(
+        client,
+        consumer.ingest.clone(),
+        options(4),
+        stop.clone(),
+    ));
+    fake.drained(PATIENCE).await;
+    stop.cancel();
+    run.await.unwrap();
+    // Refused three times, then every puller is back: all drained, once.
+    assert_eq!(fake.errors("AuthFailure.UnauthorizedOperation"), 3);
+    assert_eq!(consumer.rows().len(), 40);
+    assert!(fake.deliveries().iter().all(|d| *d == 1));
 }
 
 #[tokio::test]
