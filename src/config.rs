@@ -115,39 +115,58 @@ impl Default for AuthConfig {
 }
 
 /// `[admin]`: the listener for `/metrics`.
+///
+/// `vodhook serve` and `vodhook pull` have an address each, so that both
+/// run on one host with one configuration file.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
-    /// Address of the admin listener (`admin.listen`, default
-    /// `127.0.0.1:9101`); empty turns it off.
+    /// Address of the admin listener of `vodhook serve` (`admin.listen`,
+    /// default `127.0.0.1:9101`); empty turns it off.
     pub listen: String,
+    /// Address of the admin listener of `vodhook pull` (`admin.pull_listen`,
+    /// default `127.0.0.1:9102`); empty turns it off.
+    pub pull_listen: String,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             listen: "127.0.0.1:9101".to_owned(),
+            pull_listen: "127.0.0.1:9102".to_owned(),
         }
     }
 }
 
 impl AdminConfig {
-    /// The admin address, `None` when turned off.
+    /// The admin address of `vodhook serve`, `None` when turned off.
     ///
     /// # Errors
     ///
     /// Not a socket address.
     pub fn address(&self) -> Result<Option<SocketAddr>, ConfigError> {
-        if self.listen.trim().is_empty() {
-            return Ok(None);
-        }
-        self.listen.trim().parse().map(Some).map_err(|_| {
-            ConfigError::Invalid(format!(
-                "admin.listen must be an address like 127.0.0.1:9101 or empty, got {:?}",
-                self.listen
-            ))
-        })
+        admin_address("admin.listen", &self.listen)
     }
+
+    /// The admin address of `vodhook pull`, `None` when turned off.
+    ///
+    /// # Errors
+    ///
+    /// Not a socket address.
+    pub fn pull_address(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        admin_address("admin.pull_listen", &self.pull_listen)
+    }
+}
+
+fn admin_address(key: &str, value: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    if value.trim().is_empty() {
+        return Ok(None);
+    }
+    value.trim().parse().map(Some).map_err(|_| {
+        ConfigError::Invalid(format!(
+            "{key} must be an address like 127.0.0.1:9101 or empty, got {value:?}"
+        ))
+    })
 }
 
 /// `[tls]`: serve HTTPS on the main listener.
@@ -501,8 +520,10 @@ pub struct Overrides {
     pub db: Option<PathBuf>,
     /// `VODHOOK_SIGN_KEY` from the environment.
     pub sign_key: Option<String>,
-    /// `--admin-listen`.
+    /// `vodhook serve --admin-listen`.
     pub admin_listen: Option<String>,
+    /// `vodhook pull --admin-listen`.
+    pub pull_admin_listen: Option<String>,
     /// `TENCENTCLOUD_SECRET_ID`, `TENCENTCLOUD_SECRET_KEY`,
     /// `TENCENTCLOUD_SESSION_TOKEN` from the environment.
     pub tencentcloud: [Option<String>; 3],
@@ -522,6 +543,54 @@ impl Overrides {
             ..Overrides::default()
         }
     }
+
+    /// The keys these overrides take from the environment, each with its
+    /// variable, for `check-config` to say where a value came from.
+    pub fn from_environment(&self) -> Vec<(&'static str, &'static str)> {
+        let [secret_id, secret_key, token] = &self.tencentcloud;
+        [
+            ("auth.sign_key", "VODHOOK_SIGN_KEY", &self.sign_key),
+            ("vod.secret_id", "TENCENTCLOUD_SECRET_ID", secret_id),
+            ("vod.secret_key", "TENCENTCLOUD_SECRET_KEY", secret_key),
+            ("vod.session_token", "TENCENTCLOUD_SESSION_TOKEN", token),
+        ]
+        .into_iter()
+        .filter(|(_, _, value)| value.as_deref().is_some_and(|v| !v.is_empty()))
+        .map(|(key, variable, _)| (key, variable))
+        .collect()
+    }
+}
+
+/// `rendered` (the TOML of [`Config::to_toml_redacted`]) with
+/// `# from VARIABLE` after each key in `sources` (`(dotted key, variable)`).
+pub fn annotate_sources(rendered: &str, sources: &[(&str, &str)]) -> String {
+    let mut table = String::new();
+    let mut out = String::with_capacity(rendered.len());
+    for line in rendered.lines() {
+        let trimmed = line.trim();
+        if let Some(name) = trimmed.strip_prefix('[') {
+            table = name
+                .trim_start_matches('[')
+                .split(']')
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+        }
+        out.push_str(line);
+        if let Some((key, _)) = trimmed.split_once(" = ") {
+            let dotted = if table.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{table}.{key}")
+            };
+            if let Some((_, variable)) = sources.iter().find(|(source, _)| *source == dotted) {
+                out.push_str(" # from ");
+                out.push_str(variable);
+            }
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// A configuration problem, phrased for a one-line message.
@@ -546,6 +615,122 @@ pub enum ConfigError {
     /// A value is out of range.
     #[error("invalid configuration: {0}")]
     Invalid(String),
+}
+
+/// Is `key` (dotted, e.g. `auth.sign_key` or `action.secret`) a secret? Its
+/// value is never printed: not by `check-config`, not in an error. Any key
+/// named `secret`, `*_secret`, `*_key`, `*token` or `*password` is one
+/// (`tls.key` is a file path, not a secret).
+pub fn is_secret_key(key: &str) -> bool {
+    let leaf = key.rsplit('.').next().unwrap_or(key);
+    leaf == "secret"
+        || leaf.ends_with("_secret")
+        || leaf.ends_with("_key")
+        || leaf.ends_with("token")
+        || leaf.contains("password")
+}
+
+/// One line for a TOML error: `line N: key: what is wrong`, without the
+/// value when the key is a secret.
+fn parse_error(text: &str, error: &toml::de::Error) -> String {
+    let start = error.span().map(|span| {
+        let mut start = span.start.min(text.len());
+        while !text.is_char_boundary(start) {
+            start -= 1;
+        }
+        start
+    });
+    let line = start.map(|start| text[..start].matches('\n').count() + 1);
+    let mut message = error.message().trim().replace('\n', " ");
+    let found = match start {
+        Some(start) => match toml_edit::ImDocument::parse(text) {
+            // Valid TOML: a wrong type or value; find whose value it is.
+            Ok(document) => value_at(document.as_table(), "", start),
+            // A syntax error: the key written on that line, if any.
+            Err(_) => key_on_line(text, start).map(|key| (key, None)),
+        },
+        None => None,
+    };
+    if let Some((key, kind)) = found {
+        if is_secret_key(&key) {
+            message = match kind {
+                Some("a string") => "invalid value (not shown)".to_owned(),
+                Some(kind) => format!("must be a string in quotes, got {kind} (value not shown)"),
+                None => "invalid value (not shown); a string goes in quotes".to_owned(),
+            };
+        }
+        message = format!("{key}: {message}");
+    }
+    match line {
+        Some(line) => format!("line {line}: {message}"),
+        None => message,
+    }
+}
+
+/// The dotted key whose value spans byte `at`, and the kind of that value.
+fn value_at(
+    table: &dyn toml_edit::TableLike,
+    prefix: &str,
+    at: usize,
+) -> Option<(String, Option<&'static str>)> {
+    use toml_edit::{Item, Value};
+    for (key, item) in table.iter() {
+        let key = if prefix.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        let found = match item {
+            Item::None => None,
+            Item::Table(table) => value_at(table, &key, at),
+            Item::ArrayOfTables(tables) => tables.iter().find_map(|t| value_at(t, &key, at)),
+            Item::Value(value) if !value.span().is_some_and(|span| span.contains(&at)) => None,
+            Item::Value(Value::InlineTable(inline)) => {
+                value_at(inline, &key, at).or_else(|| Some((key.clone(), Some("a table"))))
+            }
+            Item::Value(value) => {
+                let kind = match value {
+                    Value::String(_) => "a string",
+                    Value::Integer(_) => "an integer",
+                    Value::Float(_) => "a number",
+                    Value::Boolean(_) => "a boolean",
+                    Value::Datetime(_) => "a date-time",
+                    Value::Array(_) => "an array",
+                    Value::InlineTable(_) => "a table",
+                };
+                Some((key.clone(), Some(kind)))
+            }
+        };
+        if found.is_some() {
+            return found;
+        }
+    }
+    None
+}
+
+/// The key of the `key = value` line holding byte `at`, prefixed by the
+/// `[table]` above it; for syntax errors, where there is no document.
+fn key_on_line(text: &str, at: usize) -> Option<String> {
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or_default();
+    let (key, _) = line.split_once('=')?;
+    let key: String = key
+        .trim()
+        .chars()
+        .filter(|c| !matches!(c, '"' | '\''))
+        .collect();
+    if key.is_empty() || key.contains(char::is_whitespace) {
+        return None;
+    }
+    let table = text[..line_start].lines().rev().find_map(|line| {
+        let line = line.trim();
+        let name = line.strip_prefix('[')?.trim_start_matches('[');
+        Some(name.split(']').next().unwrap_or_default().trim().to_owned())
+    });
+    Some(match table {
+        Some(table) if !table.is_empty() => format!("{table}.{key}"),
+        _ => key,
+    })
 }
 
 /// The largest `max_body_bytes` accepted: VOD events are kilobytes, and a
@@ -577,8 +762,19 @@ impl Config {
                 })?
             }
         };
+        let sources = overrides.from_environment();
         config.apply(overrides);
-        config.validate()?;
+        config.validate().map_err(|error| match error {
+            // Say so when the value was not in the file.
+            ConfigError::Invalid(message) => match sources
+                .iter()
+                .find(|(key, _)| message.contains(key))
+            {
+                Some((_, variable)) => ConfigError::Invalid(format!("{message} (from {variable})")),
+                None => ConfigError::Invalid(message),
+            },
+            error => error,
+        })?;
         Ok(config)
     }
 
@@ -587,17 +783,11 @@ impl Config {
     /// # Errors
     ///
     /// Invalid TOML, an unknown key or a value of the wrong type.
+    ///
+    /// The error names the key whose value is wrong; for a secret key (see
+    /// [`is_secret_key`]) it never contains the value.
     pub fn parse(text: &str) -> Result<Config, String> {
-        toml::from_str(text).map_err(|error| {
-            let line = error
-                .span()
-                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
-            let message = error.message().trim().replace('\n', " ");
-            match line {
-                Some(line) => format!("line {line}: {message}"),
-                None => message,
-            }
-        })
+        toml::from_str(text).map_err(|error| parse_error(text, &error))
     }
 
     fn apply(&mut self, overrides: Overrides) {
@@ -618,6 +808,9 @@ impl Config {
         }
         if let Some(admin) = overrides.admin_listen {
             self.admin.listen = admin;
+        }
+        if let Some(admin) = overrides.pull_admin_listen {
+            self.admin.pull_listen = admin;
         }
         let [secret_id, secret_key, token] = overrides.tencentcloud;
         for (slot, value) in [
@@ -699,6 +892,7 @@ impl Config {
             Cidr::parse(cidr).map_err(ConfigError::Invalid)?;
         }
         self.admin.address()?;
+        self.admin.pull_address()?;
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return Err(ConfigError::Invalid(
                 "tls.cert and tls.key must be set together".to_owned(),
@@ -895,6 +1089,63 @@ mod tests {
     }
 
     #[test]
+    fn a_wrong_value_is_an_error_naming_its_key_and_line() {
+        let error = Config::parse("[server]\nlisten = \"not an address\"\n").unwrap_err();
+        assert!(error.starts_with("line 2: server.listen: "), "{error}");
+        let error = Config::parse("[log]\nformat = \"yaml\"\n").unwrap_err();
+        assert!(error.starts_with("line 2: log.format: "), "{error}");
+        assert!(
+            error.contains("yaml"),
+            "not a secret: the value helps: {error}"
+        );
+    }
+
+    #[test]
+    fn errors_name_a_secret_key_but_never_its_value() {
+        for (text, key, line) in [
+            ("[auth]\nsign_key = 123456\n", "auth.sign_key", 2),
+            ("auth.sign_key = 123456.5\n", "auth.sign_key", 1),
+            ("auth = { path_token = true }\n", "auth.path_token", 1),
+            ("[vod]\n\nsecret_key = 123456\n", "vod.secret_key", 3),
+            ("[vod]\nsession_token = [123456]\n", "vod.session_token", 2),
+            ("[vod]\nsecret_key = 1979-05-27\n", "vod.secret_key", 2),
+            (
+                "[[action]]\nname = \"a\"\non = \"*\"\nforward = \"http://x/\"\nsecret = 123456\n",
+                "action.secret",
+                5,
+            ),
+            // Not valid TOML at all: the key comes from the line.
+            ("[auth]\nsign_key = abc123456\n", "auth.sign_key", 2),
+            ("[vod] # API\nsecret_key = 123456abc\n", "vod.secret_key", 2),
+        ] {
+            let error = Config::parse(text).unwrap_err();
+            assert!(
+                error.starts_with(&format!("line {line}: {key}: ")),
+                "{text:?}: {error}"
+            );
+            assert!(!error.contains("123456"), "{text:?}: {error}");
+            assert!(error.contains("not shown"), "{text:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn secret_keys_are_recognised_by_name() {
+        for key in [
+            "auth.sign_key",
+            "auth.path_token",
+            "vod.secret_key",
+            "vod.session_token",
+            "action.secret",
+            "admin.token",
+        ] {
+            assert!(is_secret_key(key), "{key}");
+        }
+        for key in ["vod.secret_id", "tls.key", "server.listen", "admin.listen"] {
+            assert!(!is_secret_key(key), "{key}");
+        }
+    }
+
+    #[test]
     fn overrides_win_over_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
@@ -968,6 +1219,69 @@ mod tests {
             "{shown}"
         );
         assert!(shown.contains("<redacted>"));
+    }
+
+    #[test]
+    fn serve_and_pull_have_their_own_admin_address_by_default() {
+        for config in [
+            Config::default(),
+            Config::parse(include_str!("../config.example.toml")).unwrap(),
+        ] {
+            let serve = config.admin.address().unwrap().unwrap();
+            let pull = config.admin.pull_address().unwrap().unwrap();
+            assert_ne!(serve, pull);
+            assert_eq!(serve.to_string(), "127.0.0.1:9101");
+            assert_eq!(pull.to_string(), "127.0.0.1:9102");
+        }
+        let overrides = Overrides {
+            pull_admin_listen: Some(String::new()),
+            ..Overrides::default()
+        };
+        let config = Config::load(None, overrides).unwrap();
+        assert_eq!(config.admin.pull_address().unwrap(), None);
+        assert!(
+            config.admin.address().unwrap().is_some(),
+            "serve's is untouched"
+        );
+        let error = Config::parse("[admin]\npull_listen = \"x\"\n")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(error.to_string().contains("admin.pull_listen"), "{error}");
+    }
+
+    #[test]
+    fn values_from_the_environment_are_shown_with_their_variable() {
+        let overrides = Overrides {
+            sign_key: Some("EnvKey42".to_owned()),
+            tencentcloud: [
+                Some("AKIDenv".to_owned()),
+                Some("envSecret".to_owned()),
+                None,
+            ],
+            ..Overrides::default()
+        };
+        let sources = overrides.from_environment();
+        let config = Config::load(None, overrides).unwrap();
+        let shown = annotate_sources(&config.to_toml_redacted(), &sources);
+        assert!(
+            shown.contains("sign_key = \"<redacted>\" # from VODHOOK_SIGN_KEY\n"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("secret_id = \"AKIDenv\" # from TENCENTCLOUD_SECRET_ID\n"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("secret_key = \"<redacted>\" # from TENCENTCLOUD_SECRET_KEY\n"),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains("EnvKey42") && !shown.contains("envSecret"),
+            "{shown}"
+        );
+        assert!(!shown.contains("session_token"), "{shown}");
+        Config::parse(&shown).expect("still valid TOML");
     }
 
     #[test]

@@ -197,9 +197,15 @@ async fn prune_periodically(store: Store, retention: Duration, stop: Cancellatio
     }
 }
 
-/// Installs the SIGINT and SIGTERM handlers now (so that a signal arriving
-/// right after startup is not lost) and returns a future that completes on
-/// the first of them.
+/// The log line of a SIGHUP: the configuration is read at start only.
+#[cfg(unix)]
+const SIGHUP_MESSAGE: &str = "SIGHUP received: the configuration is not reloaded at run time; restart to apply changes (systemctl restart vodhook)";
+
+/// Installs the SIGINT, SIGTERM and SIGHUP handlers now (so that a signal
+/// arriving right after startup is not lost, and SIGHUP does not kill the
+/// process) and returns a future that completes on the first SIGINT or
+/// SIGTERM. A SIGHUP is logged and otherwise ignored:
+/// configuration is not reloaded at run time.
 ///
 /// # Errors
 ///
@@ -209,10 +215,19 @@ pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 's
     use tokio::signal::unix::{signal, SignalKind};
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
+    let mut hangup = signal(SignalKind::hangup())?;
     Ok(async move {
-        tokio::select! {
-            _ = interrupt.recv() => {},
-            _ = terminate.recv() => {},
+        let mut hangups = true;
+        loop {
+            tokio::select! {
+                _ = interrupt.recv() => return,
+                _ = terminate.recv() => return,
+                received = hangup.recv(), if hangups => match received {
+                    Some(()) => tracing::warn!("{SIGHUP_MESSAGE}"),
+                    // The signal driver is gone; nothing more will arrive.
+                    None => hangups = false,
+                },
+            }
         }
     })
 }

@@ -33,7 +33,7 @@ enum Command {
     /// Post a realistic sample event (or a file) to a receiver.
     Send(SendArgs),
     /// Validate the configuration and print the effective values.
-    CheckConfig(ConfigArgs),
+    CheckConfig(CheckConfigArgs),
     /// Query stored events.
     #[command(subcommand)]
     Events(EventsCommand),
@@ -114,7 +114,7 @@ struct PullArgs {
     /// Log format on stdout [default: text].
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<LogFormat>,
-    /// Address of the metrics listener; "" turns it off [default: 127.0.0.1:9101].
+    /// Address of the metrics listener; "" turns it off [default: admin.pull_listen, 127.0.0.1:9102].
     #[arg(long, value_name = "ADDR")]
     admin_listen: Option<String>,
 }
@@ -251,6 +251,15 @@ struct ConfigArgs {
     /// TOML configuration file (see config.example.toml); defaults apply without it.
     #[arg(long, short = 'c', value_name = "PATH", env = "VODHOOK_CONFIG")]
     config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct CheckConfigArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// SQLite database file, as `serve --db` [default: store.path].
+    #[arg(long, value_name = "PATH", env = "VODHOOK_DB")]
+    db: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -437,7 +446,7 @@ async fn pull(args: PullArgs) -> ExitCode {
     let overrides = Overrides {
         log_format: args.log_format,
         db: args.db,
-        admin_listen: args.admin_listen,
+        pull_admin_listen: args.admin_listen,
         ..Overrides::from_env()
     };
     daemon(args.config.config.as_deref(), overrides, false).await
@@ -499,13 +508,24 @@ async fn daemon(
     } else {
         None
     };
-    // Validated at load, so `address()` cannot fail here.
-    let admin = match config.admin.address().ok().flatten() {
+    // `serve` and `pull` have an admin address each, so that both run on
+    // one host. Validated at load, so neither can fail here.
+    let admin_address = if http {
+        config.admin.address()
+    } else {
+        config.admin.pull_address()
+    };
+    let admin = match admin_address.ok().flatten() {
         None => None,
         Some(address) => match TcpListener::bind(address).await {
             Ok(listener) => Some(listener),
             Err(error) => {
-                tracing::error!(address = %address, %error, "cannot listen for metrics (admin.listen; empty turns it off)");
+                let key = if http {
+                    "admin.listen"
+                } else {
+                    "admin.pull_listen"
+                };
+                tracing::error!(address = %address, %error, "cannot listen for metrics ({key}; empty turns it off)");
                 return ExitCode::FAILURE;
             }
         },
@@ -654,14 +674,22 @@ async fn send(args: SendArgs) -> ExitCode {
     }
 }
 
-fn check_config(args: ConfigArgs) -> ExitCode {
-    match Config::load(args.config.as_deref(), Overrides::default()) {
+/// Loads the configuration as `serve` does (file, `--db`, environment) and
+/// prints it, saying which values came from the environment.
+fn check_config(args: CheckConfigArgs) -> ExitCode {
+    let overrides = Overrides {
+        db: args.db,
+        ..Overrides::from_env()
+    };
+    let sources = overrides.from_environment();
+    match Config::load(args.config.config.as_deref(), overrides) {
         Ok(config) => {
-            match &args.config {
+            match &args.config.config {
                 Some(path) => outln!("# {}: valid", path.display()),
                 None => outln!("# no --config given: defaults"),
             }
-            out!("{}", config.to_toml_redacted());
+            let shown = config.to_toml_redacted();
+            out!("{}", vodhook::config::annotate_sources(&shown, &sources));
             ExitCode::SUCCESS
         }
         Err(error) => {

@@ -8,12 +8,22 @@
 //! with jitter on errors, and a graceful stop: on cancellation no new pull
 //! starts, and what is in hand is stored and confirmed before `run` returns.
 //!
+//! A refused credential (`AuthFailure.*`, `UnauthorizedOperation`) is not
+//! transient, and not one puller's problem: `Credentials`, shared by the
+//! pullers, pauses all of them, logs the advice once, and lets one request
+//! at a time find out whether VOD accepts them again, backing off from
+//! `auth_backoff` to `max_backoff`. At start one puller makes the first
+//! request alone, so that wrong credentials cost one request, not
+//! `concurrency`.
+//!
 //! Invariants: an event is confirmed only after its commit, and never after
 //! `confirm_deadline` (VOD refuses confirmations older than 30 s; such an
 //! event comes back and is recognised as a duplicate).
 
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -35,9 +45,16 @@ pub struct PullOptions {
     pub min_backoff: Duration,
     /// Longest wait after errors.
     pub max_backoff: Duration,
+    /// First wait of every puller after VOD refused the credentials.
+    pub auth_backoff: Duration,
     /// How often the backlog is read (`None`: never).
     pub backlog_every: Option<Duration>,
 }
+
+/// The first wait after VOD refused the credentials: retrying sooner cannot
+/// help, since only a change outside vodhook (a key re-enabled, a
+/// permission granted, the clock fixed) can make the next try succeed.
+const AUTH_BACKOFF: Duration = Duration::from_secs(5);
 
 impl PullOptions {
     /// The options of `config`.
@@ -48,6 +65,7 @@ impl PullOptions {
             confirm_deadline: Duration::from_secs(config.confirm_deadline_secs),
             min_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(config.max_backoff_secs.max(1)),
+            auth_backoff: AUTH_BACKOFF.min(Duration::from_secs(config.max_backoff_secs.max(1))),
             backlog_every: (config.backlog_poll_secs > 0)
                 .then(|| Duration::from_secs(config.backlog_poll_secs)),
         }
@@ -240,6 +258,160 @@ impl Backoff {
     }
 }
 
+/// What the pullers know of the credentials, shared by all of them.
+#[derive(Debug)]
+struct Credentials {
+    state: Mutex<Trust>,
+    changed: Notify,
+}
+
+#[derive(Debug)]
+struct Trust {
+    status: Status,
+    /// A request is finding out whether the credentials are accepted.
+    probing: bool,
+    backoff: Backoff,
+    /// The error code whose advice was logged.
+    advised: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    /// No answer yet.
+    Unknown,
+    /// VOD answered something other than an authentication error.
+    Accepted,
+    /// VOD refused them; the next try is not before this.
+    Refused(tokio::time::Instant),
+}
+
+/// Leave to make a request, from [`Credentials::pass`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// The credentials are accepted: any number of requests.
+    Free,
+    /// The one request that finds out whether they are (still) accepted;
+    /// the other pullers wait for its [`Credentials::report`].
+    Probe,
+}
+
+impl Credentials {
+    /// Nothing known yet; after a refusal the first retry comes after about
+    /// `first_wait` (between half and all of it), then twice that, and so
+    /// on up to `max_wait`.
+    fn new(first_wait: Duration, max_wait: Duration) -> Credentials {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+        Credentials {
+            state: Mutex::new(Trust {
+                status: Status::Unknown,
+                probing: false,
+                backoff: Backoff::new(first_wait, max_wait.max(first_wait), seed),
+                advised: None,
+            }),
+            changed: Notify::new(),
+        }
+    }
+
+    fn trust(&self) -> std::sync::MutexGuard<'_, Trust> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits until a request may be made; `None` when `stop` is cancelled
+    /// first.
+    async fn pass(&self, stop: &CancellationToken) -> Option<Pass> {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let retry_at = {
+                let mut trust = self.trust();
+                match trust.status {
+                    Status::Accepted => return Some(Pass::Free),
+                    _ if trust.probing => None,
+                    Status::Refused(at) if tokio::time::Instant::now() < at => Some(at),
+                    Status::Unknown | Status::Refused(_) => {
+                        trust.probing = true;
+                        return Some(Pass::Probe);
+                    }
+                }
+            };
+            let retry = async {
+                match retry_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = stop.cancelled() => return None,
+                () = &mut changed => {}
+                () = retry => {}
+            }
+        }
+    }
+
+    /// Waits until the credentials are accepted; `false` when `stop` is
+    /// cancelled first.
+    async fn accepted(&self, stop: &CancellationToken) -> bool {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.trust().status == Status::Accepted {
+                return true;
+            }
+            tokio::select! {
+                () = stop.cancelled() => return false,
+                () = &mut changed => {}
+            }
+        }
+    }
+
+    /// Records the answer to a request made with `pass`: `refused` is the
+    /// error when VOD refused the credentials.
+    fn report(&self, pass: Pass, refused: Option<&VodError>) {
+        let mut trust = self.trust();
+        if pass == Pass::Probe {
+            trust.probing = false;
+        }
+        match refused {
+            None => {
+                if matches!(trust.status, Status::Refused(_)) {
+                    tracing::info!("VOD accepts the credentials again; pulling resumed");
+                }
+                trust.status = Status::Accepted;
+                trust.backoff.reset();
+                trust.advised = None;
+            }
+            // A request that left before the refusal was known: the
+            // refusal is already being dealt with.
+            Some(_) if pass == Pass::Free && matches!(trust.status, Status::Refused(_)) => {}
+            Some(error) => {
+                let wait = trust.backoff.step();
+                trust.status = Status::Refused(tokio::time::Instant::now() + wait);
+                let retry_in_ms = wait.as_millis() as u64;
+                if trust.advised.as_deref() == error.code() {
+                    tracing::warn!(
+                        code = error.code().unwrap_or_default(),
+                        retry_in_ms,
+                        "VOD still refuses the credentials"
+                    );
+                } else {
+                    trust.advised = error.code().map(str::to_owned);
+                    tracing::error!(
+                        error = %error,
+                        retry_in_ms,
+                        "VOD refused the credentials: every puller waits; one request retries, backing off up to pull.max_backoff_secs; after fixing the configuration, restart vodhook"
+                    );
+                }
+            }
+        }
+        drop(trust);
+        self.changed.notify_waiters();
+    }
+}
+
 /// Runs `options.concurrency` pullers until `stop` is cancelled; then
 /// stores and confirms what is in hand and returns.
 pub async fn run(client: VodClient, ingest: Ingest, options: PullOptions, stop: CancellationToken) {
@@ -248,22 +420,26 @@ pub async fn run(client: VodClient, ingest: Ingest, options: PullOptions, stop: 
         "pulling events from the VOD queue"
     );
     let confirms = TaskTracker::new();
+    let credentials =
+        std::sync::Arc::new(Credentials::new(options.auth_backoff, options.max_backoff));
     let mut pullers = tokio::task::JoinSet::new();
     for index in 0..options.concurrency {
-        let (client, ingest, options, stop, confirms) = (
-            client.clone(),
-            ingest.clone(),
-            options.clone(),
-            stop.clone(),
-            confirms.clone(),
-        );
-        pullers.spawn(
-            async move { puller(index, &client, &ingest, &options, &stop, &confirms).await },
-        );
+        let shared = Shared {
+            client: client.clone(),
+            ingest: ingest.clone(),
+            options: options.clone(),
+            stop: stop.clone(),
+            confirms: confirms.clone(),
+            credentials: credentials.clone(),
+        };
+        pullers.spawn(async move { puller(index, &shared).await });
     }
     if let Some(every) = options.backlog_every {
         let (client, metrics, stop) = (client.clone(), ingest.metrics().clone(), stop.clone());
-        tokio::spawn(async move { watch_backlog(&client, &metrics, every, &stop).await });
+        let credentials = credentials.clone();
+        tokio::spawn(async move {
+            watch_backlog(&client, &metrics, &credentials, every, &stop).await;
+        });
     }
     while pullers.join_next().await.is_some() {}
     confirms.close();
@@ -271,14 +447,25 @@ pub async fn run(client: VodClient, ingest: Ingest, options: PullOptions, stop: 
     tracing::info!("stopped pulling");
 }
 
-async fn puller(
-    index: usize,
-    client: &VodClient,
-    ingest: &Ingest,
-    options: &PullOptions,
-    stop: &CancellationToken,
-    confirms: &TaskTracker,
-) {
+/// What every puller holds.
+struct Shared {
+    client: VodClient,
+    ingest: Ingest,
+    options: PullOptions,
+    stop: CancellationToken,
+    confirms: TaskTracker,
+    credentials: std::sync::Arc<Credentials>,
+}
+
+async fn puller(index: usize, shared: &Shared) {
+    let Shared {
+        client,
+        ingest,
+        options,
+        stop,
+        confirms,
+        credentials,
+    } = shared;
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64)
@@ -288,10 +475,20 @@ async fn puller(
     loop {
         // Only the wait for PullEvents is cancelled: events not yet received
         // stay in VOD's queue; events received are stored and confirmed.
+        let Some(pass) = credentials.pass(stop).await else {
+            return;
+        };
         let pulled = tokio::select! {
             () = stop.cancelled() => return,
             pulled = client.pull_events(options.request_timeout) => pulled,
         };
+        let refused = pulled.as_ref().err().filter(|error| error.is_auth());
+        credentials.report(pass, refused);
+        if let Some(error) = refused {
+            // Logged once by `report`; `pass` makes the wait.
+            metrics.pull_request(error.label());
+            continue;
+        }
         let outcome = match pulled {
             Ok(events) if events.is_empty() => {
                 metrics.pull_request("empty");
@@ -323,11 +520,7 @@ async fn puller(
             }
             Err(PullError::Vod(error)) => {
                 let wait = backoff.step();
-                if error.is_auth() {
-                    tracing::error!(error = %error, retry_in_ms = wait.as_millis() as u64, "VOD refused the credentials");
-                } else {
-                    tracing::warn!(error = %error, retry_in_ms = wait.as_millis() as u64, "pulling events failed");
-                }
+                tracing::warn!(error = %error, retry_in_ms = wait.as_millis() as u64, "pulling events failed");
                 tokio::select! {
                     () = stop.cancelled() => return,
                     () = tokio::time::sleep(wait) => {}
@@ -371,14 +564,20 @@ fn spawn_confirm(
 async fn watch_backlog(
     client: &VodClient,
     metrics: &Metrics,
+    credentials: &Credentials,
     every: Duration,
     stop: &CancellationToken,
 ) {
     let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             _ = ticks.tick() => {}
+        }
+        // No requests while the credentials are refused (or not yet known).
+        if !credentials.accepted(stop).await {
+            return;
         }
         match client.describe_events_state(Duration::from_secs(10)).await {
             Ok(count) => metrics.pull_backlog(count),
@@ -390,6 +589,73 @@ async fn watch_backlog(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn refusal() -> VodError {
+        VodError::Api {
+            action: "PullEvents",
+            code: "AuthFailure.SignatureFailure".to_owned(),
+            message: "The provided credentials could not be validated".to_owned(),
+            request_id: "r".to_owned(),
+            hint: String::new(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_request_at_a_time_finds_out_about_the_credentials() {
+        let credentials = std::sync::Arc::new(Credentials::new(
+            Duration::from_secs(4),
+            Duration::from_secs(60),
+        ));
+        let stop = CancellationToken::new();
+        let waiter = |credentials: &std::sync::Arc<Credentials>| {
+            let (credentials, stop) = (credentials.clone(), stop.clone());
+            tokio::spawn(async move { credentials.pass(&stop).await })
+        };
+        // At start, one request goes alone.
+        assert_eq!(credentials.pass(&stop).await, Some(Pass::Probe));
+        let others: Vec<_> = (0..3).map(|_| waiter(&credentials)).collect();
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert!(others.iter().all(|other| !other.is_finished()));
+
+        // Refused: one of the others retries, after 2 to 4 s; the rest wait.
+        let refused_at = tokio::time::Instant::now();
+        credentials.report(Pass::Probe, Some(&refusal()));
+        let (mut probes, mut waiting) = (Vec::new(), Vec::new());
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        for other in others {
+            if other.is_finished() {
+                probes.push(other.await.unwrap());
+            } else {
+                waiting.push(other);
+            }
+        }
+        assert_eq!(probes, [Some(Pass::Probe)]);
+        assert_eq!(waiting.len(), 2);
+        // A request that left before the refusal was known changes nothing.
+        credentials.report(Pass::Free, Some(&refusal()));
+
+        // Refused again: the wait doubles (4 to 8 s).
+        assert!(refused_at.elapsed() >= Duration::from_secs(2));
+        credentials.report(Pass::Probe, Some(&refusal()));
+        tokio::time::sleep(Duration::from_millis(3900)).await;
+        assert!(waiting.iter().all(|other| !other.is_finished()));
+        tokio::time::sleep(Duration::from_millis(4200)).await;
+        let (probed, still): (Vec<_>, Vec<_>) =
+            waiting.into_iter().partition(|other| other.is_finished());
+        assert_eq!(probed.len(), 1);
+        assert_eq!(
+            probed.into_iter().next().unwrap().await.unwrap(),
+            Some(Pass::Probe)
+        );
+
+        // Accepted: everyone goes.
+        credentials.report(Pass::Probe, None);
+        for other in still {
+            assert_eq!(other.await.unwrap(), Some(Pass::Free));
+        }
+        assert_eq!(credentials.pass(&stop).await, Some(Pass::Free));
+        assert!(credentials.accepted(&stop).await);
+    }
 
     #[test]
     fn backoff_grows_with_jitter_to_its_cap_and_resets() {

@@ -122,6 +122,11 @@ async fn check_config_prints_the_effective_configuration() {
     let (code, stdout, _) = vodhook(&["check-config"]).await;
     assert_eq!(code, 0);
     assert!(stdout.contains("max_body_bytes = 1048576"), "{stdout}");
+    // `serve` and `pull` each have their own metrics address.
+    assert!(
+        stdout.contains("[admin]\nlisten = \"127.0.0.1:9101\"\npull_listen = \"127.0.0.1:9102\"\n"),
+        "{stdout}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
@@ -245,4 +250,147 @@ async fn serve_refuses_a_bad_configuration_with_status_2() {
     assert_eq!(code, 2);
     assert_eq!(stdout, "");
     assert!(stderr.contains("server.path"), "{stderr}");
+}
+
+/// `vodhook check-config` with only these environment variables of vodhook's.
+async fn check_config_with_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut command = tokio::process::Command::new(crate::helpers::BIN);
+    command.arg("check-config").args(args);
+    for name in [
+        "VODHOOK_SIGN_KEY",
+        "VODHOOK_DB",
+        "VODHOOK_CONFIG",
+        "TENCENTCLOUD_SECRET_ID",
+        "TENCENTCLOUD_SECRET_KEY",
+        "TENCENTCLOUD_SESSION_TOKEN",
+    ] {
+        command.env_remove(name);
+    }
+    let output = tokio::time::timeout(
+        crate::helpers::PATIENCE,
+        command.envs(env.iter().copied()).output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn check_config_names_a_wrong_secret_key_but_never_its_value() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, key, line) in [
+        ("[auth]\nsign_key = 123456\n", "auth.sign_key", 2),
+        ("[server]\npath = \"/\"\n[vod]\nsecret_key = 123456\n", "vod.secret_key", 4),
+        ("[auth]\npath_token = 123456\n", "auth.path_token", 2),
+        ("vod = { session_token = 123456 }\n", "vod.session_token", 1),
+        (
+            "[[action]]\nname = \"a\"\non = \"*\"\nforward = \"https://example.com/\"\nsecret = 123456\n",
+            "action.secret",
+            5,
+        ),
+        ("[auth]\nsign_key = Key123456\n", "auth.sign_key", 2),
+    ] {
+        let path = dir.path().join("secret.toml");
+        std::fs::write(&path, text).unwrap();
+        let (code, stdout, stderr) =
+            check_config_with_env(&["--config", path.to_str().unwrap()], &[]).await;
+        assert_eq!((code, stdout.as_str()), (2, ""), "{text:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains(&format!("line {line}: {key}: ")),
+            "{text:?}: {stderr}"
+        );
+        assert!(!stderr.contains("123456"), "{text:?}: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn check_config_applies_the_environment_like_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("env.db");
+    let env = [
+        ("VODHOOK_SIGN_KEY", "EnvSignKey42"),
+        ("TENCENTCLOUD_SECRET_ID", "AKIDfromTheEnvironment"),
+        ("TENCENTCLOUD_SECRET_KEY", "envSecretKeyValue"),
+        ("VODHOOK_DB", db.to_str().unwrap()),
+    ];
+    let (code, stdout, stderr) = check_config_with_env(&[], &env).await;
+    assert_eq!(code, 0, "{stderr}");
+    for expected in [
+        "sign_key = \"<redacted>\" # from VODHOOK_SIGN_KEY\n",
+        "secret_id = \"AKIDfromTheEnvironment\" # from TENCENTCLOUD_SECRET_ID\n",
+        "secret_key = \"<redacted>\" # from TENCENTCLOUD_SECRET_KEY\n",
+        &format!("path = {:?}\n", db.to_str().unwrap()),
+    ] {
+        assert!(stdout.contains(expected), "{expected}: {stdout}");
+    }
+    assert!(
+        !stdout.contains("EnvSignKey42") && !stdout.contains("envSecretKeyValue"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("session_token"), "not set: {stdout}");
+
+    // The environment wins over the file, as for `serve`.
+    let file = dir.path().join("vodhook.toml");
+    std::fs::write(&file, "[auth]\nsign_key = \"FileKey1\"\n").unwrap();
+    let (code, stdout, _) =
+        check_config_with_env(&["--config", file.to_str().unwrap()], &env[..1]).await;
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("sign_key = \"<redacted>\" # from VODHOOK_SIGN_KEY"),
+        "{stdout}"
+    );
+    let (code, stdout, _) = check_config_with_env(&["--config", file.to_str().unwrap()], &[]).await;
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("sign_key = \"<redacted>\"\n"),
+        "from the file: {stdout}"
+    );
+
+    // An invalid value from the environment is named by its variable.
+    let (code, _, stderr) =
+        check_config_with_env(&[], &[("VODHOOK_SIGN_KEY", "not a valid key!")]).await;
+    assert_eq!(code, 2);
+    assert!(stderr.contains("VODHOOK_SIGN_KEY"), "{stderr}");
+    assert!(!stderr.contains("not a valid key!"), "{stderr}");
+}
+
+#[tokio::test]
+async fn sighup_is_logged_and_the_daemon_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut daemon, first) = Daemon::start(&dir, &[]).await;
+    assert!(first.contains("listening"), "{first}");
+    let url = first
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("url="))
+        .unwrap()
+        .to_owned();
+
+    daemon.signal("HUP");
+    let line = daemon.line().await;
+    assert!(
+        line.contains("WARN")
+            && line.contains("SIGHUP")
+            && line.contains("systemctl restart vodhook"),
+        "{line}"
+    );
+
+    let (code, _, stderr) =
+        vodhook(&["send", "NewFileUpload", "--to", &url, "--file-id", "777"]).await;
+    assert_eq!(code, 0, "still answering: {stderr}");
+    let line = daemon.line().await;
+    assert!(line.contains("NewFileUpload file=777"), "{line}");
+
+    daemon.signal("TERM");
+    let rest = daemon.rest().await;
+    assert_eq!(daemon.exit_code().await, 0, "{rest:?}");
+    assert!(
+        rest.last().is_some_and(|line| line.contains("stopped")),
+        "{rest:?}"
+    );
 }

@@ -88,6 +88,9 @@ pub struct Shared {
     pub hold_confirms: AtomicBool,
     /// Answer an empty queue with ResourceNotFound instead of an empty EventSet.
     pub empty_as_not_found: AtomicBool,
+    /// Answer this many requests with AuthFailure.UnauthorizedOperation
+    /// (a permission VOD grants again later).
+    pub refuse_next: AtomicUsize,
 }
 
 /// A running fake.
@@ -116,6 +119,7 @@ impl FakeVod {
             fail_next: AtomicUsize::new(0),
             hold_confirms: AtomicBool::new(false),
             empty_as_not_found: AtomicBool::new(false),
+            refuse_next: AtomicUsize::new(0),
         });
         let app = axum::Router::new()
             .route("/", axum::routing::post(handle))
@@ -348,6 +352,18 @@ async fn handle(
     }
     if let Err((code, message)) = authenticate(&shared, &headers, &body) {
         return error(&shared, code, &message).into_response();
+    }
+    if shared
+        .refuse_next
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        return error(
+            &shared,
+            "AuthFailure.UnauthorizedOperation",
+            "the request is not authorized",
+        )
+        .into_response();
     }
     if !take_token(&shared, &action) {
         return error(&shared, "RequestLimitExceeded", "request limit exceeded").into_response();

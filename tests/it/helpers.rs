@@ -280,13 +280,24 @@ impl Daemon {
     }
 
     async fn run(dir: &tempfile::TempDir, args: &[&str], env: &[(&str, &str)]) -> (Daemon, String) {
+        let mut all = vec![args[0], "--admin-listen", ""];
+        all.extend(&args[1..]);
+        Daemon::spawn(dir, &all, env).await
+    }
+
+    /// `vodhook <args>` with its database in `dir`, admin listener as
+    /// configured (mind the fixed default ports).
+    pub async fn spawn(
+        dir: &tempfile::TempDir,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> (Daemon, String) {
         let db = dir.path().join("vodhook.db");
         let mut child = Command::new(BIN)
             .envs(env.iter().copied())
             .args(&args[..1])
             .arg("--db")
             .arg(&db)
-            .args(["--admin-listen", ""])
             .args(&args[1..])
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())

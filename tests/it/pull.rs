@@ -66,6 +66,7 @@ fn options(concurrency: usize) -> PullOptions {
         confirm_deadline: Duration::from_secs(25),
         min_backoff: Duration::from_millis(100),
         max_backoff: Duration::from_secs(1),
+        auth_backoff: Duration::from_millis(100),
         backlog_every: Some(Duration::from_millis(100)),
     }
 }
@@ -532,4 +533,181 @@ async fn the_pull_command_drains_the_queue_and_stops_on_sigterm() {
     .await;
     assert_eq!(code, 2, "no credentials");
     assert!(stderr.contains("TENCENTCLOUD_SECRET_ID"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_wrong_secret_pauses_every_puller_and_advises_once() {
+    let fake = FakeVod::start(FakeOptions::default()).await;
+    fake.enqueue(backlog().into_iter().take(3));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("vodhook.toml");
+    // Default [pull] settings: 4 pullers, backoff up to 60 s.
+    std::fs::write(
+        &config,
+        format!("[vod]\nendpoint = \"{}\"\n", fake.endpoint),
+    )
+    .unwrap();
+    let env = [
+        (
+            "TENCENTCLOUD_SECRET_ID",
+            fake.shared.options.secret_id.as_str(),
+        ),
+        ("TENCENTCLOUD_SECRET_KEY", "notTheRightSecretKey"),
+    ];
+    let (mut daemon, first) =
+        Daemon::pull(&dir, &["--config", config.to_str().unwrap()], &env).await;
+    assert!(first.contains("pulling events"), "{first}");
+    // The window the count is about, not a wait for readiness.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let signed = fake.requests("PullEvents")
+        + fake.requests("ConfirmEvents")
+        + fake.requests("DescribeEventsState");
+    assert!(
+        (2..=12).contains(&signed),
+        "{signed} signed requests in the first 6 s"
+    );
+    assert_eq!(
+        fake.errors("AuthFailure.SignatureFailure"),
+        signed,
+        "every one refused"
+    );
+
+    daemon.signal("TERM");
+    let log = daemon.rest().await;
+    assert_eq!(daemon.exit_code().await, 0, "{log:?}");
+    let advice: Vec<&String> = log
+        .iter()
+        .filter(|line| line.contains("check vod.secret_key"))
+        .collect();
+    assert_eq!(advice.len(), 1, "{log:#?}");
+    assert!(advice[0].contains("ERROR"), "{}", advice[0]);
+    assert!(!log.join("\n").contains("notTheRightSecretKey"));
+    assert_eq!(fake.unconfirmed(), 3);
+}
+
+#[tokio::test]
+async fn pullers_resume_together_once_the_credentials_are_accepted() {
+    let fake = FakeVod::start(FakeOptions::default()).await;
+    fake.enqueue(backlog().into_iter().take(40));
+    fake.shared.refuse_next.store(3, Ordering::SeqCst);
+    let consumer = Consumer::new();
+    let client = client_for(&fake, &fake.shared.options.secret_key);
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(pull::run(
+        client,
+        consumer.ingest.clone(),
+        options(4),
+        stop.clone(),
+    ));
+    fake.drained(PATIENCE).await;
+    stop.cancel();
+    run.await.unwrap();
+    // Refused three times, then every puller is back: all drained, once.
+    assert_eq!(fake.errors("AuthFailure.UnauthorizedOperation"), 3);
+    assert_eq!(consumer.rows().len(), 40);
+    assert!(fake.deliveries().iter().all(|d| *d == 1));
+}
+
+#[tokio::test]
+async fn serve_and_pull_run_side_by_side_with_one_configuration_file() {
+    let fake = FakeVod::start(FakeOptions::default()).await;
+    fake.enqueue(backlog().into_iter().take(5));
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        (
+            "TENCENTCLOUD_SECRET_ID",
+            fake.shared.options.secret_id.as_str(),
+        ),
+        (
+            "TENCENTCLOUD_SECRET_KEY",
+            fake.shared.options.secret_key.as_str(),
+        ),
+    ];
+    // `serve` on a free port; then the file both use names that port as
+    // admin.listen, as an installed config.example.toml names 9101.
+    let serve_config = dir.path().join("serve.toml");
+    std::fs::write(&serve_config, "[admin]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+    let (mut serve, first) = Daemon::spawn(
+        &dir,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--config",
+            serve_config.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    let first: Value = serde_json::from_str(&first).unwrap();
+    let url = first["url"].as_str().unwrap().to_owned();
+    let serve_admin = metrics_address(&mut serve).await;
+
+    let shared = dir.path().join("vodhook.toml");
+    std::fs::write(
+        &shared,
+        format!(
+            "[admin]\nlisten = \"{serve_admin}\"\npull_listen = \"127.0.0.1:0\"\n[vod]\nendpoint = \"{}\"\n",
+            fake.endpoint
+        ),
+    )
+    .unwrap();
+    let (mut puller, first) = Daemon::spawn(
+        &dir,
+        &[
+            "pull",
+            "--log-format",
+            "json",
+            "--config",
+            shared.to_str().unwrap(),
+        ],
+        &env,
+    )
+    .await;
+    let first: Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(first["message"], "metrics listening", "{first}");
+    let pull_admin = first["address"].as_str().unwrap().to_owned();
+    assert_ne!(pull_admin, serve_admin);
+    fake.drained(PATIENCE).await;
+
+    // Both answer: serve its callbacks and metrics, pull its metrics.
+    let (code, _, stderr) = vodhook(&["send", "NewFileUpload", "--to", &url]).await;
+    assert_eq!(code, 0, "{stderr}");
+    for (admin, needle) in [
+        (&serve_admin, "vodhook_events_received_total"),
+        (&pull_admin, "vodhook_events_confirmed_total 5"),
+    ] {
+        let text = reqwest::get(format!("http://{admin}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(text.contains(needle), "{admin}: {text}");
+    }
+    for daemon in [&mut serve, &mut puller] {
+        daemon.signal("TERM");
+        daemon.drain();
+        assert_eq!(daemon.exit_code().await, 0);
+    }
+    let rows = Reader::open(&dir.path().join("vodhook.db"))
+        .unwrap()
+        .events(&EventFilter {
+            limit: 100,
+            ..EventFilter::default()
+        })
+        .unwrap();
+    assert_eq!(rows.len(), 6);
+}
+
+/// The address of the daemon's "metrics listening" line (JSON logs).
+async fn metrics_address(daemon: &mut Daemon) -> String {
+    loop {
+        let line = daemon.json_line().await;
+        if line["message"] == "metrics listening" {
+            return line["address"].as_str().unwrap().to_owned();
+        }
+    }
 }
