@@ -428,6 +428,7 @@ fn failing_action() -> ActionConfig {
         backoff_initial_ms: 20,
         backoff_max_secs: 1,
         max_age_secs: 3600,
+        env: Default::default(),
     }
 }
 
