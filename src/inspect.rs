@@ -225,11 +225,12 @@ pub fn rejected_list(reader: &Reader, limit: u32, as_json: bool) -> anyhow::Resu
         }
         let _ = writeln!(
             out,
-            "{:<6} {}  {} from {}  {}\n       {:?}",
+            "{:<6} {}  {} from {}  {} bytes  {}\n       {:?}",
             row.id,
             format_ms(row.received_at),
             row.source,
             dash(row.remote.as_deref()),
+            row.length,
             row.reason,
             body
         );

@@ -12,6 +12,7 @@ mod errors;
 mod fake_vod;
 mod hardening;
 mod helpers;
+mod hostile_store;
 mod pull;
 mod query;
 mod quirks;
