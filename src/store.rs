@@ -232,8 +232,8 @@ DROP TABLE deliveries;
 ALTER TABLE deliveries_v4 RENAME TO deliveries;
 CREATE INDEX deliveries_retrying ON deliveries (next_at) WHERE status = 'retrying';
 
--- A refused body is kept cut to its first REJECTED_PREFIX bytes; `length`
--- is how long it was.
+-- A refused body is kept cut to its first REJECTED_PREFIX (64 KiB) bytes;
+-- `length` is how long it was. The byte budget applies from the next one.
 CREATE TABLE rejected_v4 (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
     received_at INTEGER NOT NULL,
@@ -244,7 +244,8 @@ CREATE TABLE rejected_v4 (
     body        BLOB NOT NULL
 );
 INSERT INTO rejected_v4 (id, received_at, source, remote, reason, length, body)
-    SELECT id, received_at, source, remote, reason, length(body), body FROM rejected ORDER BY id;
+    SELECT id, received_at, source, remote, reason, length(body), substr(body, 1, 65536)
+    FROM rejected ORDER BY id;
 DROP TABLE rejected;
 ALTER TABLE rejected_v4 RENAME TO rejected;
 

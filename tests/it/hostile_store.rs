@@ -360,6 +360,14 @@ async fn a_schema_3_database_is_rebuilt_with_ids_that_are_never_reused() {
         reject(&store, &format!("r{n}")).await;
     }
     drop(store);
+    // A body kept whole, as schema 3 did.
+    rusqlite::Connection::open(&options.path)
+        .unwrap()
+        .execute(
+            "UPDATE rejected SET body = zeroblob(200000), length = 200000 WHERE id = 3",
+            [],
+        )
+        .unwrap();
     // Back to schema 3: the same tables without AUTOINCREMENT, `rejected`
     // without its length, no sequence, no probe table.
     let connection = rusqlite::Connection::open(&options.path).unwrap();
@@ -410,7 +418,18 @@ async fn a_schema_3_database_is_rebuilt_with_ids_that_are_never_reused() {
     assert_eq!(reader.counts().unwrap(), (3, 3));
     let rejected = reader.rejected(10).unwrap();
     assert_eq!(rejected.len(), 3);
-    assert!(rejected.iter().all(|row| row.length == 10), "{rejected:?}");
+    let lengths: Vec<(i64, usize)> = rejected
+        .iter()
+        .map(|row| (row.length, row.body.len()))
+        .collect();
+    assert_eq!(
+        lengths,
+        [
+            (200_000, vodhook::store::REJECTED_PREFIX),
+            (10, 10),
+            (10, 10)
+        ]
+    );
     assert_eq!(max_ids(&options.path), (3, 3, 3));
     prune_all_then_new_ids_are_higher(&store, &options.path, (3, 3, 3)).await;
 }
