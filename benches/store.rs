@@ -49,6 +49,7 @@ async fn run(count: usize, with_action: bool) -> f64 {
     let options = StoreOptions {
         path: dir.path().join("bench.db"),
         busy_timeout: Duration::from_secs(5),
+        ..Default::default()
     };
     let store = Store::open(&options, Metrics::default()).expect("open the store");
     let queue = Arc::new(Mutex::new(events(count, with_action)));

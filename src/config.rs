@@ -455,6 +455,10 @@ pub struct StoreConfig {
     /// Milliseconds a write waits for a lock held by another process
     /// (`store.busy_timeout_ms`, default 2000) before the callback gets 503.
     pub busy_timeout_ms: u64,
+    /// Largest size of the database file in MiB (`store.max_size_mb`,
+    /// default 0: no limit); beyond it events are refused with 503, as on
+    /// a full disk, until pruning frees room.
+    pub max_size_mb: u64,
 }
 
 impl Default for StoreConfig {
@@ -463,6 +467,7 @@ impl Default for StoreConfig {
             path: PathBuf::from("./vodhook.db"),
             retention_days: 90,
             busy_timeout_ms: 2000,
+            max_size_mb: 0,
         }
     }
 }
@@ -473,6 +478,7 @@ impl StoreConfig {
         crate::store::StoreOptions {
             path: self.path.clone(),
             busy_timeout: std::time::Duration::from_millis(self.busy_timeout_ms),
+            max_size_bytes: self.max_size_mb.saturating_mul(1024 * 1024),
         }
     }
 }

@@ -264,11 +264,12 @@ pub fn rejected_list(reader: &Reader, limit: u32, as_json: bool) -> anyhow::Resu
         }
         let _ = writeln!(
             out,
-            "{:<6} {}  {} from {}  {}",
+            "{:<6} {}  {} from {}  {} bytes  {}",
             row.id,
             format_ms(row.received_at),
             row.source,
             dash(row.remote.as_deref()),
+            row.length,
             row.reason,
         );
         let _ = writeln!(out, "       {body:?}");

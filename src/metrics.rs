@@ -46,6 +46,7 @@ struct Inner {
     request_duration: Histogram,
     commit_duration: Histogram,
     batch_size: Histogram,
+    store_writable: Gauge,
     pull_requests: Family<ResultLabels, Counter>,
     confirmed: Counter,
     redeliveries: Counter,
@@ -121,6 +122,12 @@ impl Default for Metrics {
             "Writes committed together",
             batch_size.clone(),
         );
+        let store_writable = Gauge::default();
+        registry.register(
+            "vodhook_store_writable",
+            "1 while the store commits writes, 0 while they fail (as /readyz)",
+            store_writable.clone(),
+        );
         let pull_requests = Family::<ResultLabels, Counter>::default();
         registry.register(
             "vodhook_pull_requests",
@@ -194,6 +201,7 @@ impl Default for Metrics {
                 request_duration,
                 commit_duration,
                 batch_size,
+                store_writable,
                 pull_requests,
                 confirmed,
                 redeliveries,
@@ -240,6 +248,11 @@ impl Metrics {
     pub fn commit(&self, size: usize, seconds: f64) {
         self.inner.commit_duration.observe(seconds);
         self.inner.batch_size.observe(size as f64);
+    }
+
+    /// The store commits writes (`true`), or they fail.
+    pub fn store_writable(&self, writable: bool) {
+        self.inner.store_writable.set(i64::from(writable));
     }
 
     /// A pull-consumer API call ended with `result` (`ok`, `empty`, `auth_error`, …).

@@ -15,6 +15,13 @@
 //! database locked past the busy timeout) fails the whole batch, and the
 //! next batch simply tries again.
 //!
+//! A failure of the storage starts an outage: logged once, `/readyz` not
+//! ready (its probe then makes a real write, so it recovers without
+//! traffic), until a write commits again. After each commit the writer
+//! checks that `store.path` still names the file it has open (device and
+//! inode): a batch committed into a file that was deleted or replaced is
+//! answered 503, not acknowledged.
+//!
 //! # Deduplication and derived state
 //!
 //! Events are unique on their dedup key (`events::dedup_key`). A duplicate
@@ -48,6 +55,17 @@ pub const MAX_BATCH: usize = 512;
 
 /// Bodies refused with 400 kept for inspection.
 pub const REJECTED_KEPT: i64 = 1000;
+
+/// Bytes of a refused body kept (its length is kept too).
+pub const REJECTED_PREFIX: usize = 64 * 1024;
+
+/// Bytes of refused bodies kept in all; the oldest go first.
+pub const REJECTED_BUDGET: i64 = 16 * 1024 * 1024;
+
+/// Bytes the WAL file is cut back to once checkpointed
+/// (`PRAGMA journal_size_limit`); the checkpointer truncates a larger WAL
+/// as soon as every frame of it is in the database.
+pub const WAL_LIMIT: i64 = 16 * 1024 * 1024;
 
 /// The schema, one migration per entry; `PRAGMA user_version` counts the
 /// ones applied.
@@ -156,7 +174,88 @@ DROP INDEX deliveries_status;
 DROP INDEX deliveries_event_id;
 CREATE INDEX deliveries_retrying ON deliveries (next_at) WHERE status = 'retrying';
 "#,
+    MIGRATION_IDS_NEVER_REUSED,
 ];
+
+/// Schema 4 (the store helper's migration): ids are never handed out twice,
+/// refused bodies keep their length, and `/readyz` has a table to write to.
+///
+/// Without `AUTOINCREMENT`, SQLite gives a new row `max(id) + 1`, so once
+/// pruning had removed every event the next one got id 1 again — reusing
+/// the `id=` of the log line, `VODHOOK_EVENT_ID`, and letting surviving
+/// delivery rows point at the new event. `events`, `deliveries` and
+/// `rejected` are rebuilt with `AUTOINCREMENT` (SQLite cannot add it in
+/// place); their rows and ids are copied, and `sqlite_sequence` starts at
+/// the largest id copied.
+const MIGRATION_IDS_NEVER_REUSED: &str = r#"
+CREATE TABLE events_v4 (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    dedup_key    BLOB    NOT NULL UNIQUE,
+    received_at  INTEGER NOT NULL,
+    last_seen    INTEGER NOT NULL,
+    times_seen   INTEGER NOT NULL DEFAULT 1,
+    source       TEXT    NOT NULL,
+    format       TEXT    NOT NULL,
+    event_type   TEXT    NOT NULL,
+    file_id      TEXT,
+    task_id      TEXT,
+    status       TEXT,
+    parse_error  TEXT,
+    remote       TEXT,
+    raw          BLOB    NOT NULL
+);
+INSERT INTO events_v4 (id, dedup_key, received_at, last_seen, times_seen, source, format, event_type,
+                       file_id, task_id, status, parse_error, remote, raw)
+    SELECT id, dedup_key, received_at, last_seen, times_seen, source, format, event_type,
+           file_id, task_id, status, parse_error, remote, raw FROM events ORDER BY id;
+DROP TABLE events;
+ALTER TABLE events_v4 RENAME TO events;
+CREATE INDEX events_received_at ON events (received_at);
+CREATE INDEX events_file_id ON events (file_id) WHERE file_id IS NOT NULL;
+CREATE INDEX events_task_id ON events (task_id) WHERE task_id IS NOT NULL;
+
+CREATE TABLE deliveries_v4 (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id   INTEGER NOT NULL,
+    action     TEXT    NOT NULL,
+    status     TEXT    NOT NULL,
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    next_at    INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    last_error TEXT
+);
+INSERT INTO deliveries_v4 (id, event_id, action, status, attempts, next_at, created_at, updated_at, last_error)
+    SELECT id, event_id, action, status, attempts, next_at, created_at, updated_at, last_error
+    FROM deliveries ORDER BY id;
+DROP TABLE deliveries;
+ALTER TABLE deliveries_v4 RENAME TO deliveries;
+CREATE INDEX deliveries_retrying ON deliveries (next_at) WHERE status = 'retrying';
+
+-- A refused body is kept cut to its first REJECTED_PREFIX (64 KiB) bytes;
+-- `length` is how long it was. The byte budget applies from the next one.
+CREATE TABLE rejected_v4 (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at INTEGER NOT NULL,
+    source      TEXT NOT NULL,
+    remote      TEXT,
+    reason      TEXT NOT NULL,
+    length      INTEGER NOT NULL,
+    body        BLOB NOT NULL
+);
+INSERT INTO rejected_v4 (id, received_at, source, remote, reason, length, body)
+    SELECT id, received_at, source, remote, reason, length(body), substr(body, 1, 65536)
+    FROM rejected ORDER BY id;
+DROP TABLE rejected;
+ALTER TABLE rejected_v4 RENAME TO rejected;
+
+-- `/readyz` after a failed commit: a row written and deleted in one
+-- committed transaction, large enough to need pages of its own.
+CREATE TABLE IF NOT EXISTS ready_probe (
+    id   INTEGER PRIMARY KEY,
+    body BLOB NOT NULL
+);
+"#;
 
 /// Why a delivery whose event is no longer stored is dead.
 pub const EVENT_GONE: &str =
@@ -169,6 +268,19 @@ pub struct StoreOptions {
     pub path: PathBuf,
     /// How long a write waits for a lock held by another process.
     pub busy_timeout: Duration,
+    /// Largest size of the database file in bytes (0: no limit); beyond
+    /// it writes fail as on a full disk (`PRAGMA max_page_count`).
+    pub max_size_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            path: PathBuf::from("./vodhook.db"),
+            busy_timeout: Duration::from_secs(2),
+            max_size_bytes: 0,
+        }
+    }
 }
 
 /// Why a write failed.
@@ -304,6 +416,58 @@ fn open_connection(
     Ok(connection)
 }
 
+/// Tables every vodhook database has, whatever its schema version.
+const VODHOOK_TABLES: [&str; 4] = ["events", "tasks", "files", "rejected"];
+
+/// The schema version of the database open on `connection` — 0 for a new,
+/// empty file — after checking, without changing anything, that it is a
+/// vodhook database: a file of another application (tables, but not
+/// vodhook's) is refused rather than given vodhook's tables and WAL mode.
+///
+/// # Errors
+///
+/// Not an SQLite file, or an SQLite file of another application.
+fn schema_version(connection: &Connection, path: &Path) -> anyhow::Result<i64> {
+    let version: i64 = connection
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .with_context(|| format!("{} is not an SQLite database", path.display()))?;
+    let tables: Vec<String> = connection
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        .and_then(|mut statement| {
+            statement
+                .query_map([], |row| row.get(0))?
+                .collect::<rusqlite::Result<_>>()
+        })
+        .with_context(|| format!("{} is not an SQLite database", path.display()))?;
+    let missing: Vec<&str> = VODHOOK_TABLES
+        .into_iter()
+        .filter(|table| !tables.iter().any(|t| t == table))
+        .collect();
+    const ADVICE: &str =
+        "nothing was changed; point --db or store.path at a vodhook database or a new file";
+    if version == 0 && !tables.is_empty() {
+        let shown: Vec<&str> = tables.iter().take(5).map(String::as_str).collect();
+        let more = if tables.len() > shown.len() {
+            ", …"
+        } else {
+            ""
+        };
+        anyhow::bail!(
+            "{} is not a vodhook database: it holds other tables ({}{more}); {ADVICE}",
+            path.display(),
+            shown.join(", "),
+        );
+    }
+    if version != 0 && !missing.is_empty() {
+        anyhow::bail!(
+            "{} is not a vodhook database: its user_version is {version} but it has no {} table; {ADVICE}",
+            path.display(),
+            missing.join(", "),
+        );
+    }
+    Ok(version)
+}
+
 /// Brings the schema up to date.
 ///
 /// # Errors
@@ -311,9 +475,7 @@ fn open_connection(
 /// The file is not a vodhook database, was written by a newer vodhook, or a
 /// migration fails.
 fn migrate(connection: &mut Connection, path: &Path) -> anyhow::Result<()> {
-    let version: i64 = connection
-        .query_row("PRAGMA user_version", [], |row| row.get(0))
-        .with_context(|| format!("{} is not an SQLite database", path.display()))?;
+    let version = schema_version(connection, path)?;
     let latest = MIGRATIONS.len() as i64;
     if version > latest {
         anyhow::bail!(
@@ -367,6 +529,8 @@ impl Store {
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
             options.busy_timeout,
         )?;
+        // Before anything changes the file (WAL mode is persistent).
+        schema_version(&connection, path)?;
         let mode: String = connection
             .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
             .with_context(|| format!("cannot use {}", path.display()))?;
@@ -384,24 +548,43 @@ impl Store {
         // Checkpoints run on their own thread (below), off the commit path;
         // the writer checkpoints itself only if that thread falls far behind.
         connection.pragma_update(None, "wal_autocheckpoint", 50_000)?;
+        // A WAL that grew in a burst is cut back once checkpointed.
+        connection.pragma_update(None, "journal_size_limit", WAL_LIMIT)?;
         migrate(&mut connection, path)?;
+        if options.max_size_bytes > 0 {
+            let page_size: i64 = connection.query_row("PRAGMA page_size", [], |row| row.get(0))?;
+            let bytes = i64::try_from(options.max_size_bytes).unwrap_or(i64::MAX);
+            let pages = (bytes / page_size.max(1)).max(1);
+            connection.pragma_update(None, "max_page_count", pages)?;
+        }
         let checkpoints = open_connection(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE,
-            options.busy_timeout,
+            // Checkpoints never wait: they try again at the next tick.
+            Duration::ZERO,
         )?;
+        checkpoints.pragma_update(None, "journal_size_limit", WAL_LIMIT)?;
+        let files = DatabaseFiles::of(path)?;
+        let wal = files.wal_path.clone();
         let (stop_checkpoints, checkpoint_stop) = mpsc::channel::<()>();
         std::thread::Builder::new()
             .name("vodhook-checkpoint".to_owned())
-            .spawn(move || checkpoint_periodically(&checkpoints, &checkpoint_stop))
+            .spawn(move || checkpoint_periodically(&checkpoints, &wal, &checkpoint_stop))
             .context("cannot start the store checkpointer")?;
+        metrics.store_writable(true);
+        let busy_timeout = options.busy_timeout;
         let (commands, receiver) = mpsc::channel();
         std::thread::Builder::new()
             .name("vodhook-store".to_owned())
             .spawn(move || {
+                if let Err(error) = poll_for_locks(&connection, busy_timeout) {
+                    tracing::warn!(%error, "cannot set the store's busy handler");
+                }
                 Writer {
                     connection,
                     metrics,
+                    files,
+                    outage: None,
                 }
                 .run(&receiver);
                 drop(stop_checkpoints);
@@ -440,7 +623,9 @@ impl Store {
             .await
     }
 
-    /// Keeps a refused body; the oldest beyond [`REJECTED_KEPT`] are dropped.
+    /// Keeps a refused body: its first [`REJECTED_PREFIX`] bytes and its
+    /// length; the oldest beyond [`REJECTED_KEPT`] bodies or
+    /// [`REJECTED_BUDGET`] bytes are dropped.
     ///
     /// # Errors
     ///
@@ -474,19 +659,32 @@ impl Store {
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
 /// Copies committed WAL frames into the database (PASSIVE: never waits for
-/// the writer or readers) until the writer is gone, then once more.
-fn checkpoint_periodically(connection: &Connection, stop: &mpsc::Receiver<()>) {
+/// the writer or readers) until the writer is gone, then once more. A WAL
+/// file larger than [`WAL_LIMIT`] whose frames are all in the database is
+/// truncated (TRUNCATE, without waiting: when the writer or a reader is
+/// busy, it is tried again at the next tick).
+fn checkpoint_periodically(connection: &Connection, wal: &Path, stop: &mpsc::Receiver<()>) {
+    let checkpoint = |mode: &str| -> rusqlite::Result<(i64, i64, i64)> {
+        connection.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
+    };
     loop {
         let last = matches!(
             stop.recv_timeout(CHECKPOINT_EVERY),
             Err(mpsc::RecvTimeoutError::Disconnected)
         );
-        let checkpointed: rusqlite::Result<(i64, i64, i64)> =
-            connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-            });
-        if let Err(error) = checkpointed {
-            tracing::debug!(%error, "checkpoint failed; will try again");
+        match checkpoint("PASSIVE") {
+            Ok((0, log, done)) if log == done => {
+                let size = std::fs::metadata(wal).map_or(0, |m| m.len());
+                if size > WAL_LIMIT as u64 {
+                    if let Err(error) = checkpoint("TRUNCATE") {
+                        tracing::debug!(%error, "cannot truncate the WAL; will try again");
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(error) => tracing::debug!(%error, "checkpoint failed; will try again"),
         }
         if last {
             return;
@@ -494,18 +692,144 @@ fn checkpoint_periodically(connection: &Connection, stop: &mpsc::Receiver<()>) {
     }
 }
 
+/// Longest `vodhook reindex` waits for the write lock at a time.
+const REINDEX_LOCK_WAIT: Duration = Duration::from_secs(60);
+
+thread_local! {
+    /// How long [`poll_for_lock`] waits, for the connections of this thread.
+    static LOCK_WAIT_MS: std::cell::Cell<u64> = const { std::cell::Cell::new(2000) };
+}
+
+/// A busy handler that tries for the lock every millisecond (SQLite's own
+/// backs off to 100 ms between tries, so a writer waiting on `vodhook
+/// reindex` could miss every pause between its transactions), for as long
+/// as [`poll_for_locks`] set.
+fn poll_for_lock(tries: i32) -> bool {
+    let limit = LOCK_WAIT_MS.with(std::cell::Cell::get);
+    if u64::try_from(tries).unwrap_or(u64::MAX) >= limit {
+        return false;
+    }
+    std::thread::sleep(Duration::from_millis(1));
+    true
+}
+
+/// Makes `connection`, used on this thread only, wait for locks up to
+/// `wait` by polling every millisecond.
+fn poll_for_locks(connection: &Connection, wait: Duration) -> rusqlite::Result<()> {
+    LOCK_WAIT_MS.with(|limit| limit.set(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)));
+    connection.busy_handler(Some(poll_for_lock))
+}
+
+/// How often an idle writer checks that `store.path` still names its file.
+const FILE_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// Bytes `/readyz` writes (and deletes) to learn whether commits work
+/// again after one failed: pages of their own, more than most events need,
+/// so that "ready" means room for more than one small event.
+const PROBE_BYTES: i64 = 64 * 1024;
+
+/// The files the writer has open, by device and inode, to notice when
+/// `store.path` stops naming them (deleted, or replaced by another file):
+/// writing on would acknowledge events into a file nobody will open again.
+#[derive(Debug, Clone)]
+struct DatabaseFiles {
+    /// `store.path`, as configured.
+    path: PathBuf,
+    /// The WAL, next to the file SQLite resolved `path` to.
+    wal_path: PathBuf,
+    db: (u64, u64),
+    wal: Option<(u64, u64)>,
+}
+
+fn identity(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path).map(|m| (m.dev(), m.ino()))
+}
+
+impl DatabaseFiles {
+    /// The files open now (the database is open, in WAL mode, migrated).
+    fn of(path: &Path) -> anyhow::Result<DatabaseFiles> {
+        let db = identity(path).with_context(|| format!("cannot stat {}", path.display()))?;
+        let resolved = std::fs::canonicalize(path)
+            .with_context(|| format!("cannot resolve {}", path.display()))?;
+        let mut wal_path = resolved.into_os_string();
+        wal_path.push("-wal");
+        let wal_path = PathBuf::from(wal_path);
+        Ok(DatabaseFiles {
+            path: path.to_owned(),
+            wal: identity(&wal_path).ok(),
+            wal_path,
+            db,
+        })
+    }
+
+    /// Whether the paths still name the files open (two `stat`s).
+    fn check(&self) -> Result<(), String> {
+        let same = |path: &Path, expected: (u64, u64)| match identity(path) {
+            Ok(found) if found == expected => Ok(()),
+            Ok(_) => Err("replaced by another file"),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Err("deleted"),
+            Err(_) => Err("no longer accessible"),
+        };
+        same(&self.path, self.db)
+            .and_then(|()| self.wal.map_or(Ok(()), |wal| same(&self.wal_path, wal)))
+            .map_err(|what| {
+                format!(
+                    "database {} was {what} while open; nothing more is written to it: put it back, or restart vodhook to start a new one",
+                    self.path.display()
+                )
+            })
+    }
+}
+
 struct Writer {
     connection: Connection,
     metrics: Metrics,
+    files: DatabaseFiles,
+    /// Why writes fail, while they do (logged once, when it starts).
+    outage: Option<String>,
 }
 
 fn unavailable(error: &rusqlite::Error) -> StoreError {
     StoreError::Unavailable(error.to_string())
 }
 
+/// An error of the storage (disk, file, lock) rather than of one item:
+/// while they occur, the store is not ready.
+fn storage_error(error: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode as C;
+    matches!(
+        error.sqlite_error_code(),
+        Some(
+            C::DiskFull
+                | C::SystemIoFailure
+                | C::CannotOpen
+                | C::ReadOnly
+                | C::DatabaseBusy
+                | C::DatabaseLocked
+                | C::DatabaseCorrupt
+                | C::NotADatabase
+                | C::PermissionDenied
+                | C::FileLockingProtocolFailed
+                | C::NoLargeFileSupport
+        )
+    )
+}
+
 impl Writer {
     fn run(mut self, receiver: &mpsc::Receiver<Command>) {
-        while let Ok(first) = receiver.recv() {
+        loop {
+            let first = match receiver.recv_timeout(FILE_CHECK_EVERY) {
+                Ok(first) => first,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    // Idle: an outage is noticed (and logged) without traffic.
+                    if let Err(gone) = self.files.check() {
+                        self.failed(&gone);
+                    }
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            };
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
                 match receiver.try_recv() {
@@ -517,6 +841,61 @@ impl Writer {
         }
     }
 
+    /// Writes fail: the first failure of an outage is logged at `error`.
+    fn failed(&mut self, reason: &str) {
+        if self.outage.is_none() {
+            tracing::error!(
+                reason,
+                "store cannot write: events are refused with 503 and /readyz is not ready until it can"
+            );
+            self.metrics.store_writable(false);
+        } else {
+            tracing::debug!(reason, "store still cannot write");
+        }
+        self.outage = Some(reason.to_owned());
+    }
+
+    /// A write committed: an outage, if any, is over.
+    fn recovered(&mut self) {
+        if let Some(reason) = self.outage.take() {
+            tracing::info!(was = reason, "store writes again");
+            self.metrics.store_writable(true);
+        }
+    }
+
+    /// `/readyz`: the file is still the one open, the write lock can be
+    /// taken, and — after a failed write — a real write commits again.
+    fn probe(&mut self) -> Result<(), StoreError> {
+        if let Err(gone) = self.files.check() {
+            self.failed(&gone);
+            return Err(StoreError::Unavailable(gone));
+        }
+        let write = self.outage.is_some();
+        let probed = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .and_then(|transaction| {
+                if write {
+                    transaction.execute(
+                        "INSERT OR REPLACE INTO ready_probe (id, body) VALUES (1, zeroblob(?1))",
+                        params![PROBE_BYTES],
+                    )?;
+                    transaction.execute("DELETE FROM ready_probe", [])?;
+                }
+                transaction.commit()
+            });
+        match probed {
+            Ok(()) => {
+                self.recovered();
+                Ok(())
+            }
+            Err(error) => {
+                self.failed(&error.to_string());
+                Err(unavailable(&error))
+            }
+        }
+    }
+
     fn process(&mut self, batch: Vec<Command>) {
         let mut writes = Vec::with_capacity(batch.len());
         for command in batch {
@@ -525,11 +904,7 @@ impl Writer {
                     let _ = reply.send(self.prune(cutoff).map_err(|e| unavailable(&e)));
                 }
                 Command::Probe(reply) => {
-                    let probed = self
-                        .connection
-                        .transaction_with_behavior(TransactionBehavior::Immediate)
-                        .and_then(Transaction::commit);
-                    let _ = reply.send(probed.map_err(|e| unavailable(&e)));
+                    let _ = reply.send(self.probe());
                 }
                 write => writes.push(write),
             }
@@ -537,42 +912,59 @@ impl Writer {
         if writes.is_empty() {
             return;
         }
+        // During an outage, nothing is written into a file that is gone.
+        if self.outage.is_some() {
+            if let Err(gone) = self.files.check() {
+                self.failed(&gone);
+                answer_all(writes, &StoreError::Unavailable(gone));
+                return;
+            }
+        }
         let started = std::time::Instant::now();
         let count = writes.len();
-        match self.write_batch(&writes) {
-            Ok(results) => {
-                self.metrics.commit(count, started.elapsed().as_secs_f64());
-                tracing::trace!(
-                    batch = count,
-                    elapsed_us = started.elapsed().as_micros() as u64,
-                    "committed"
-                );
-                for (command, result) in writes.into_iter().zip(results) {
-                    match command {
-                        Command::Insert(_, reply) => {
-                            let _ = reply.send(result);
-                        }
-                        Command::Reject(_, reply) | Command::Attempt(_, reply) => {
-                            let _ = reply.send(result.map(|_| ()));
-                        }
-                        Command::Prune(..) | Command::Probe(_) => {}
-                    }
-                }
-            }
+        let results = match self.write_batch(&writes) {
+            Ok(results) => results,
             Err(error) => {
-                let error = unavailable(&error);
-                tracing::error!(%error, batch = count, "store commit failed; nothing in this batch was stored");
-                for command in writes {
-                    match command {
-                        Command::Insert(_, reply) => {
-                            let _ = reply.send(Err(error.clone()));
-                        }
-                        Command::Reject(_, reply) | Command::Attempt(_, reply) => {
-                            let _ = reply.send(Err(error.clone()));
-                        }
-                        Command::Prune(..) | Command::Probe(_) => {}
-                    }
+                self.failed(&format!(
+                    "commit failed, nothing in the batch was stored: {error}"
+                ));
+                answer_all(writes, &unavailable(&error));
+                return;
+            }
+        };
+        // Committed; but if the path no longer names the file, into a file
+        // nobody will open again: not acknowledged.
+        if let Err(gone) = self.files.check() {
+            self.failed(&gone);
+            answer_all(writes, &StoreError::Unavailable(gone));
+            return;
+        }
+        match results
+            .iter()
+            .find_map(|result| result.as_ref().err().filter(|e| storage_error(e)))
+        {
+            Some(error) => {
+                let reason = error.to_string();
+                self.failed(&reason);
+            }
+            None => self.recovered(),
+        }
+        self.metrics.commit(count, started.elapsed().as_secs_f64());
+        tracing::trace!(
+            batch = count,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "committed"
+        );
+        for (command, result) in writes.into_iter().zip(results) {
+            let result = result.map_err(|error| unavailable(&error));
+            match command {
+                Command::Insert(_, reply) => {
+                    let _ = reply.send(result);
                 }
+                Command::Reject(_, reply) | Command::Attempt(_, reply) => {
+                    let _ = reply.send(result.map(|_| ()));
+                }
+                Command::Prune(..) | Command::Probe(_) => {}
             }
         }
     }
@@ -582,7 +974,7 @@ impl Writer {
     fn write_batch(
         &mut self,
         writes: &[Command],
-    ) -> rusqlite::Result<Vec<Result<Stored, StoreError>>> {
+    ) -> rusqlite::Result<Vec<rusqlite::Result<Stored>>> {
         let mut transaction = self
             .connection
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -612,8 +1004,11 @@ impl Writer {
                 Err(error) => {
                     savepoint.rollback()?;
                     savepoint.commit()?;
-                    tracing::error!(%error, "cannot write one item of a batch; the rest of the batch is written");
-                    results.push(Err(unavailable(&error)));
+                    // Storage errors are logged once per outage (`failed`).
+                    if !storage_error(&error) {
+                        tracing::error!(%error, "cannot write one item of a batch; the rest of the batch is written");
+                    }
+                    results.push(Err(error));
                 }
             }
         }
@@ -621,6 +1016,13 @@ impl Writer {
             transaction.execute(
                 "DELETE FROM rejected WHERE id <= (SELECT max(id) FROM rejected) - ?1",
                 params![REJECTED_KEPT],
+            )?;
+            // The byte budget: newest first, drop what no longer fits.
+            transaction.execute(
+                "DELETE FROM rejected WHERE id IN
+                     (SELECT id FROM (SELECT id, sum(length(body)) OVER (ORDER BY id DESC) AS kept FROM rejected)
+                      WHERE kept > ?1)",
+                params![REJECTED_BUDGET],
             )?;
         }
         transaction.commit()?;
@@ -658,21 +1060,20 @@ impl Writer {
             "DELETE FROM rejected WHERE received_at < ?1",
             params![cutoff],
         )?;
+        // Ids are AUTOINCREMENT (schema 4): deleting the newest rows never
+        // lets SQLite hand their ids out again, so the dispatcher's cursor
+        // (new deliveries above the last id) and `id=` stay valid.
         transaction.execute(
             "DELETE FROM attempts WHERE delivery_id IN
-                 (SELECT id FROM deliveries WHERE created_at < ?1
-                      AND id < (SELECT max(id) FROM deliveries))",
+                 (SELECT id FROM deliveries WHERE created_at < ?1)",
             params![cutoff],
         )?;
         transaction.execute(
-            // The newest delivery stays, so that delivery ids are never
-            // used twice: the dispatcher finds new ones above the last id.
-            "DELETE FROM deliveries WHERE created_at < ?1 AND id < (SELECT max(id) FROM deliveries)",
+            "DELETE FROM deliveries WHERE created_at < ?1",
             params![cutoff],
         )?;
         // A replay may have queued a delivery after its event's cutoff; with
-        // the event gone it can never run (and, were event ids ever handed
-        // out again, would run with another event).
+        // the event gone it can never run.
         transaction.execute(
             "UPDATE deliveries SET status = 'dead', updated_at = ?1, last_error = ?2
              WHERE status IN ('pending', 'retrying') AND event_id NOT IN (SELECT id FROM events)",
@@ -680,6 +1081,21 @@ impl Writer {
         )?;
         transaction.commit()?;
         Ok(deleted)
+    }
+}
+
+/// Answers every write of a batch with `error`.
+fn answer_all(writes: Vec<Command>, error: &StoreError) {
+    for command in writes {
+        match command {
+            Command::Insert(_, reply) => {
+                let _ = reply.send(Err(error.clone()));
+            }
+            Command::Reject(_, reply) | Command::Attempt(_, reply) => {
+                let _ = reply.send(Err(error.clone()));
+            }
+            Command::Prune(..) | Command::Probe(_) => {}
+        }
     }
 }
 
@@ -824,14 +1240,19 @@ fn to_json(value: &impl Serialize) -> String {
 }
 
 fn insert_rejected(connection: &Connection, rejected: &Rejected) -> rusqlite::Result<i64> {
+    let body = &rejected.body[..rejected.body.len().min(REJECTED_PREFIX)];
     connection
-        .prepare_cached("INSERT INTO rejected (received_at, source, remote, reason, body) VALUES (?1, ?2, ?3, ?4, ?5)")?
+        .prepare_cached(
+            "INSERT INTO rejected (received_at, source, remote, reason, length, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
         .execute(params![
             rejected.received_at,
             rejected.source,
             rejected.remote,
             rejected.reason,
-            &rejected.body[..]
+            rejected.body.len() as i64,
+            body
         ])?;
     Ok(connection.last_insert_rowid())
 }
@@ -849,9 +1270,106 @@ pub struct ReindexReport {
     pub parse_errors: u64,
 }
 
-/// Rebuilds `tasks` and `files` from the raw events, in one transaction,
-/// re-parsing every body with the current parser (the columns of each
-/// event are refreshed too).
+/// The derived tables, each with the column its rows are copied by (in
+/// ranges) when `reindex` swaps them in. A new derived table goes here.
+const DERIVED_TABLES: &[(&str, &str)] = &[
+    ("tasks", "task_id"),
+    ("files", "file_id"),
+    ("event_files", "file_id"),
+];
+
+/// Events read per reindex transaction, and rows copied per swap
+/// transaction: each holds the write lock (if at all) for a moment only.
+const REINDEX_BATCH: usize = 2000;
+
+/// Pause between two reindex transactions that take the write lock, in
+/// which the daemon's writer (polling for the lock every millisecond)
+/// commits what waits.
+const REINDEX_PAUSE: Duration = Duration::from_millis(10);
+
+/// The columns of events read back, changed ones to be refreshed.
+type Refreshed = Vec<(i64, EventMeta)>;
+
+/// Folds the events above `*folded_to` (at most `limit`, in id order)
+/// into the shadow tables, advancing `*folded_to`; returns the events
+/// whose columns the current parser reads differently.
+fn fold_into_shadow(
+    connection: &Connection,
+    folded_to: &mut i64,
+    limit: usize,
+    report: &mut ReindexReport,
+) -> rusqlite::Result<(usize, Refreshed)> {
+    let mut select = connection.prepare_cached(
+        "SELECT id, received_at, raw, format, event_type, file_id, task_id, status, parse_error
+         FROM main.events WHERE id > ?1 ORDER BY id LIMIT ?2",
+    )?;
+    let mut rows = select.query(params![*folded_to, limit as i64])?;
+    let mut read = 0;
+    let mut refreshed = Vec::new();
+    while let Some(row) = rows.next()? {
+        let id: i64 = row.get(0)?;
+        let at: i64 = row.get(1)?;
+        let raw: Vec<u8> = row.get(2)?;
+        let stored = EventMeta {
+            format: row.get(3)?,
+            event_type: row.get(4)?,
+            file_id: row.get(5)?,
+            task_id: row.get(6)?,
+            status: row.get(7)?,
+            parse_error: row.get(8)?,
+        };
+        *folded_to = id;
+        read += 1;
+        report.events += 1;
+        let Ok(event) = Event::parse(&raw) else {
+            continue;
+        };
+        if event.parse_error.is_some() {
+            report.parse_errors += 1;
+        }
+        let meta = EventMeta::of(&event);
+        // Unqualified table names resolve to the shadow (temp) tables.
+        apply_derived(
+            connection,
+            &state::derive(&event),
+            meta.file_id.as_deref(),
+            id,
+            at,
+        )?;
+        if meta != stored {
+            refreshed.push((id, meta));
+        }
+    }
+    Ok((read, refreshed))
+}
+
+/// Writes the refreshed columns (inside the caller's write transaction).
+fn refresh_columns(connection: &Connection, refreshed: &Refreshed) -> rusqlite::Result<()> {
+    for (id, meta) in refreshed {
+        connection
+            .prepare_cached(
+                "UPDATE main.events SET format = ?2, event_type = ?3, file_id = ?4, task_id = ?5, status = ?6,
+                     parse_error = ?7 WHERE id = ?1",
+            )?
+            .execute(params![id, meta.format, meta.event_type, meta.file_id, meta.task_id, meta.status, meta.parse_error])?;
+    }
+    Ok(())
+}
+
+/// Rebuilds the derived state (`tasks`, `files`, `event_files`) from the
+/// raw events, re-parsing every body with the current parser (the columns
+/// of each event are refreshed too), while a daemon may keep writing.
+///
+/// The state is built in shadow tables (same names, in the connection's
+/// temporary schema, so that the writer's own fold code fills them),
+/// reading the events in id order in batches without taking the write
+/// lock. Then each live table is replaced range by range; every such
+/// transaction first folds into the shadow the events that arrived since,
+/// so a range copied in holds every event so far, and events arriving
+/// after it fold into the live rows as usual. Each transaction that takes
+/// the write lock is short, and a pause follows it, so the daemon's
+/// callbacks are committed in between. The result is the state a fold of
+/// all events in id order gives.
 ///
 /// # Errors
 ///
@@ -866,50 +1384,86 @@ pub fn reindex(options: &StoreOptions) -> anyhow::Result<ReindexReport> {
         options.busy_timeout,
     )?;
     migrate(&mut connection, &options.path)?;
-    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    transaction.execute_batch("DELETE FROM tasks; DELETE FROM files; DELETE FROM event_files;")?;
+    // A batch tool: it waits for the daemon's writer as long as it takes.
+    poll_for_locks(&connection, options.busy_timeout.max(REINDEX_LOCK_WAIT))?;
+    connection.pragma_update(None, "temp_store", "FILE")?;
+    for (table, _) in DERIVED_TABLES {
+        let create: String = connection.query_row(
+            "SELECT sql FROM main.sqlite_master WHERE type = 'table' AND name = ?1",
+            params![table],
+            |row| row.get(0),
+        )?;
+        connection.execute_batch(&create.replacen("CREATE TABLE", "CREATE TEMP TABLE", 1))?;
+    }
     let mut report = ReindexReport {
         events: 0,
         tasks: 0,
         files: 0,
         parse_errors: 0,
     };
-    {
-        let mut select =
-            transaction.prepare("SELECT id, received_at, raw FROM events ORDER BY id")?;
-        let mut rows = select.query([])?;
-        while let Some(row) = rows.next()? {
-            let id: i64 = row.get(0)?;
-            let at: i64 = row.get(1)?;
-            let raw: Vec<u8> = row.get(2)?;
-            report.events += 1;
-            let Ok(event) = Event::parse(&raw) else {
-                continue;
-            };
-            if event.parse_error.is_some() {
-                report.parse_errors += 1;
-            }
-            let meta = EventMeta::of(&event);
-            transaction
-                .prepare_cached(
-                    "UPDATE events SET format = ?2, event_type = ?3, file_id = ?4, task_id = ?5, status = ?6,
-                         parse_error = ?7 WHERE id = ?1",
-                )?
-                .execute(params![id, meta.format, meta.event_type, meta.file_id, meta.task_id, meta.status, meta.parse_error])?;
-            apply_derived(
-                &transaction,
-                &state::derive(&event),
-                meta.file_id.as_deref(),
-                id,
-                at,
-            )?;
+    let mut folded_to = 0;
+    // 1. The shadow: reads only; refreshed columns in short writes.
+    loop {
+        let read_snapshot = connection.unchecked_transaction()?;
+        let (read, refreshed) =
+            fold_into_shadow(&read_snapshot, &mut folded_to, REINDEX_BATCH, &mut report)?;
+        read_snapshot.commit()?;
+        if !refreshed.is_empty() {
+            let write = Transaction::new_unchecked(&connection, TransactionBehavior::Immediate)?;
+            refresh_columns(&write, &refreshed)?;
+            write.commit()?;
+            std::thread::sleep(REINDEX_PAUSE);
+        }
+        if read < REINDEX_BATCH {
+            break;
         }
     }
-    report.tasks =
-        transaction.query_row("SELECT count(*) FROM tasks", [], |row| row.get::<_, i64>(0))? as u64;
-    report.files =
-        transaction.query_row("SELECT count(*) FROM files", [], |row| row.get::<_, i64>(0))? as u64;
-    transaction.commit()?;
+    // 2. The swap, table by table, range by range.
+    for (table, key) in DERIVED_TABLES {
+        let mut after: Option<String> = None;
+        loop {
+            let write = Transaction::new_unchecked(&connection, TransactionBehavior::Immediate)?;
+            loop {
+                let (read, refreshed) =
+                    fold_into_shadow(&write, &mut folded_to, REINDEX_BATCH, &mut report)?;
+                refresh_columns(&write, &refreshed)?;
+                if read < REINDEX_BATCH {
+                    break;
+                }
+            }
+            let last: Option<String> = write
+                .query_row(
+                    &format!(
+                        "SELECT {key} FROM temp.{table} WHERE ?1 IS NULL OR {key} > ?1
+                         ORDER BY {key} LIMIT 1 OFFSET ?2"
+                    ),
+                    params![after, REINDEX_BATCH as i64 - 1],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            let range = format!("(?1 IS NULL OR {key} > ?1) AND (?2 IS NULL OR {key} <= ?2)");
+            write.execute(
+                &format!("DELETE FROM main.{table} WHERE {range}"),
+                params![after, last],
+            )?;
+            write.execute(
+                &format!("INSERT INTO main.{table} SELECT * FROM temp.{table} WHERE {range}"),
+                params![after, last],
+            )?;
+            write.commit()?;
+            std::thread::sleep(REINDEX_PAUSE);
+            match last {
+                Some(last) => after = Some(last),
+                None => break,
+            }
+        }
+    }
+    report.tasks = connection.query_row("SELECT count(*) FROM main.tasks", [], |row| {
+        row.get::<_, i64>(0)
+    })? as u64;
+    report.files = connection.query_row("SELECT count(*) FROM main.files", [], |row| {
+        row.get::<_, i64>(0)
+    })? as u64;
     Ok(report)
 }
 
@@ -981,7 +1535,9 @@ pub struct RejectedRow {
     pub remote: Option<String>,
     /// Why it was refused.
     pub reason: String,
-    /// The bytes, lossily as text.
+    /// How long the body was, in bytes.
+    pub length: i64,
+    /// Its first [`REJECTED_PREFIX`] bytes, lossily as text.
     pub body: String,
 }
 
@@ -1030,9 +1586,7 @@ impl Reader {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
             Duration::from_secs(5),
         )?;
-        let version: i64 = connection
-            .query_row("PRAGMA user_version", [], |row| row.get(0))
-            .with_context(|| format!("{} is not an SQLite database", path.display()))?;
+        let version = schema_version(&connection, path)?;
         let latest = MIGRATIONS.len() as i64;
         if version == 0 {
             anyhow::bail!("{} is not a vodhook database", path.display());
@@ -1159,7 +1713,7 @@ impl Reader {
     pub fn rejected(&self, limit: u32) -> anyhow::Result<Vec<RejectedRow>> {
         let mut statement = self
             .connection
-            .prepare("SELECT id, received_at, source, remote, reason, body FROM rejected ORDER BY id DESC LIMIT ?1")?;
+            .prepare("SELECT id, received_at, source, remote, reason, length, body FROM rejected ORDER BY id DESC LIMIT ?1")?;
         let rows = statement.query_map(params![limit], |row| {
             Ok(RejectedRow {
                 id: row.get(0)?,
@@ -1167,7 +1721,8 @@ impl Reader {
                 source: row.get(2)?,
                 remote: row.get(3)?,
                 reason: row.get(4)?,
-                body: String::from_utf8_lossy(&row.get::<_, Vec<u8>>(5)?).into_owned(),
+                length: row.get(5)?,
+                body: String::from_utf8_lossy(&row.get::<_, Vec<u8>>(6)?).into_owned(),
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -1398,7 +1953,7 @@ impl Reader {
     /// whose time has come, earliest first, then pending deliveries (all
     /// due: never tried) by id from `from_id`; `limit` of each at most.
     ///
-    /// Delivery ids only grow (pruning keeps the newest delivery), so a
+    /// Delivery ids only grow (AUTOINCREMENT: never handed out twice), so a
     /// new pending delivery can only appear above every id read so far:
     /// the caller reads on from [`Outbox::next_from`].
     ///

@@ -514,6 +514,7 @@ async fn a_delivery_whose_event_is_gone_is_dead_not_retried_for_ever() {
     let options = vodhook::store::StoreOptions {
         path: dir.path().join("vodhook.db"),
         busy_timeout: Duration::from_secs(5),
+        ..Default::default()
     };
     vodhook::store::enqueue_deliveries(&options, &[(event.stored.id, "log".to_owned())]).unwrap();
     rusqlite::Connection::open(&options.path)

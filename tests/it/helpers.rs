@@ -343,6 +343,21 @@ impl Daemon {
         }
     }
 
+    /// Collects stdout lines in the background from now on (so that the
+    /// daemon never blocks on a full pipe); the lines so far.
+    pub fn collect(&mut self) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+        let seen: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+        if let Some(mut lines) = self.lines.take() {
+            let sink = std::sync::Arc::clone(&seen);
+            tokio::spawn(async move {
+                while let Ok(Some(line)) = lines.next_line().await {
+                    sink.lock().unwrap().push(line);
+                }
+            });
+        }
+        seen
+    }
+
     pub fn signal(&self, name: &str) {
         let pid = self.child.id().unwrap().to_string();
         let status = std::process::Command::new("kill")

@@ -13,6 +13,7 @@ mod fake_vod;
 mod hardening;
 mod helpers;
 mod hostile_net;
+mod hostile_store;
 mod output;
 mod pull;
 mod query;

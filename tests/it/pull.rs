@@ -87,6 +87,7 @@ impl Consumer {
         let options = vodhook::store::StoreOptions {
             path: db.clone(),
             busy_timeout: Duration::from_secs(2),
+            ..Default::default()
         };
         let store = Store::open(&options, metrics.clone()).unwrap();
         Consumer {

@@ -235,6 +235,7 @@ async fn reindex_rebuilds_the_same_state_from_raw_events() {
     let report = vodhook::store::reindex(&vodhook::store::StoreOptions {
         path: app.db.clone(),
         busy_timeout: std::time::Duration::from_secs(5),
+        ..Default::default()
     })
     .unwrap();
     assert_eq!(report.events, 4);
@@ -276,6 +277,7 @@ async fn a_corrupt_state_document_is_an_error_that_names_reindex() {
     vodhook::store::reindex(&vodhook::store::StoreOptions {
         path: app.db.clone(),
         busy_timeout: std::time::Duration::from_secs(5),
+        ..Default::default()
     })
     .unwrap();
     let file = app.reader().file("5285890784273533167").unwrap().unwrap();
@@ -289,6 +291,7 @@ async fn old_events_are_pruned_and_new_ones_kept() {
     let options = StoreOptions {
         path: dir.path().join("v.db"),
         busy_timeout: std::time::Duration::from_secs(1),
+        ..Default::default()
     };
     let store = Store::open(&options, vodhook::metrics::Metrics::default()).unwrap();
     let event = vodhook::events::Event::parse(&fixture("samples/v3-NewFileUpload.json")).unwrap();
@@ -334,6 +337,7 @@ async fn a_database_from_a_newer_vodhook_is_a_clear_error() {
     let options = StoreOptions {
         path: dir.path().join("v.db"),
         busy_timeout: std::time::Duration::from_secs(1),
+        ..Default::default()
     };
     drop(Store::open(&options, vodhook::metrics::Metrics::default()).unwrap());
     rusqlite::Connection::open(&options.path)
@@ -403,7 +407,7 @@ async fn a_database_of_an_older_schema_is_migrated_and_keeps_its_events() {
     let version: i64 = connection
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
     let indexes: Vec<String> = connection
         .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'deliveries'")
         .unwrap()
@@ -429,6 +433,7 @@ fn open_store(dir: &tempfile::TempDir, name: &str) -> (StoreOptions, Store) {
     let options = StoreOptions {
         path: dir.path().join(name),
         busy_timeout: std::time::Duration::from_secs(1),
+        ..Default::default()
     };
     let store = Store::open(&options, vodhook::metrics::Metrics::default()).unwrap();
     (options, store)
