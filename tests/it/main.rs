@@ -20,3 +20,4 @@ mod robustness;
 mod samples;
 mod shutdown;
 mod store;
+mod ux;
