@@ -250,13 +250,16 @@ pub fn callback_url(scheme: &str, address: std::net::SocketAddr, path: &str) -> 
 /// information, which may hold credentials).
 fn log_action(action: &config::ActionConfig) {
     let on = action.on.join(",");
-    let when = if action.when.is_empty() {
-        None
-    } else {
-        toml::to_string(&action.when)
-            .ok()
-            .map(|text| text.trim().replace('\n', " "))
-    };
+    let when = &action.when;
+    let when: Vec<String> = [
+        ("status", &when.status),
+        ("subtask_type", &when.subtask_type),
+        ("subtask_status", &when.subtask_status),
+    ]
+    .into_iter()
+    .filter_map(|(key, value)| value.as_ref().map(|value| format!("{key}:{value}")))
+    .collect();
+    let when = (!when.is_empty()).then(|| when.join(","));
     match (&action.exec, &action.forward) {
         (Some(exec), _) => tracing::info!(
             name = %action.name,

@@ -512,7 +512,7 @@ fn no_such_action(name: &str, configured: &[String]) -> String {
         format!("no action named {name:?}: the configuration has no [[action]] and no delivery is recorded under that name")
     } else {
         format!(
-            "no action named {name:?}: the configuration has {}",
+            "no action named {name:?}; configured actions: {}",
             configured.join(", ")
         )
     }

@@ -85,7 +85,7 @@ async fn startup_lists_the_actions_and_shows_the_path_token_redacted() {
     let config = write_config(
         &dir,
         "[auth]\npath_token = \"s3cretToken42\"\n\n\
-         [[action]]\nname = \"on-upload\"\non = [\"NewFileUpload\"]\nexec = [\"true\", \"--flag\"]\n\n\
+         [[action]]\nname = \"on-upload\"\non = [\"NewFileUpload\"]\nwhen = { status = \"FINISH\", subtask_type = \"Transcode\" }\nexec = [\"true\", \"--flag\"]\n\n\
          [[action]]\nname = \"to-service\"\non = \"*\"\nforward = \"https://user:pw@example.invalid/hook?key=qwerty\"\n",
     );
     let (mut daemon, first) = Daemon::start(&dir, &["--config", config.to_str().unwrap()]).await;
@@ -105,7 +105,8 @@ async fn startup_lists_the_actions_and_shows_the_path_token_redacted() {
     assert!(
         actions[0].contains("INFO  action name=on-upload")
             && actions[0].contains("on=NewFileUpload")
-            && actions[0].contains("exec=true"),
+            && actions[0].contains("exec=true")
+            && actions[0].contains("when=status:FINISH,subtask_type:Transcode"),
         "{actions:?}"
     );
     assert!(
