@@ -406,6 +406,15 @@ async fn send_story_posts_an_upload_and_its_task_flow() {
         .collect();
     assert_eq!(types, ["ProcedureStateChanged", "NewFileUpload"], "{view}");
 
+    // The global -v still shows the body `send` posts.
+    let (code, stdout, _) = vodhook(&["send", "-v", "FileDeleted", "--to", &url]).await;
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("\"EventType\": \"FileDeleted\""),
+        "{stdout}"
+    );
+    daemon.line().await;
+
     let (code, _, stderr) = vodhook(&["send", "--story", "NewFileUpload"]).await;
     assert_eq!(code, 2, "{stderr}");
     daemon.signal("TERM");
