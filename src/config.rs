@@ -369,6 +369,53 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<
     })
 }
 
+/// Every `on` entry of `action` is `"*"` or a known event type; a typo
+/// would otherwise be accepted and never fire.
+fn check_action_on(action: &ActionConfig) -> Result<(), String> {
+    for on in &action.on {
+        if on != "*" && crate::events::EventKind::from_name(on).is_none() {
+            return Err(format!(
+                "action {:?}: unknown event type {on:?} in `on`; {}",
+                action.name,
+                crate::events::unknown_type_hint(on)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The program of an `exec` action exists and is executable now, rather
+/// than failing at its first event: a path is checked as it is, a bare
+/// name is looked up in `PATH`.
+fn check_action_program(action: &ActionConfig) -> Result<(), String> {
+    let Some(program) = action.exec.as_ref().and_then(|exec| exec.first()) else {
+        return Ok(());
+    };
+    if which::which(program).is_ok() {
+        return Ok(());
+    }
+    let name = &action.name;
+    if !program.contains('/') {
+        return Err(format!(
+            "action {name:?}: program {program:?} not found in PATH (give its full path)"
+        ));
+    }
+    let path = std::path::Path::new(program);
+    if !path.exists() {
+        Err(format!(
+            "action {name:?}: program {program:?} does not exist"
+        ))
+    } else if path.is_dir() {
+        Err(format!(
+            "action {name:?}: program {program:?} is a directory"
+        ))
+    } else {
+        Err(format!(
+            "action {name:?}: program {program:?} is not executable (chmod +x)"
+        ))
+    }
+}
+
 /// Conditions of an action on the typed event; all that are set must hold.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -989,6 +1036,10 @@ impl Config {
                     "action {name:?}: max_attempts, max_concurrency and timeout_secs must be at least 1"
                 )));
             }
+        }
+        for action in &self.actions {
+            check_action_on(action).map_err(ConfigError::Invalid)?;
+            check_action_program(action).map_err(ConfigError::Invalid)?;
         }
         if self.store.path.as_os_str().is_empty() {
             return Err(ConfigError::Invalid(

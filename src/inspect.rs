@@ -33,8 +33,14 @@ pub fn format_ms(ms: i64) -> String {
         .unwrap_or_else(|| ms.to_string())
 }
 
-/// Parses `--since`: an RFC 3339 time, or a duration back from `now_ms`
-/// such as `90s`, `15m`, `2h`, `7d`, `1w`.
+/// `1 event`, `2 events`: a count with its noun in the right number.
+pub fn plural(count: u64, one: &str, many: &str) -> String {
+    format!("{count} {}", if count == 1 { one } else { many })
+}
+
+/// Parses `--since`: an RFC 3339 time, a date (`2026-11-28`, its midnight
+/// UTC), or a duration back from `now_ms` such as `90s`, `15m`, `2h`,
+/// `7d`, `1w`.
 ///
 /// # Errors
 ///
@@ -44,6 +50,9 @@ pub fn parse_since(text: &str, now_ms: i64) -> Result<i64, String> {
         return Ok((time.unix_timestamp_nanos() / 1_000_000) as i64);
     }
     let text = text.trim();
+    if let Ok(date) = time::Date::parse(text, format_description!("[year]-[month]-[day]")) {
+        return Ok((date.midnight().assume_utc().unix_timestamp_nanos() / 1_000_000) as i64);
+    }
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
@@ -59,7 +68,7 @@ pub fn parse_since(text: &str, now_ms: i64) -> Result<i64, String> {
     match number.parse::<i64>() {
         Ok(number) if seconds_per_unit > 0 => Ok(now_ms - number.saturating_mul(seconds_per_unit * 1000)),
         _ => Err(format!(
-            "invalid --since {text:?}: expected an RFC 3339 time (2026-11-28T00:00:00Z) or a duration (90s, 15m, 2h, 7d, 1w)"
+            "invalid --since {text:?}: expected an RFC 3339 time (2026-11-28T00:00:00Z), a date (2026-11-28, midnight UTC) or a duration (90s, 15m, 2h, 7d, 1w)"
         )),
     }
 }
@@ -118,7 +127,7 @@ pub fn events_list(reader: &Reader, filter: &EventFilter, as_json: bool) -> anyh
     }
     let _ = writeln!(
         out,
-        "{:<7} {:<24} {:<34} {:<20} {:<40} {:<10} {:>4} SOURCE",
+        "{:<7} {:<24} {:<42} {:<20} {:<40} {:<10} {:>4} SOURCE",
         "ID", "RECEIVED", "TYPE", "FILE", "TASK", "STATUS", "SEEN"
     );
     for row in &rows {
@@ -127,11 +136,12 @@ pub fn events_list(reader: &Reader, filter: &EventFilter, as_json: bool) -> anyh
             event_type.push_str(" (v2017)");
         }
         if row.meta.parse_error.is_some() {
-            event_type.push_str(" !");
+            // The typed parse failed; `events show ID` says why.
+            event_type.push_str(" (parse error)");
         }
         let _ = writeln!(
             out,
-            "{:<7} {:<24} {:<34} {:<20} {:<40} {:<10} {:>4} {}",
+            "{:<7} {:<24} {:<42} {:<20} {:<40} {:<10} {:>4} {}",
             row.id,
             format_ms(row.received_at),
             event_type,
@@ -251,6 +261,15 @@ pub fn event_show(
 pub fn rejected_list(reader: &Reader, limit: u32, as_json: bool) -> anyhow::Result<String> {
     let rows: Vec<RejectedRow> = reader.rejected(limit)?;
     if as_json {
+        // Times as RFC 3339, as in every other JSON answer.
+        let rows: Vec<Value> = rows
+            .iter()
+            .map(|row| {
+                let mut value = serde_json::to_value(row).unwrap_or(Value::Null);
+                value["received_at"] = json!(format_ms(row.received_at));
+                value
+            })
+            .collect();
         return Ok(to_json_lines(&rows));
     }
     if rows.is_empty() {
@@ -394,7 +413,11 @@ pub fn file_view(reader: &Reader, file_id: &str, as_json: bool) -> anyhow::Resul
                 ("name", file.name.clone()),
                 ("category", file.category.clone()),
                 ("type", file.media_type.clone()),
-                ("size", file.size.map(|s| format!("{s} bytes"))),
+                (
+                    "size",
+                    file.size
+                        .map(|s| format!("{} ({s} bytes)", crate::events::format_size(s))),
+                ),
                 ("duration", file.duration.map(|d| format!("{d:.1}s"))),
                 ("media url", file.media_url.clone()),
                 ("cover url", file.cover_url.clone()),
@@ -565,8 +588,13 @@ pub fn delivery_show(reader: &Reader, id: i64, as_json: bool) -> anyhow::Result<
     );
     let _ = writeln!(
         out,
-        "status     {}  after {} attempts",
-        row.status, row.attempts
+        "status     {}  after {}",
+        row.status,
+        plural(
+            u64::try_from(row.attempts).unwrap_or(0),
+            "attempt",
+            "attempts"
+        )
     );
     if matches!(row.status.as_str(), "pending" | "retrying") {
         let _ = writeln!(out, "next       {}", format_ms(row.next_at));
@@ -589,7 +617,13 @@ pub fn delivery_show(reader: &Reader, id: i64, as_json: bool) -> anyhow::Result<
                 .map(|e| format!("  ({e})"))
                 .unwrap_or_default()
         );
-        for (label, text) in [("stdout", &attempt.stdout), ("stderr", &attempt.stderr)] {
+        // A forward's answer is kept where a program's stdout is.
+        let first = if attempt.http_status.is_some() {
+            "response"
+        } else {
+            "stdout"
+        };
+        for (label, text) in [(first, &attempt.stdout), ("stderr", &attempt.stderr)] {
             if let Some(text) = text.as_deref().filter(|t| !t.is_empty()) {
                 let _ = writeln!(out, "  {label}:");
                 for line in text.lines() {
@@ -616,10 +650,27 @@ mod tests {
             parse_since("2026-11-28T00:00:00Z", now),
             Ok(1_795_824_000_000)
         );
-        for bad in ["", "5", "h", "3y", "yesterday", "-5m"] {
+        assert_eq!(parse_since("2026-11-28", now), Ok(1_795_824_000_000));
+        for bad in [
+            "",
+            "5",
+            "h",
+            "3y",
+            "yesterday",
+            "-5m",
+            "2026-13-01",
+            "2026-11-28T00",
+        ] {
             let error = parse_since(bad, now).unwrap_err();
             assert!(error.contains("--since"), "{bad}: {error}");
         }
+    }
+
+    #[test]
+    fn counts_take_the_noun_in_the_right_number() {
+        assert_eq!(plural(0, "event", "events"), "0 events");
+        assert_eq!(plural(1, "event", "events"), "1 event");
+        assert_eq!(plural(2, "attempt", "attempts"), "2 attempts");
     }
 
     #[test]

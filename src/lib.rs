@@ -111,11 +111,11 @@ pub async fn run(
         let scheme = if tls.is_some() { "https" } else { "http" };
         let callback_path =
             http::callback_route(&config.server.path, config.auth.path_token.is_some())
-                .replace("{token}", "<auth.path_token>");
+                .replace("{token}", "<token-redacted>");
         tracing::info!(
             address = %address,
             path = %callback_path,
-            url = format!("{scheme}://{address}{}", if config.auth.path_token.is_some() { &config.server.path } else { &callback_path }),
+            url = callback_url(scheme, address, &callback_path),
             db = %config.store.path.display(),
             signature = if config.auth.sign_key.is_some() { "required" } else { "off" },
             "listening"
@@ -140,6 +140,9 @@ pub async fn run(
             None,
             stop.clone(),
         ));
+    }
+    for action in &config.actions {
+        log_action(action);
     }
     if !ingest.actions().is_empty() {
         let dispatcher = actions::Dispatcher::new(
@@ -242,4 +245,60 @@ pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 's
     Ok(async {
         let _ = tokio::signal::ctrl_c().await;
     })
+}
+
+/// The callback URL for the startup line. A listener on every address
+/// (`0.0.0.0`, `[::]`) has no one address to show: the host part says so
+/// (`http://<this-host>:8080/`), to be replaced by the machine's name or
+/// public IP.
+pub fn callback_url(scheme: &str, address: std::net::SocketAddr, path: &str) -> String {
+    if address.ip().is_unspecified() {
+        format!("{scheme}://<this-host>:{}{path}", address.port())
+    } else {
+        format!("{scheme}://{address}{path}")
+    }
+}
+
+/// One startup line per configured action: its name, the event types it
+/// runs for and what it runs (a forward's URL without its query or user
+/// information, which may hold credentials).
+fn log_action(action: &config::ActionConfig) {
+    let on = action.on.join(",");
+    let when = &action.when;
+    let when: Vec<String> = [
+        ("status", &when.status),
+        ("subtask_type", &when.subtask_type),
+        ("subtask_status", &when.subtask_status),
+    ]
+    .into_iter()
+    .filter_map(|(key, value)| value.as_ref().map(|value| format!("{key}:{value}")))
+    .collect();
+    let when = (!when.is_empty()).then(|| when.join(","));
+    match (&action.exec, &action.forward) {
+        (Some(exec), _) => tracing::info!(
+            name = %action.name,
+            on = %on,
+            when = when.as_deref(),
+            exec = exec.first().map(String::as_str).unwrap_or(""),
+            "action"
+        ),
+        (None, Some(url)) => {
+            let shown = reqwest::Url::parse(url)
+                .map(|mut url| {
+                    url.set_query(None);
+                    let _ = url.set_username("");
+                    let _ = url.set_password(None);
+                    url.to_string()
+                })
+                .unwrap_or_else(|_| "<invalid url>".to_owned());
+            tracing::info!(
+                name = %action.name,
+                on = %on,
+                when = when.as_deref(),
+                forward = %shown,
+                "action"
+            );
+        }
+        (None, None) => {}
+    }
 }

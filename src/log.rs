@@ -89,10 +89,35 @@ const NOTICE_TIMEOUT: Duration = Duration::from_millis(250);
 /// A subscriber is already installed, `RUST_LOG` is malformed, or the
 /// writer thread cannot be started.
 pub fn init(format: LogFormat) -> anyhow::Result<LogGuard> {
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(spec) if !spec.is_empty() => EnvFilter::try_new(&spec)
-            .map_err(|error| anyhow::anyhow!("invalid RUST_LOG {spec:?}: {error}"))?,
-        _ => EnvFilter::new("vodhook=info,warn"),
+    init_at(format, None)
+}
+
+/// The filter of `-q` and `-v`: `quiet` overrides `RUST_LOG` with warnings
+/// and errors only, each `-v` one step more (debug, then trace).
+pub fn verbosity_spec(quiet: bool, verbose: u8) -> Option<&'static str> {
+    match (quiet, verbose) {
+        (true, _) => Some("warn"),
+        (false, 0) => None,
+        (false, 1) => Some("vodhook=debug,info"),
+        (false, _) => Some("vodhook=trace,debug"),
+    }
+}
+
+/// [`init`] with a filter that overrides `RUST_LOG` when given (see
+/// [`verbosity_spec`]).
+///
+/// # Errors
+///
+/// As [`init`].
+pub fn init_at(format: LogFormat, spec: Option<&str>) -> anyhow::Result<LogGuard> {
+    let filter = match spec {
+        Some(spec) => EnvFilter::try_new(spec)
+            .map_err(|error| anyhow::anyhow!("invalid log filter {spec:?}: {error}"))?,
+        None => match std::env::var("RUST_LOG") {
+            Ok(spec) if !spec.is_empty() => EnvFilter::try_new(&spec)
+                .map_err(|error| anyhow::anyhow!("invalid RUST_LOG {spec:?}: {error}"))?,
+            _ => EnvFilter::new("vodhook=info,warn"),
+        },
     };
     let (queue, notices) = Queue::new(QUEUE_BYTES);
     tracing_subscriber::fmt()

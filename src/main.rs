@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use tokio::net::TcpListener;
 
 use vodhook::actions::Actions;
@@ -20,10 +20,52 @@ use vodhook::Listeners;
 
 /// Receive Tencent Cloud VOD event notifications and never lose one.
 #[derive(Debug, Parser)]
-#[command(name = "vodhook", version, about, propagate_version = true)]
+#[command(
+    name = "vodhook",
+    version = version_text(),
+    about,
+    propagate_version = true,
+    after_help = EXIT_STATUS
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log only warnings and errors (overrides RUST_LOG).
+    #[arg(long, short, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Log more: -v debug, -vv trace (overrides RUST_LOG); `send -v` also prints the body sent.
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+/// The exit statuses, as `--help` and the README state them.
+const EXIT_STATUS: &str = "Exit status:
+  0  success (also `serve` and `pull` stopped by SIGINT or SIGTERM)
+  1  failure: nothing found, the receiver refused or could not be reached, a runtime error
+  2  usage or configuration error: a bad flag or value, an invalid configuration";
+
+/// `--version`: the version, the commit and date of the build (from
+/// `build.rs`; "unknown" outside a git checkout) and the SQLite library.
+fn version_text() -> &'static str {
+    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TEXT.get_or_init(|| {
+        format!(
+            "{} (commit {}, built {}, SQLite {})",
+            env!("CARGO_PKG_VERSION"),
+            env!("VODHOOK_COMMIT"),
+            env!("VODHOOK_BUILD_DATE"),
+            rusqlite::version()
+        )
+    })
+}
+
+/// `--limit`: a whole number of rows, at least 1.
+fn limit(text: &str) -> Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(0) => Err("--limit 0 would show nothing: give at least 1".to_owned()),
+        Ok(limit) => Ok(limit),
+        Err(_) => Err("expected a whole number of rows, at least 1".to_owned()),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -53,6 +95,17 @@ enum Command {
     Deliveries(DeliveriesCommand),
     /// Run actions again for stored events, or re-POST them to another receiver.
     Replay(ReplayArgs),
+    /// Print a shell completion script on stdout (e.g. `vodhook completions bash > /etc/bash_completion.d/vodhook`).
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) on stdout (e.g. `vodhook man > vodhook.1`).
+    Man,
+}
+
+#[derive(Debug, Args)]
+struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Subcommand)]
@@ -74,7 +127,7 @@ struct DeliveriesListArgs {
     #[arg(long, value_name = "NAME")]
     action: Option<String>,
     /// At most this many.
-    #[arg(long, value_name = "N", default_value_t = 50)]
+    #[arg(long, value_name = "N", default_value_t = 50, value_parser = limit)]
     limit: u32,
 }
 
@@ -93,7 +146,7 @@ struct ReplayArgs {
     /// Event ids to replay.
     #[arg(value_name = "EVENT_ID")]
     ids: Vec<i64>,
-    /// Every event received since an RFC 3339 time or a duration ago (15m, 2h, 7d).
+    /// Every event received since an RFC 3339 time, a date (midnight UTC) or a duration ago (15m, 2h, 7d).
     #[arg(long, value_name = "WHEN")]
     since: Option<String>,
     /// Only this action (run even where its filters do not match).
@@ -204,11 +257,11 @@ struct ListArgs {
     /// Only events about this task.
     #[arg(long, value_name = "ID")]
     task_id: Option<String>,
-    /// Only events received since an RFC 3339 time or a duration ago (15m, 2h, 7d).
+    /// Only events received since an RFC 3339 time, a date (midnight UTC) or a duration ago (15m, 2h, 7d).
     #[arg(long, value_name = "WHEN")]
     since: Option<String>,
     /// At most this many.
-    #[arg(long, value_name = "N", default_value_t = 50)]
+    #[arg(long, value_name = "N", default_value_t = 50, value_parser = limit)]
     limit: u32,
 }
 
@@ -228,7 +281,7 @@ struct RejectedArgs {
     #[command(flatten)]
     store: StoreArgs,
     /// At most this many.
-    #[arg(long, value_name = "N", default_value_t = 20)]
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = limit)]
     limit: u32,
 }
 
@@ -291,8 +344,8 @@ struct SendArgs {
     /// Event type to generate, e.g. NewFileUpload, ProcedureStateChanged, FileDeleted, PullComplete.
     #[arg(
         value_name = "EVENT_TYPE",
-        required_unless_present = "file",
-        conflicts_with = "file"
+        required_unless_present_any = ["file", "story"],
+        conflicts_with_all = ["file", "story"]
     )]
     event_type: Option<String>,
     /// Receiver URL.
@@ -307,9 +360,11 @@ struct SendArgs {
     /// Post this file's bytes as they are instead of a generated event.
     #[arg(long, value_name = "PATH")]
     file: Option<PathBuf>,
-    /// Print the body that is sent.
-    #[arg(long, short)]
-    verbose: bool,
+    /// Post an upload and then its task flow (NewFileUpload, then
+    /// ProcedureStateChanged with the same FileId and task id), so that
+    /// `vodhook file <id>` shows the whole journey.
+    #[arg(long, conflicts_with_all = ["file", "legacy"])]
+    story: bool,
     /// Seconds to wait for the answer.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     timeout: u64,
@@ -327,9 +382,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let log_spec = vodhook::log::verbosity_spec(cli.quiet, cli.verbose);
     match cli.command {
-        Command::Serve(args) => runtime.block_on(serve(args)),
-        Command::Send(args) => runtime.block_on(send(args)),
+        Command::Serve(args) => runtime.block_on(serve(args, log_spec)),
+        Command::Send(args) if args.story => runtime.block_on(send_story(args)),
+        Command::Send(args) => runtime.block_on(send(args, cli.verbose > 0)),
         Command::CheckConfig(args) => check_config(args),
         Command::Events(EventsCommand::List(args)) => query(&args.store, |reader, json| {
             let since_ms = match args
@@ -341,14 +398,27 @@ fn main() -> ExitCode {
                 Some(Ok(ms)) => Some(ms),
                 None => None,
             };
+            let event_type = match args.event_type.as_deref() {
+                None => None,
+                Some(name) => Some(event_type_filter(reader, name)?),
+            };
             let filter = EventFilter {
-                event_type: args.event_type.clone(),
+                event_type,
                 file_id: args.file_id.clone(),
                 task_id: args.task_id.clone(),
                 since_ms,
                 limit: args.limit,
             };
-            Ok(inspect::events_list(reader, &filter, json)?)
+            write_out(inspect::events_list(reader, &filter, json)?.as_bytes());
+            let total = reader.count_events(&filter)?;
+            if total > u64::from(filter.limit) {
+                // On stderr: stdout stays the rows, for scripts.
+                eprintln!(
+                    "vodhook: showing {} of {total} events (newest first); use --limit N for more",
+                    filter.limit
+                );
+            }
+            Ok(String::new())
         }),
         Command::Events(EventsCommand::Show(args)) => query(&args.store, |reader, json| {
             match inspect::event_show(reader, args.id, args.raw, json)? {
@@ -372,23 +442,103 @@ fn main() -> ExitCode {
                 .ok_or_else(|| Failure::NotFound(format!("nothing known about task {}", args.id)))
         }),
         Command::Reindex(args) => reindex(&args.store),
-        Command::Pull(args) => runtime.block_on(pull(args)),
+        Command::Pull(args) => runtime.block_on(pull(args, log_spec)),
         Command::Vod(command) => runtime.block_on(vod_command(command)),
-        Command::Deliveries(DeliveriesCommand::List(args)) => query(&args.store, |reader, json| {
-            Ok(inspect::deliveries_list(
-                reader,
-                args.status.as_deref(),
-                args.action.as_deref(),
-                args.limit,
-                json,
-            )?)
-        }),
+        Command::Deliveries(DeliveriesCommand::List(args)) => {
+            let configured: Vec<String> = match store_config(&args.store) {
+                Ok(config) => config
+                    .actions
+                    .into_iter()
+                    .map(|action| action.name)
+                    .collect(),
+                Err(code) => return code,
+            };
+            query(&args.store, |reader, json| {
+                if let Some(name) = args.action.as_deref() {
+                    if !configured.iter().any(|known| known == name)
+                        && reader.deliveries(None, Some(name), 1)?.is_empty()
+                    {
+                        return Err(Failure::Usage(no_such_action(name, &configured)));
+                    }
+                }
+                deliveries_list(reader, &args, json)
+            })
+        }
         Command::Deliveries(DeliveriesCommand::Show(args)) => query(&args.store, |reader, json| {
             inspect::delivery_show(reader, args.id, json)?
                 .ok_or_else(|| Failure::NotFound(format!("no delivery {}", args.id)))
         }),
         Command::Replay(args) => runtime.block_on(replay(args)),
+        Command::Completions(args) => {
+            let mut script = Vec::new();
+            clap_complete::generate(args.shell, &mut Cli::command(), "vodhook", &mut script);
+            write_out(&script);
+            ExitCode::SUCCESS
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            match clap_mangen::Man::new(Cli::command()).render(&mut page) {
+                Ok(()) => {
+                    write_out(&page);
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("vodhook: cannot render the man page: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
+}
+
+/// `--type NAME` as stored: a known type in any case is its canonical
+/// name (`newfileupload` is `NewFileUpload`); a type outside the catalog
+/// is taken as it is when events of it are stored; anything else is a
+/// usage error naming the known types.
+fn event_type_filter(reader: &Reader, name: &str) -> Result<String, Failure> {
+    if vodhook::events::EventKind::from_name(name).is_some() {
+        return Ok(name.to_owned());
+    }
+    if let Some(kind) = vodhook::events::kind_ignoring_case(name) {
+        return Ok(kind.name().to_owned());
+    }
+    let stored = EventFilter {
+        event_type: Some(name.to_owned()),
+        ..EventFilter::default()
+    };
+    if reader.count_events(&stored)? > 0 {
+        return Ok(name.to_owned());
+    }
+    Err(Failure::Usage(format!(
+        "unknown event type {name:?} for --type; {}",
+        vodhook::events::unknown_type_hint(name)
+    )))
+}
+
+/// The answer to `--action NAME` that names no action.
+fn no_such_action(name: &str, configured: &[String]) -> String {
+    if configured.is_empty() {
+        format!("no action named {name:?}: the configuration has no [[action]] and no delivery is recorded under that name")
+    } else {
+        format!(
+            "no action named {name:?}; configured actions: {}",
+            configured.join(", ")
+        )
+    }
+}
+
+fn deliveries_list(
+    reader: &Reader,
+    args: &DeliveriesListArgs,
+    json: bool,
+) -> Result<String, Failure> {
+    Ok(inspect::deliveries_list(
+        reader,
+        args.status.as_deref(),
+        args.action.as_deref(),
+        args.limit,
+        json,
+    )?)
 }
 
 /// Exit status for a configuration or usage problem.
@@ -429,7 +579,7 @@ fn write_out(bytes: &[u8]) {
     }
 }
 
-async fn serve(args: ServeArgs) -> ExitCode {
+async fn serve(args: ServeArgs, log_spec: Option<&str>) -> ExitCode {
     let overrides = Overrides {
         listen: args.listen,
         path: args.path,
@@ -439,17 +589,17 @@ async fn serve(args: ServeArgs) -> ExitCode {
         admin_listen: args.admin_listen,
         ..Overrides::from_env()
     };
-    daemon(args.config.config.as_deref(), overrides, true).await
+    daemon(args.config.config.as_deref(), overrides, true, log_spec).await
 }
 
-async fn pull(args: PullArgs) -> ExitCode {
+async fn pull(args: PullArgs, log_spec: Option<&str>) -> ExitCode {
     let overrides = Overrides {
         log_format: args.log_format,
         db: args.db,
         pull_admin_listen: args.admin_listen,
         ..Overrides::from_env()
     };
-    daemon(args.config.config.as_deref(), overrides, false).await
+    daemon(args.config.config.as_deref(), overrides, false, log_spec).await
 }
 
 /// `serve` (with the HTTP listener) or `pull` (the queue consumer only).
@@ -457,6 +607,7 @@ async fn daemon(
     config_path: Option<&std::path::Path>,
     overrides: Overrides,
     http: bool,
+    log_spec: Option<&str>,
 ) -> ExitCode {
     let mut config = match Config::load(config_path, overrides) {
         Ok(config) => config,
@@ -475,7 +626,7 @@ async fn daemon(
         }
     }
     // Held to the end: dropping it writes the lines still queued.
-    let _log = match vodhook::log::init(config.log.format) {
+    let _log = match vodhook::log::init_at(config.log.format, log_spec) {
         Ok(guard) => guard,
         Err(error) => {
             eprintln!("vodhook: {error:#}");
@@ -490,6 +641,7 @@ async fn daemon(
         }
     };
     let metrics = Metrics::default();
+    tracing::debug!(db = %config.store.path.display(), "opening the event store");
     let store = match Store::open(&config.store.options(), metrics.clone()) {
         Ok(store) => store,
         Err(error) => {
@@ -611,7 +763,10 @@ async fn vod_command(command: VodCommand) -> ExitCode {
             if json {
                 format!(r#"{{"count_of_events_to_pull":{count}}}"#)
             } else {
-                format!("{count} events waiting in the queue (VOD's count lags by up to minutes)")
+                format!(
+                    "{} waiting in the queue (VOD's count lags by up to minutes)",
+                    inspect::plural(count, "event", "events")
+                )
             }
         }),
     };
@@ -627,7 +782,7 @@ async fn vod_command(command: VodCommand) -> ExitCode {
     }
 }
 
-async fn send(args: SendArgs) -> ExitCode {
+async fn send(args: SendArgs, verbose: bool) -> ExitCode {
     let body = match (&args.file, &args.event_type) {
         (Some(path), _) => match std::fs::read(path) {
             Ok(body) => body,
@@ -654,7 +809,7 @@ async fn send(args: SendArgs) -> ExitCode {
             return ExitCode::from(USAGE);
         }
     };
-    if args.verbose {
+    if verbose {
         outln!("{}", String::from_utf8_lossy(&body));
     }
     match send::post(&args.to, body, Duration::from_secs(args.timeout)).await {
@@ -672,6 +827,34 @@ async fn send(args: SendArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `vodhook send --story`: an upload and its task flow, one after the
+/// other; stops at the first answer that is not 2xx.
+async fn send_story(args: SendArgs) -> ExitCode {
+    let (file_id, bodies) = send::story(args.file_id.clone());
+    for (event_type, body) in bodies {
+        let body = serde_json::to_vec_pretty(&body).unwrap_or_default();
+        match send::post(&args.to, body, Duration::from_secs(args.timeout)).await {
+            Ok(answer) => {
+                outln!(
+                    "{event_type:<22} {} {}",
+                    answer.status,
+                    answer.body.trim_end()
+                );
+                if !(200..300).contains(&answer.status) {
+                    eprintln!("vodhook: the receiver answered {}", answer.status);
+                    return ExitCode::FAILURE;
+                }
+            }
+            Err(error) => {
+                eprintln!("vodhook: {error:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    outln!("file {file_id}: see its journey with `vodhook file {file_id}`");
+    ExitCode::SUCCESS
 }
 
 /// Loads the configuration as `serve` does (file, `--db`, environment) and
@@ -766,11 +949,11 @@ fn reindex(args: &StoreArgs) -> ExitCode {
                 outln!("{}", serde_json::to_string(&report).unwrap_or_default());
             } else {
                 outln!(
-                    "reindexed {} events: {} tasks, {} files ({} events with a typed-parse error)",
-                    report.events,
-                    report.tasks,
-                    report.files,
-                    report.parse_errors
+                    "reindexed {}: {}, {} ({} with a typed-parse error)",
+                    inspect::plural(report.events, "event", "events"),
+                    inspect::plural(report.tasks, "task", "tasks"),
+                    inspect::plural(report.files, "file", "files"),
+                    inspect::plural(report.parse_errors, "event", "events")
                 );
             }
             ExitCode::SUCCESS
@@ -844,7 +1027,10 @@ async fn replay(args: ReplayArgs) -> ExitCode {
                 }
             }
         }
-        outln!("{sent} events sent to {url}, {failed} failed");
+        outln!(
+            "{} sent to {url}, {failed} failed",
+            inspect::plural(sent, "event", "events")
+        );
         return if failed == 0 {
             ExitCode::SUCCESS
         } else {
@@ -879,8 +1065,9 @@ async fn replay(args: ReplayArgs) -> ExitCode {
     match store::enqueue_deliveries(&config.store.options(), &pairs) {
         Ok(count) => {
             outln!(
-                "queued {count} deliveries for {} events; the running daemon carries them out (see `vodhook deliveries list`)",
-                events.len()
+                "queued {} for {}; the running daemon carries them out (see `vodhook deliveries list`)",
+                inspect::plural(count as u64, "delivery", "deliveries"),
+                inspect::plural(events.len() as u64, "event", "events")
             );
             ExitCode::SUCCESS
         }

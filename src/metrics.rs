@@ -4,9 +4,12 @@
 
 use std::sync::{Arc, LazyLock};
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::info::Info;
@@ -192,6 +195,7 @@ impl Default for Metrics {
             "Build information",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
         );
+        registry.register_collector(Box::new(ProcessCollector));
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -318,6 +322,58 @@ impl Metrics {
     }
 }
 
+/// The standard `process_*` metrics (memory, CPU, open files, start
+/// time), read from `/proc/self` at each scrape. Where `/proc` cannot be
+/// read (not Linux, a sandbox without it) the metrics are left out.
+#[derive(Debug)]
+struct ProcessCollector;
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let Ok(process) = procfs::process::Process::myself() else {
+            return Ok(());
+        };
+        if let Ok(stat) = process.stat() {
+            let ticks = procfs::ticks_per_second().max(1) as f64;
+            let cpu = ConstCounter::new((stat.utime + stat.stime) as f64 / ticks);
+            cpu.encode(encoder.encode_descriptor(
+                "process_cpu_seconds",
+                "Total user and system CPU time spent in seconds",
+                None,
+                cpu.metric_type(),
+            )?)?;
+            let resident = ConstGauge::new(
+                i64::try_from(stat.rss.saturating_mul(procfs::page_size())).unwrap_or(i64::MAX),
+            );
+            resident.encode(encoder.encode_descriptor(
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes",
+                None,
+                resident.metric_type(),
+            )?)?;
+            if let Ok(boot) = procfs::boot_time_secs() {
+                let start = ConstGauge::new(boot as f64 + stat.starttime as f64 / ticks);
+                start.encode(encoder.encode_descriptor(
+                    "process_start_time_seconds",
+                    "Start time of the process since the Unix epoch in seconds",
+                    None,
+                    start.metric_type(),
+                )?)?;
+            }
+        }
+        if let Ok(count) = process.fd_count() {
+            let fds = ConstGauge::new(i64::try_from(count).unwrap_or(i64::MAX));
+            fds.encode(encoder.encode_descriptor(
+                "process_open_fds",
+                "Number of open file descriptors",
+                None,
+                fds.metric_type(),
+            )?)?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,5 +408,55 @@ mod tests {
             text.contains("# TYPE vodhook_http_request_duration_seconds histogram"),
             "{text}"
         );
+    }
+
+    /// The value of the sample line starting with `name `.
+    fn sample(text: &str, name: &str) -> f64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    }
+
+    #[test]
+    fn process_metrics_are_read_at_scrape_time() {
+        let metrics = Metrics::default();
+        let text = metrics.render();
+        assert!(
+            sample(&text, "process_resident_memory_bytes") > 1_000_000.0,
+            "{text}"
+        );
+        assert!(sample(&text, "process_open_fds") >= 3.0, "{text}");
+        assert!(sample(&text, "process_cpu_seconds_total") >= 0.0, "{text}");
+        assert!(
+            text.contains("# TYPE process_cpu_seconds counter"),
+            "{text}"
+        );
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let start = sample(&text, "process_start_time_seconds");
+        assert!(
+            start <= now + 1.0 && start > now - 86_400.0,
+            "{start} vs {now}"
+        );
+        // Burn some CPU: the next scrape reads the counter again.
+        let before = sample(&text, "process_cpu_seconds_total");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut spin = 0u64;
+        loop {
+            for i in 0..1_000_000u64 {
+                spin = spin.wrapping_add(std::hint::black_box(i));
+            }
+            let after = sample(&metrics.render(), "process_cpu_seconds_total");
+            if after > before {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "cpu time never moved ({spin})"
+            );
+        }
     }
 }

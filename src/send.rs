@@ -69,6 +69,22 @@ pub fn template(event_type: &str, options: &TemplateOptions) -> Result<Value, St
     })
 }
 
+/// `vodhook send --story`: a `NewFileUpload` and then the
+/// `ProcedureStateChanged` of its task flow, with the same `FileId` and
+/// the upload's `ProcedureTaskId` as the flow's `TaskId`. Returns the
+/// file id and the bodies in the order to send them.
+pub fn story(file_id: Option<String>) -> (String, Vec<(&'static str, Value)>) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    let ids = Ids::new(now, file_id);
+    let bodies = ["NewFileUpload", "ProcedureStateChanged"]
+        .into_iter()
+        .filter_map(|event_type| Some((event_type, v3_template(event_type, &ids)?)))
+        .collect();
+    (ids.file_id, bodies)
+}
+
 struct Ids {
     file_id: String,
     task_suffix: String,

@@ -2162,3 +2162,28 @@ impl Reader {
         Ok(out)
     }
 }
+
+impl Reader {
+    /// How many events match `filter`, its limit aside (for "showing 50
+    /// of N").
+    ///
+    /// # Errors
+    ///
+    /// The query fails.
+    pub fn count_events(&self, filter: &EventFilter) -> anyhow::Result<u64> {
+        let count: i64 = self.connection.query_row(
+            "SELECT count(*) FROM events
+             WHERE (?1 IS NULL OR event_type = ?1)
+               AND (?2 IS NULL OR file_id = ?2 OR id IN (SELECT event_id FROM event_files WHERE file_id = ?2))
+               AND (?3 IS NULL OR task_id = ?3) AND (?4 IS NULL OR received_at >= ?4)",
+            params![
+                filter.event_type,
+                filter.file_id,
+                filter.task_id,
+                filter.since_ms
+            ],
+            |row| row.get(0),
+        )?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+}

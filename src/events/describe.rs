@@ -79,7 +79,9 @@ impl Line {
     }
 }
 
-fn size(bytes: i64) -> String {
+/// A size in bytes as people read it: `7.3MiB`, `512B`. The log line and
+/// `vodhook file` use this one form.
+pub fn format_size(bytes: i64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
     if bytes < 1024 {
         return format!("{bytes}B");
@@ -96,6 +98,14 @@ fn size(bytes: i64) -> String {
     format!("{value:.1}{unit}")
 }
 
+/// One `file=` per deleted file, so that `grep file=<id>` finds the
+/// deletion as it finds the upload.
+fn file_fields(line: &mut Line, files: &[&str]) {
+    for file in files {
+        line.field("file", file);
+    }
+}
+
 fn seconds(duration: f64) -> String {
     format!("{duration:.1}s")
 }
@@ -109,7 +119,7 @@ fn describe_v3(line: &mut Line, event: &Event, payload: &V3Payload) {
             line.opt("type", info.and_then(|i| i.r#type.as_deref()));
             line.opt("category", info.and_then(|i| i.category.as_deref()));
             let meta = task.meta_data.as_deref();
-            line.opt("size", meta.and_then(|m| m.size).map(size));
+            line.opt("size", meta.and_then(|m| m.size).map(format_size));
             line.opt("duration", meta.and_then(|m| m.duration).map(seconds));
             if let (Some(w), Some(h)) = (meta.and_then(|m| m.width), meta.and_then(|m| m.height)) {
                 line.field("resolution", format!("{w}x{h}"));
@@ -162,7 +172,7 @@ fn describe_v3(line: &mut Line, event: &Event, payload: &V3Payload) {
                     }
                 }
             }
-            line.field("files", files.join(","));
+            file_fields(line, &files);
             let parts: Vec<String> = task
                 .file_delete_result_info
                 .iter()
@@ -183,7 +193,10 @@ fn describe_v3(line: &mut Line, event: &Event, payload: &V3Payload) {
             line.opt("name", info.and_then(|i| i.name.as_deref()));
             line.opt(
                 "size",
-                task.meta_data.as_deref().and_then(|m| m.size).map(size),
+                task.meta_data
+                    .as_deref()
+                    .and_then(|m| m.size)
+                    .map(format_size),
             );
             line.opt(
                 "url",
@@ -386,7 +399,7 @@ fn describe_legacy(line: &mut Line, event: &Event, payload: &LegacyPayload) {
                 .flatten()
                 .filter_map(|f| f.file_id.as_deref())
                 .collect();
-            line.field("files", files.join(","));
+            file_fields(line, &files);
         }
         LegacyPayload::ProcedureStateChanged(d) => {
             line.error(d.err_code, None, d.message.as_deref());

@@ -30,8 +30,48 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
-pub use describe::describe;
+pub use describe::{describe, format_size};
 use model::*;
+
+/// The catalog's event type named `name` ignoring case, by its canonical
+/// name: `newfileupload` is `NewFileUpload`.
+pub fn kind_ignoring_case(name: &str) -> Option<EventKind> {
+    EventKind::from_name(name).or_else(|| {
+        EventKind::ALL
+            .iter()
+            .copied()
+            .find(|kind| kind.name().eq_ignore_ascii_case(name))
+    })
+}
+
+/// The catalog's event type closest to a misspelt `name`, when one is
+/// close enough to be what was meant.
+pub fn closest_kind(name: &str) -> Option<EventKind> {
+    let name = name.to_ascii_lowercase();
+    EventKind::ALL
+        .iter()
+        .map(|kind| {
+            let score = strsim::jaro_winkler(&name, &kind.name().to_ascii_lowercase());
+            (score, *kind)
+        })
+        .filter(|(score, _)| *score >= 0.85)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, kind)| kind)
+}
+
+/// What to tell someone who named an event type vodhook does not know:
+/// the closest known type, if any, then all of them.
+pub fn unknown_type_hint(name: &str) -> String {
+    let names: Vec<&str> = EventKind::ALL.iter().map(|kind| kind.name()).collect();
+    match kind_ignoring_case(name).or_else(|| closest_kind(name)) {
+        Some(kind) => format!(
+            "did you mean {:?}? known types: {}",
+            kind.name(),
+            names.join(", ")
+        ),
+        None => format!("known types: {}", names.join(", ")),
+    }
+}
 
 /// Ids, status and error shared by most payload structs (generated per struct).
 pub trait TaskCommon {

@@ -431,7 +431,10 @@ async fn replay_runs_actions_again_for_one_event_or_a_time_range() {
     let (code, stdout, stderr) =
         vodhook(&args(&[&id]).iter().map(String::as_str).collect::<Vec<_>>()).await;
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.starts_with("queued 1 deliveries"), "{stdout}");
+    assert!(
+        stdout.starts_with("queued 1 delivery for 1 event;"),
+        "{stdout}"
+    );
     settled(&app, 3).await;
 
     let (code, stdout, _) = vodhook(

@@ -22,3 +22,4 @@ mod robustness;
 mod samples;
 mod shutdown;
 mod store;
+mod ux;
