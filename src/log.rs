@@ -5,8 +5,10 @@
 //! and event lines look alike. Event lines are emitted with the target
 //! [`EVENT_TARGET`]; in text form only their message (the essentials, see
 //! `events::describe`) and delivery fields are printed, in JSON form every
-//! field is, and `event_type`, `format`, `file_id`, `task_id` and `status`
-//! are always present (`null` when the event has none).
+//! field is, and `event_type`, `format`, `file_id`, `file_ids`, `task_id`
+//! and `status` are always present (`null` when the event has none).
+//! `file_ids` (every file the event names, a JSON array in JSON form) shows
+//! in text as `files=a,b` when the event names a file besides `file_id`.
 
 use std::fmt::{self, Write as _};
 use std::io::IsTerminal as _;
@@ -28,13 +30,21 @@ use crate::config::LogFormat;
 pub const EVENT_TARGET: &str = "vodhook::event";
 
 /// Fields of an event line that JSON output always carries.
-const EVENT_KEYS: [&str; 5] = ["event_type", "format", "file_id", "task_id", "status"];
-
-/// Fields of an event line that the text message already shows.
-const TEXT_HIDDEN: [&str; 6] = [
+const EVENT_KEYS: [&str; 6] = [
     "event_type",
     "format",
     "file_id",
+    "file_ids",
+    "task_id",
+    "status",
+];
+
+/// Fields of an event line that the text message already shows.
+const TEXT_HIDDEN: [&str; 7] = [
+    "event_type",
+    "format",
+    "file_id",
+    "file_ids",
     "task_id",
     "status",
     "parse_error",
@@ -136,6 +146,11 @@ where
                     meta.level().as_str(),
                     fields.message
                 );
+                if is_event_line {
+                    if let Some(files) = fields.other_files() {
+                        let _ = write!(line, " files={files}");
+                    }
+                }
                 for (key, value) in &fields.values {
                     if is_event_line && TEXT_HIDDEN.contains(&key.as_str()) {
                         continue;
@@ -167,7 +182,31 @@ struct Fields {
 
 impl Fields {
     fn push(&mut self, field: &Field, value: Value) {
+        let value = match (field.name(), value) {
+            // An event line passes the list as JSON text.
+            ("file_ids", Value::String(text)) => {
+                serde_json::from_str(&text).unwrap_or(Value::String(text))
+            }
+            (_, value) => value,
+        };
         self.values.push((field.name().to_owned(), value));
+    }
+
+    fn get(&self, key: &str) -> Option<&Value> {
+        self.values.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    /// `file_ids` joined with commas, when they are more than `file_id`.
+    fn other_files(&self) -> Option<String> {
+        let ids: Vec<&str> = self
+            .get("file_ids")?
+            .as_array()?
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let main = self.get("file_id").and_then(Value::as_str);
+        let only_main = ids.is_empty() || (ids.len() == 1 && Some(ids[0]) == main);
+        (!only_main).then(|| ids.join(","))
     }
 }
 
