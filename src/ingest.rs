@@ -273,6 +273,7 @@ fn log_event(received: &Received) {
                 event_type = %event.event_type,
                 format = event.format.as_str(),
                 file_id = event.file_id.as_deref(),
+                file_ids = %serde_json::Value::from(event.file_ids.clone()),
                 task_id = event.task_id.as_deref(),
                 status = event.status.as_deref(),
                 parse_error = event.parse_error.as_deref(),

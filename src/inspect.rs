@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 use crate::events::{describe, Event};
 use crate::log::{json_safe, Escaping};
 use crate::redact::redact;
-use crate::state::{SubtaskState, TaskState};
+use crate::state::{SubtaskState, TaskState, KEPT};
 use crate::store::{
     DeliveryRow, EventFilter, EventRow, FileRecord, Reader, RejectedRow, TaskRecord,
 };
@@ -145,7 +145,7 @@ pub fn events_list(reader: &Reader, filter: &EventFilter, as_json: bool) -> anyh
             row.id,
             format_ms(row.received_at),
             event_type,
-            dash(row.meta.file_id.as_deref()),
+            file_column(row),
             dash(row.meta.task_id.as_deref()),
             dash(row.meta.status.as_deref()),
             row.times_seen,
@@ -153,6 +153,22 @@ pub fn events_list(reader: &Reader, filter: &EventFilter, as_json: bool) -> anyh
         );
     }
     Ok(out.into_string())
+}
+
+/// The FILE column: the event's file, or the first it names, and how many
+/// more it names (`events show` lists them).
+fn file_column(row: &EventRow) -> String {
+    let ids = &row.meta.file_ids;
+    let first = row
+        .meta
+        .file_id
+        .as_deref()
+        .or(ids.first().map(String::as_str));
+    match (first, ids.len()) {
+        (None, _) => "-".to_owned(),
+        (Some(first), 0 | 1) => first.to_owned(),
+        (Some(first), n) => format!("{first} +{}", n - 1),
+    }
 }
 
 fn to_json_lines<T: serde::Serialize>(rows: &[T]) -> String {
@@ -237,6 +253,9 @@ pub fn event_show(
         );
     }
     let _ = writeln!(out, "file       {}", dash(row.meta.file_id.as_deref()));
+    if row.meta.file_ids.len() > usize::from(row.meta.file_id.is_some()) {
+        let _ = writeln!(out, "files      {}", row.meta.file_ids.join(", "));
+    }
     let _ = writeln!(out, "task       {}", dash(row.meta.task_id.as_deref()));
     let _ = writeln!(out, "status     {}", dash(row.meta.status.as_deref()));
     if let Some(error) = &row.meta.parse_error {
@@ -317,6 +336,13 @@ fn write_task(out: &mut Text, task: &TaskState, updated_at: i64, indent: &str) {
     }
     for (key, sub) in &task.subtasks {
         write_subtask(out, key, sub, indent);
+    }
+    if task.truncated {
+        let _ = writeln!(
+            out,
+            "{indent}  (sub-tasks and URLs cut at {KEPT}; every output is in the events: vodhook events list --task-id {})",
+            task.task_id
+        );
     }
 }
 
@@ -432,6 +458,19 @@ pub fn file_view(reader: &Reader, file_id: &str, as_json: bool) -> anyhow::Resul
             }
             for url in &file.snapshots {
                 let _ = writeln!(out, "  snapshot   {url}");
+            }
+            let more = file
+                .snapshots_total
+                .saturating_sub(file.snapshots.len() as u64);
+            if more > 0 {
+                let _ = writeln!(out, "  snapshot   … {more} more");
+            }
+            if file.truncated {
+                let _ = writeln!(
+                    out,
+                    "  (lists cut at {KEPT} entries; every output is in the events: vodhook events list --file-id {})",
+                    file.file_id
+                );
             }
             if !file.deleted_parts.is_empty() {
                 let _ = writeln!(out, "  deleted    {}", file.deleted_parts.join(", "));

@@ -5,8 +5,10 @@
 //! and event lines look alike. Event lines are emitted with the target
 //! [`EVENT_TARGET`]; in text form only their message (the essentials, see
 //! `events::describe`) and delivery fields are printed, in JSON form every
-//! field is, and `event_type`, `format`, `file_id`, `task_id` and `status`
-//! are always present (`null` when the event has none).
+//! field is, and `event_type`, `format`, `file_id`, `file_ids`, `task_id`
+//! and `status` are always present (`null` when the event has none).
+//! `file_ids` (every file the event names, a JSON array in JSON form) shows
+//! in text as `files=a,b` when the event names a file besides `file_id`.
 //!
 //! Logging never waits for stdout. A formatted line is appended to a
 //! bounded queue (`QUEUE_BYTES`) and one writer thread hands everything
@@ -47,13 +49,21 @@ use crate::config::LogFormat;
 pub const EVENT_TARGET: &str = "vodhook::event";
 
 /// Fields of an event line that JSON output always carries.
-const EVENT_KEYS: [&str; 5] = ["event_type", "format", "file_id", "task_id", "status"];
-
-/// Fields of an event line that the text message already shows.
-const TEXT_HIDDEN: [&str; 6] = [
+const EVENT_KEYS: [&str; 6] = [
     "event_type",
     "format",
     "file_id",
+    "file_ids",
+    "task_id",
+    "status",
+];
+
+/// Fields of an event line that the text message already shows.
+const TEXT_HIDDEN: [&str; 7] = [
+    "event_type",
+    "format",
+    "file_id",
+    "file_ids",
     "task_id",
     "status",
     "parse_error",
@@ -577,6 +587,7 @@ where
                     out: Escaping(&mut writer),
                     hide: is_event_line,
                     scratch: String::new(),
+                    main_file: None,
                     result: Ok(()),
                 };
                 event.record(&mut text);
@@ -596,10 +607,31 @@ struct TextFields<'w, W> {
     hide: bool,
     /// Reused for values that must be formatted before they are written.
     scratch: String,
+    /// An event line's `file_id`, to tell whether `file_ids` names more.
+    main_file: Option<String>,
     result: fmt::Result,
 }
 
 impl<W: fmt::Write> TextFields<'_, W> {
+    /// An event line's hidden `file_id` and `file_ids`: the first is kept,
+    /// the second written as `files=a,b` when it names more than the first.
+    /// Whether `field` was one of them.
+    fn file_fields(&mut self, field: &Field, value: &str) -> bool {
+        if !self.hide || self.result.is_err() {
+            return false;
+        }
+        match field.name() {
+            "file_id" => self.main_file = Some(value.to_owned()),
+            "file_ids" => {
+                if let Some(files) = other_files(value, self.main_file.as_deref()) {
+                    self.text("files", &files);
+                }
+            }
+            _ => return false,
+        }
+        true
+    }
+
     fn skip(&self, field: &Field) -> bool {
         self.result.is_err() || (self.hide && TEXT_HIDDEN.contains(&field.name()))
     }
@@ -623,6 +655,12 @@ impl<W: fmt::Write> Visit for TextFields<'_, W> {
             if self.result.is_ok() {
                 self.result = write!(self.out, "{value:?}");
             }
+        } else if self.hide && matches!(field.name(), "file_id" | "file_ids") {
+            let mut scratch = std::mem::take(&mut self.scratch);
+            scratch.clear();
+            let _ = write!(scratch, "{value:?}");
+            self.file_fields(field, &scratch);
+            self.scratch = scratch;
         } else if !self.skip(field) {
             let mut scratch = std::mem::take(&mut self.scratch);
             scratch.clear();
@@ -637,7 +675,7 @@ impl<W: fmt::Write> Visit for TextFields<'_, W> {
             if self.result.is_ok() {
                 self.result = self.out.write_str(value);
             }
-        } else if !self.skip(field) {
+        } else if !self.file_fields(field, value) && !self.skip(field) {
             self.text(field.name(), value);
         }
     }
@@ -685,6 +723,18 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// `file_ids` (a JSON array of strings) joined with commas, when it names a
+/// file besides `main`; the common cases (none, or only `main`, which comes
+/// first) are told without parsing.
+fn other_files(file_ids: &str, main: Option<&str>) -> Option<String> {
+    if file_ids == "[]" || (main.is_some() && !file_ids.contains(',')) {
+        return None;
+    }
+    let ids: Vec<String> = serde_json::from_str(file_ids).ok()?;
+    let only_main = ids.is_empty() || (ids.len() == 1 && Some(ids[0].as_str()) == main);
+    (!only_main).then(|| ids.join(","))
+}
+
 /// The fields of one tracing event, in order (JSON lines).
 #[derive(Default)]
 struct Fields {
@@ -694,6 +744,13 @@ struct Fields {
 
 impl Fields {
     fn push(&mut self, field: &Field, value: Value) {
+        let value = match (field.name(), value) {
+            // An event line passes the list as JSON text.
+            ("file_ids", Value::String(text)) => {
+                serde_json::from_str(&text).unwrap_or(Value::String(text))
+            }
+            (_, value) => value,
+        };
         self.values.push((field.name(), value));
     }
 }

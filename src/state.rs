@@ -8,15 +8,25 @@
 //! events in any order (`vodhook reindex`) gives the same state, and a late
 //! or duplicate delivery never overwrites newer state.
 //!
+//! Every list and map of a state is bounded ([`KEPT`] entries): a file
+//! that gathers 300,000 snapshot URLs keeps the first [`KEPT`], a count of
+//! all of them and a `truncated` mark. The raw events stay the full record
+//! (`vodhook events list --file-id`), and the cost of folding an event is
+//! that of the event, not of the file's history.
+//!
 //! This module does no IO; `store` persists the states as JSON documents.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::events::model::{MediaProcessTaskResult, ProcedureTask};
 use crate::events::{legacy, Event, LegacyPayload, Payload, V3Payload};
+
+/// Most entries a state keeps in each of its lists and maps (snapshot URLs,
+/// transcodes, deleted parts, sub-tasks, a sub-task's output URLs).
+pub const KEPT: usize = 100;
 
 /// What is known of one task.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -38,9 +48,23 @@ pub struct TaskState {
     /// The main output (URL or file) where the type has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<Value>,
-    /// Sub-tasks by key (`Transcode:100030`, `CoverBySnapshot:10`, `Review:Porn`, …).
+    /// Sub-tasks by key (`Transcode:100030`, `CoverBySnapshot:10`,
+    /// `Review:Porn`, …); at most [`KEPT`], a new key beyond that is left
+    /// out.
     #[serde(default)]
     pub subtasks: BTreeMap<String, SubtaskState>,
+    /// True when some sub-task (or output URL of one) was left out; its
+    /// events hold it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub truncated: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !value
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 /// One sub-task of a task flow.
@@ -90,18 +114,29 @@ pub struct FileState {
     /// The task flow started by the upload.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub procedure_task_id: Option<String>,
-    /// Transcode outputs: definition → URL.
+    /// Transcode outputs: definition → URL (at most [`KEPT`] definitions).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub transcodes: BTreeMap<String, String>,
-    /// Snapshot URLs, in order of arrival, without repeats.
+    /// The first [`KEPT`] snapshot URLs, in order of arrival, without
+    /// repeats.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub snapshots: Vec<String>,
+    /// How many snapshot URLs the events reported: those kept, and every
+    /// one reported after the list was full (a URL a later event reports
+    /// again is counted again unless it is one of those kept).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub snapshots_total: u64,
     /// True once the file (its original) was deleted.
     #[serde(default)]
     pub deleted: bool,
-    /// Parts deleted (`OriginalFiles:0`, `TranscodeFiles:20`, …).
+    /// Parts deleted (`OriginalFiles:0`, `TranscodeFiles:20`, …; at most
+    /// [`KEPT`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deleted_parts: Vec<String>,
+    /// True when some entry of a list or map was left out (snapshots past
+    /// [`KEPT`], …); the events hold them.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub truncated: bool,
 }
 
 /// The updates one event makes.
@@ -121,6 +156,16 @@ pub fn rank(status: Option<&str>) -> u8 {
         Some("WAITING" | "PROCESSING") => 1,
         Some(_) => 2,
     }
+}
+
+/// Cuts a map of a document written before the bound down to [`KEPT`]
+/// entries; true when it did.
+fn trim<V>(map: &mut BTreeMap<String, V>) -> bool {
+    let cut = map.len() > KEPT;
+    while map.len() > KEPT {
+        map.pop_last();
+    }
+    cut
 }
 
 fn set_if_none<T>(slot: &mut Option<T>, value: Option<T>) {
@@ -149,13 +194,16 @@ impl TaskState {
         }
         set_if_none(&mut self.task_type, update.task_type);
         set_if_none(&mut self.file_id, update.file_id);
+        self.truncated |= update.truncated | trim(&mut self.subtasks);
         for (key, sub) in update.subtasks {
+            let full = self.subtasks.len() >= KEPT;
             match self.subtasks.get_mut(&key) {
                 Some(known) if rank(sub.status.as_deref()) < rank(known.status.as_deref()) => {}
                 Some(known) => *known = sub,
-                None => {
+                None if !full => {
                     self.subtasks.insert(key, sub);
                 }
+                None => self.truncated = true,
             }
         }
     }
@@ -174,16 +222,60 @@ impl FileState {
         if update.cover_url.is_some() {
             self.cover_url = update.cover_url;
         }
-        self.transcodes.extend(update.transcodes);
-        for url in update.snapshots {
-            if !self.snapshots.contains(&url) {
-                self.snapshots.push(url);
+        self.truncated |= update.truncated | trim(&mut self.transcodes);
+        if self.deleted_parts.len() > KEPT {
+            self.deleted_parts.truncate(KEPT);
+            self.truncated = true;
+        }
+        for (definition, url) in update.transcodes {
+            let full = self.transcodes.len() >= KEPT;
+            match self.transcodes.get_mut(&definition) {
+                Some(known) => *known = url,
+                None if !full => {
+                    self.transcodes.insert(definition, url);
+                }
+                None => self.truncated = true,
             }
         }
+        self.merge_snapshots(update.snapshots);
         self.deleted |= update.deleted;
         for part in update.deleted_parts {
-            if !self.deleted_parts.contains(&part) {
+            if self.deleted_parts.contains(&part) {
+                continue;
+            }
+            if self.deleted_parts.len() < KEPT {
                 self.deleted_parts.push(part);
+            } else {
+                self.truncated = true;
+            }
+        }
+    }
+
+    /// Adds reported snapshot URLs: kept while fewer than [`KEPT`] are,
+    /// counted always. The work is that of the update: the URLs kept are
+    /// at most [`KEPT`], and so is the document.
+    fn merge_snapshots(&mut self, reported: Vec<String>) {
+        // A document written before the bound may hold more, and no total.
+        self.snapshots_total = self.snapshots_total.max(self.snapshots.len() as u64);
+        if self.snapshots.len() > KEPT {
+            self.snapshots.truncate(KEPT);
+            self.truncated = true;
+        }
+        if reported.is_empty() {
+            return;
+        }
+        let mut kept: HashSet<String> = self.snapshots.iter().cloned().collect();
+        let mut counted: HashSet<&str> = HashSet::with_capacity(reported.len());
+        for url in &reported {
+            if kept.contains(url) || !counted.insert(url) {
+                continue;
+            }
+            self.snapshots_total += 1;
+            if self.snapshots.len() < KEPT {
+                kept.insert(url.clone());
+                self.snapshots.push(url.clone());
+            } else {
+                self.truncated = true;
             }
         }
     }
@@ -424,17 +516,20 @@ fn derive_procedure(
                     .flatten()
                     .filter_map(Value::as_str)
                 {
-                    if result.r#type.as_deref() != Some("ImageSprites")
-                        && !file.snapshots.iter().any(|s| s == url)
-                    {
+                    // Repeats are dropped by `merge`, in time linear in the
+                    // event.
+                    if result.r#type.as_deref() != Some("ImageSprites") {
                         file.snapshots.push(url.to_owned());
                     }
                 }
             }
         }
         if let Some(task) = task.as_mut() {
-            task.subtasks
-                .insert(subtask_key(&sub.kind, sub.output.as_ref(), index), sub);
+            insert_subtask(
+                task,
+                subtask_key(&sub.kind, sub.output.as_ref(), index),
+                sub,
+            );
         }
     }
     let ai = procedure
@@ -466,10 +561,36 @@ fn derive_procedure(
             kind: kind.clone(),
         };
         if let Some(task) = task.as_mut() {
-            task.subtasks.insert(kind, sub);
+            insert_subtask(task, kind, sub);
         }
     }
     derived.files.extend(file);
+}
+
+/// Adds a sub-task to a task update, within the bounds: at most [`KEPT`]
+/// sub-tasks, and at most [`KEPT`] URLs in the output of each (with
+/// `urls_total`, the number reported).
+fn insert_subtask(task: &mut TaskState, key: String, mut sub: SubtaskState) {
+    if let Some(urls) = sub
+        .output
+        .as_mut()
+        .and_then(|o| o.get_mut("urls"))
+        .and_then(Value::as_array_mut)
+    {
+        if urls.len() > KEPT {
+            let total = urls.len();
+            urls.truncate(KEPT);
+            if let Some(output) = sub.output.as_mut().and_then(Value::as_object_mut) {
+                output.insert("urls_total".to_owned(), Value::from(total));
+            }
+            task.truncated = true;
+        }
+    }
+    if task.subtasks.len() < KEPT || task.subtasks.contains_key(&key) {
+        task.subtasks.insert(key, sub);
+    } else {
+        task.truncated = true;
+    }
 }
 
 fn subtask_key(kind: &str, output: Option<&Value>, index: usize) -> String {
@@ -548,7 +669,7 @@ fn derive_legacy(
                 for (index, sub) in subtasks.enumerate() {
                     let state = legacy_subtask(sub);
                     let key = subtask_key(&state.kind, sub.input.as_ref(), index);
-                    task.subtasks.insert(key, state);
+                    insert_subtask(task, key, state);
                 }
             }
             derived.files.extend(file(data.file_id.as_deref()));
@@ -666,6 +787,24 @@ mod tests {
         assert_eq!(forward.procedure_task_id.as_deref(), Some("p1"));
         assert_eq!((forward.size, forward.duration), (Some(100), Some(1.5)));
         assert!(forward.deleted);
+    }
+
+    #[test]
+    fn snapshot_lists_are_bounded_and_counted() {
+        let mut file = FileState::default();
+        for batch in 0..5 {
+            let urls = (0..60).map(|i| format!("u{batch}-{i}"));
+            // A kept URL reported again is not counted again.
+            let snapshots = urls.chain(["u0-0".to_owned()]).collect();
+            file.merge(FileState {
+                snapshots,
+                ..FileState::default()
+            });
+        }
+        assert_eq!(file.snapshots.len(), KEPT);
+        assert_eq!(file.snapshots[KEPT - 1], "u1-39", "the first are kept");
+        assert_eq!(file.snapshots_total, 300);
+        assert!(file.truncated);
     }
 
     #[test]

@@ -326,6 +326,9 @@ pub struct EventMeta {
     pub event_type: String,
     /// File id, if any.
     pub file_id: Option<String>,
+    /// Every file the event names, `file_id` first (`Event::file_ids`);
+    /// the event is found under each of them.
+    pub file_ids: Vec<String>,
     /// Task id, if any.
     pub task_id: Option<String>,
     /// Status, if any.
@@ -341,6 +344,7 @@ impl EventMeta {
             format: event.format.as_str().to_owned(),
             event_type: event.event_type.clone(),
             file_id: event.file_id.clone(),
+            file_ids: event.file_ids.clone(),
             task_id: event.task_id.clone(),
             status: event.status.clone(),
             parse_error: event.parse_error.clone(),
@@ -1130,38 +1134,38 @@ fn insert_event(connection: &Connection, event: &NewEvent) -> rusqlite::Result<S
         },
     )?;
     if !stored.duplicate() {
-        apply_derived(
-            connection,
-            &event.derived,
-            meta.file_id.as_deref(),
-            stored.id,
-            event.received_at,
-        )?;
+        index_files(connection, meta, stored.id)?;
+        apply_derived(connection, &event.derived, stored.id, event.received_at)?;
         insert_deliveries(connection, stored.id, &event.actions, event.received_at)?;
     }
     Ok(stored)
 }
 
-/// Folds one event's updates into the `tasks` and `files` documents, and
-/// records the files it concerns besides `main_file` (its `file_id`).
-fn apply_derived(
-    connection: &Connection,
-    derived: &Derived,
-    main_file: Option<&str>,
-    event_id: i64,
-    at: i64,
-) -> rusqlite::Result<()> {
-    for file in derived
-        .files
+/// Records the files an event names besides its `file_id` (which the
+/// `events` row holds): one mechanism for every type, from
+/// `Event::file_ids`.
+fn index_files(connection: &Connection, meta: &EventMeta, event_id: i64) -> rusqlite::Result<()> {
+    for file_id in meta
+        .file_ids
         .iter()
-        .filter(|file| Some(file.file_id.as_str()) != main_file)
+        .filter(|id| Some(id.as_str()) != meta.file_id.as_deref())
     {
         connection
             .prepare_cached(
                 "INSERT OR IGNORE INTO event_files (file_id, event_id) VALUES (?1, ?2)",
             )?
-            .execute(params![file.file_id, event_id])?;
+            .execute(params![file_id, event_id])?;
     }
+    Ok(())
+}
+
+/// Folds one event's updates into the `tasks` and `files` documents.
+fn apply_derived(
+    connection: &Connection,
+    derived: &Derived,
+    event_id: i64,
+    at: i64,
+) -> rusqlite::Result<()> {
     for update in &derived.tasks {
         let mut task = known_state::<TaskState>(
             connection,
@@ -1310,10 +1314,11 @@ fn fold_into_shadow(
         let id: i64 = row.get(0)?;
         let at: i64 = row.get(1)?;
         let raw: Vec<u8> = row.get(2)?;
-        let stored = EventMeta {
+        let mut stored = EventMeta {
             format: row.get(3)?,
             event_type: row.get(4)?,
             file_id: row.get(5)?,
+            file_ids: Vec::new(),
             task_id: row.get(6)?,
             status: row.get(7)?,
             parse_error: row.get(8)?,
@@ -1329,13 +1334,10 @@ fn fold_into_shadow(
         }
         let meta = EventMeta::of(&event);
         // Unqualified table names resolve to the shadow (temp) tables.
-        apply_derived(
-            connection,
-            &state::derive(&event),
-            meta.file_id.as_deref(),
-            id,
-            at,
-        )?;
+        index_files(connection, &meta, id)?;
+        apply_derived(connection, &state::derive(&event), id, at)?;
+        // `file_ids` is no column: `event_files` above holds it.
+        stored.file_ids.clone_from(&meta.file_ids);
         if meta != stored {
             refreshed.push((id, meta));
         }
@@ -1561,6 +1563,8 @@ fn event_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
             format: row.get(6)?,
             event_type: row.get(7)?,
             file_id: row.get(8)?,
+            // Filled from `event_files` by `Reader::with_file_ids`.
+            file_ids: Vec::new(),
             task_id: row.get(9)?,
             status: row.get(10)?,
             parse_error: row.get(11)?,
@@ -1624,7 +1628,25 @@ impl Reader {
             ],
             event_row,
         )?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut rows: Vec<EventRow> = rows.collect::<Result<_, _>>()?;
+        for row in &mut rows {
+            self.fill_file_ids(row)?;
+        }
+        Ok(rows)
+    }
+
+    /// Sets `row.meta.file_ids`: its `file_id`, then the other files the
+    /// event names, as `Event::file_ids` orders them.
+    fn fill_file_ids(&self, row: &mut EventRow) -> anyhow::Result<()> {
+        let mut statement = self.connection.prepare_cached(
+            "SELECT file_id FROM event_files WHERE event_id = ?1 ORDER BY file_id",
+        )?;
+        let others = statement.query_map(params![row.id], |r| r.get::<_, String>(0))?;
+        row.meta.file_ids = row.meta.file_id.iter().cloned().collect();
+        for other in others {
+            row.meta.file_ids.push(other?);
+        }
+        Ok(())
     }
 
     /// One event and its exact body.
@@ -1634,12 +1656,18 @@ impl Reader {
     /// The query fails.
     pub fn event(&self, id: i64) -> anyhow::Result<Option<(EventRow, Vec<u8>)>> {
         let sql = format!("SELECT {EVENT_COLUMNS}, raw FROM events WHERE id = ?1");
-        Ok(self
+        let found = self
             .connection
             .query_row(&sql, params![id], |row| {
                 Ok((event_row(row)?, row.get::<_, Vec<u8>>(12)?))
             })
-            .optional()?)
+            .optional()?;
+        found
+            .map(|(mut row, raw)| {
+                self.fill_file_ids(&mut row)?;
+                Ok((row, raw))
+            })
+            .transpose()
     }
 
     /// The derived state of a task.
@@ -2015,7 +2043,7 @@ impl Reader {
                 .join(", ")
         );
         let mut statement = self.connection.prepare_cached(&sql)?;
-        Ok(statement
+        let found = statement
             .query_row(params![id], |row| {
                 Ok(DueDelivery {
                     event: event_row(row)?,
@@ -2026,7 +2054,13 @@ impl Reader {
                     created_at: row.get(16)?,
                 })
             })
-            .optional()?)
+            .optional()?;
+        found
+            .map(|mut due| {
+                self.fill_file_ids(&mut due.event)?;
+                Ok(due)
+            })
+            .transpose()
     }
 
     /// Whether a delivery is still pending or retrying.
@@ -2156,7 +2190,9 @@ impl Reader {
                 Ok((event_row(row)?, row.get::<_, Vec<u8>>(12)?))
             })?;
             for row in rows {
-                out.push(row?);
+                let (mut row, raw) = row?;
+                self.fill_file_ids(&mut row)?;
+                out.push((row, raw));
             }
         }
         Ok(out)

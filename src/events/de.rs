@@ -7,18 +7,54 @@
 //! parse fails only when a value has a truly different shape (an object
 //! where a string belongs, say).
 //!
-//! Numbers are never routed through `f64` on the way to a string: serde_json
-//! hands integers to `visit_u64`/`visit_i64` exactly.
+//! Numbers are never routed through `f64` on the way to a string: string
+//! fields read the value as raw JSON and keep an integer's literal text, so
+//! an id with more digits than `u64` holds stays exact.
 
 use std::fmt;
 use std::marker::PhantomData;
 
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
-/// An optional string that may also arrive as a JSON number or boolean.
+/// An optional string that may also arrive as a JSON number or boolean; an
+/// integer is kept as written, however many digits it has.
 pub(crate) fn string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    d.deserialize_any(OptVisitor(StringLike))
+    let raw: Option<&'de RawValue> = Option::deserialize(d)?;
+    raw.map(|raw| scalar_string(raw.get())).transpose()
+}
+
+/// The text of a scalar JSON value read as raw JSON: a string unescaped, an
+/// integer as written (serde_json would hand one beyond 64 bits over as an
+/// `f64`, losing digits), any other number as its `f64` value, a boolean
+/// as `true`/`false`. Objects and arrays are of a different shape.
+///
+/// Reading a field as raw JSON needs serde_json's own deserializer over a
+/// string or slice, which is how every payload is read (`Event::parse`).
+pub(crate) fn scalar_string<E: de::Error>(text: &str) -> Result<String, E> {
+    let expected = &"a string or number";
+    match text.as_bytes().first() {
+        Some(b'"') => match text.get(1..text.len() - 1) {
+            Some(inner) if !inner.contains('\\') => Ok(inner.to_owned()),
+            _ => serde_json::from_str(text).map_err(E::custom),
+        },
+        Some(b'{') => Err(E::invalid_type(de::Unexpected::Map, expected)),
+        Some(b'[') => Err(E::invalid_type(de::Unexpected::Seq, expected)),
+        Some(b't') => Ok("true".to_owned()),
+        Some(b'f') => Ok("false".to_owned()),
+        _ if is_integer(text) => Ok(text.to_owned()),
+        _ => text
+            .parse::<f64>()
+            .map(|v| v.to_string())
+            .map_err(|_| E::invalid_value(de::Unexpected::Str(text), expected)),
+    }
+}
+
+/// `-?[0-9]+`: a JSON integer literal.
+fn is_integer(text: &str) -> bool {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// An optional signed integer; integral floats and numeric strings are accepted.
@@ -41,11 +77,21 @@ pub(crate) fn bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::E
     d.deserialize_any(OptVisitor(BoolLike))
 }
 
-/// A list of strings; `null` elements are dropped, numbers become strings.
+/// A list of strings; `null` elements are dropped, numbers become strings
+/// (integers as written, as in [`string`]).
 pub(crate) fn string_list<'de, D: Deserializer<'de>>(
     d: D,
 ) -> Result<Option<Vec<String>>, D::Error> {
-    scalar_list(d, StringLike)
+    let items: Option<Vec<Option<&'de RawValue>>> = Option::deserialize(d)?;
+    items
+        .map(|items| {
+            items
+                .into_iter()
+                .flatten()
+                .map(|raw| scalar_string(raw.get()))
+                .collect()
+        })
+        .transpose()
 }
 
 /// A list of signed integers; `null` elements are dropped.
@@ -150,41 +196,6 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for OptVisitor<V> {
 
     fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
         self.0.visit_string(v).map(Some)
-    }
-}
-
-#[derive(Clone, Copy)]
-struct StringLike;
-
-impl Visitor<'_> for StringLike {
-    type Value = String;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a string or number")
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
-        Ok(v.to_owned())
-    }
-
-    fn visit_string<E: de::Error>(self, v: String) -> Result<String, E> {
-        Ok(v)
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<String, E> {
-        Ok(v.to_string())
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<String, E> {
-        Ok(v.to_string())
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<String, E> {
-        Ok(v.to_string())
-    }
-
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<String, E> {
-        Ok(v.to_string())
     }
 }
 
@@ -331,6 +342,28 @@ mod tests {
             probe(r#"{"id":"5285485487985271490"}"#).id.as_deref(),
             Some("5285485487985271490")
         );
+    }
+
+    #[test]
+    fn integers_beyond_u64_are_kept_as_written() {
+        let big = "123456789012345678901234567890";
+        assert_eq!(
+            probe(&format!(r#"{{"id":{big}}}"#)).id.as_deref(),
+            Some(big)
+        );
+        assert_eq!(
+            probe(&format!(r#"{{"id":-{big}}}"#)).id,
+            Some(format!("-{big}"))
+        );
+        assert_eq!(
+            probe(&format!(r#"{{"urls":[{big},null,"a\"b\u0041"]}}"#)).urls,
+            Some(vec![big.to_owned(), "a\"bA".to_owned()])
+        );
+        // Other scalars read as before.
+        assert_eq!(probe(r#"{"id":1.5}"#).id.as_deref(), Some("1.5"));
+        assert_eq!(probe(r#"{"id":60.0}"#).id.as_deref(), Some("60"));
+        assert_eq!(probe(r#"{"id":true}"#).id.as_deref(), Some("true"));
+        assert!(serde_json::from_str::<Probe>(r#"{"urls":[["x"]]}"#).is_err());
     }
 
     #[test]

@@ -19,6 +19,7 @@
 
 mod de;
 mod describe;
+mod files;
 pub mod legacy;
 pub mod model;
 
@@ -399,6 +400,11 @@ pub struct Event {
     pub parse_error: Option<String>,
     /// The media file this event is about, if any.
     pub file_id: Option<String>,
+    /// Every media file the event names: `file_id` first when there is
+    /// one, then the others (a `ConcatComplete`'s sources, a
+    /// `FileDeleted`'s set, a clip's source, …) sorted, without repeats.
+    /// The store finds the event under each of them.
+    pub file_ids: Vec<String>,
     /// The task this event reports on, if any.
     pub task_id: Option<String>,
     /// The reported status (`PROCESSING`, `FINISH`, `SUCCESS`, `FAIL`, …), if any.
@@ -437,7 +443,7 @@ impl Event {
         // (a payload that does not fit, a body that is not an object) takes
         // the second, careful pass that reads the payload as raw JSON first.
         if let Ok(envelope) = Envelope::read(body, true) {
-            return Ok(envelope.into_event(body));
+            return Ok(envelope.into_event(body).with_file_ids());
         }
         let envelope = Envelope::read(body, false).map_err(|error| {
             if error.classify() == serde_json::error::Category::Data {
@@ -446,7 +452,27 @@ impl Event {
                 BodyError::InvalidJson(error.to_string())
             }
         })?;
-        Ok(envelope.into_event(body))
+        Ok(envelope.into_event(body).with_file_ids())
+    }
+
+    /// Fills [`Event::file_ids`]: the ids found so far (from a payload that
+    /// did not fit its struct) and those the typed payload names.
+    fn with_file_ids(mut self) -> Event {
+        let mut named = std::mem::take(&mut self.file_ids);
+        match &self.payload {
+            Payload::V3(payload) => files::collect(payload, &mut named),
+            Payload::Legacy(payload) => files::collect(payload, &mut named),
+            Payload::Unknown(value) => files::collect(value, &mut named),
+            Payload::Invalid => {}
+        }
+        named.retain(|id| Some(id) != self.file_id.as_ref());
+        named.sort_unstable();
+        named.dedup();
+        if let Some(main) = &self.file_id {
+            named.insert(0, main.clone());
+        }
+        self.file_ids = named;
+        self
     }
 
     /// The `EventType` as sent, with the format for legacy bodies (for display).
@@ -651,6 +677,7 @@ impl Envelope<'_> {
             payload: Payload::Invalid,
             parse_error: None,
             file_id: None,
+            file_ids: Vec::new(),
             task_id: None,
             status: None,
             transport,
@@ -746,6 +773,7 @@ impl Envelope<'_> {
             payload: Payload::Invalid,
             parse_error: None,
             file_id: None,
+            file_ids: Vec::new(),
             task_id: None,
             status: None,
             transport,
@@ -820,17 +848,18 @@ fn fill_ids_leniently(event: &mut Event, raw: &RawValue) {
         status: Option<String>,
     }
     fn lenient<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-        let value = Value::deserialize(d)?;
-        Ok(match value {
-            Value::String(s) => Some(s),
-            Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        })
+        let raw: Option<&'de RawValue> = Option::deserialize(d)?;
+        Ok(raw.and_then(|raw| de::scalar_string::<D::Error>(raw.get()).ok()))
     }
     if let Ok(ids) = serde_json::from_str::<Ids>(raw.get()) {
         event.file_id = ids.file_id;
         event.task_id = ids.task_id;
         event.status = ids.status;
+    }
+    // The files it names, from the raw JSON (an integer id beyond 64 bits
+    // is lost there; this path is for payloads that do not fit anyway).
+    if let Ok(value) = serde_json::from_str::<Value>(raw.get()) {
+        files::collect(&value, &mut event.file_ids);
     }
 }
 
@@ -1073,9 +1102,24 @@ fn compact(mut value: Value) -> Value {
 /// JSON (keys sorted, no white space) without the transport fields
 /// (`EventHandle`, `Sign`, `T`). The same event pushed twice, or pushed and
 /// then pulled, has the same key.
+///
+/// `Value` holds an integer beyond 64 bits as an `f64`, so two ids that
+/// differ only in their last digits would give one key and the second
+/// event would be dropped as a duplicate. A body with such an integer is
+/// made canonical from its raw JSON instead, numbers as written (bodies
+/// without one keep the keys they always had).
 pub fn dedup_key(body: &[u8]) -> [u8; 32] {
     use sha2::{Digest, Sha256};
     let mut canonical = Vec::with_capacity(body.len());
+    if has_wide_integer(body) {
+        let exact = std::str::from_utf8(body)
+            .ok()
+            .and_then(|text| write_canonical_raw(text, true, &mut canonical).ok());
+        if exact.is_some() {
+            return Sha256::digest(&canonical).into();
+        }
+        canonical.clear();
+    }
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(mut object)) => {
             for key in Transport::KEYS {
@@ -1121,6 +1165,84 @@ fn write_canonical(value: &Value, out: &mut Vec<u8>) {
             let _ = serde_json::to_writer(&mut *out, scalar);
         }
     }
+}
+
+/// Does `body` hold, outside strings, an integer literal that fits neither
+/// `u64` nor `i64`? A scan without allocation.
+fn has_wide_integer(body: &[u8]) -> bool {
+    let mut index = 0;
+    while index < body.len() {
+        match body[index] {
+            b'"' => {
+                index += 1;
+                while index < body.len() && body[index] != b'"' {
+                    index += if body[index] == b'\\' { 2 } else { 1 };
+                }
+                index += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = index;
+                while index < body.len()
+                    && matches!(body[index], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+                {
+                    index += 1;
+                }
+                let token = &body[start..index];
+                let integer = !token.iter().any(|b| matches!(b, b'.' | b'e' | b'E'));
+                let fits = std::str::from_utf8(token)
+                    .is_ok_and(|t| t.parse::<u64>().is_ok() || t.parse::<i64>().is_ok());
+                if integer && !fits {
+                    return true;
+                }
+            }
+            _ => index += 1,
+        }
+    }
+    false
+}
+
+/// Canonical JSON (as [`write_canonical`]) of raw JSON text, numbers as
+/// written; at the top level the transport fields are left out.
+fn write_canonical_raw(text: &str, top: bool, out: &mut Vec<u8>) -> serde_json::Result<()> {
+    let text = text.trim();
+    match text.as_bytes().first() {
+        Some(b'{') => {
+            let mut object: std::collections::BTreeMap<String, &RawValue> =
+                serde_json::from_str(text)?;
+            if top {
+                for key in Transport::KEYS {
+                    object.remove(key);
+                }
+            }
+            out.push(b'{');
+            for (index, (key, value)) in object.into_iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                serde_json::to_writer(&mut *out, &key)?;
+                out.push(b':');
+                write_canonical_raw(value.get(), false, out)?;
+            }
+            out.push(b'}');
+        }
+        Some(b'[') => {
+            let items: Vec<&RawValue> = serde_json::from_str(text)?;
+            out.push(b'[');
+            for (index, item) in items.into_iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                write_canonical_raw(item.get(), false, out)?;
+            }
+            out.push(b']');
+        }
+        Some(b'"') => {
+            let string: String = serde_json::from_str(text)?;
+            serde_json::to_writer(&mut *out, &string)?;
+        }
+        _ => out.extend_from_slice(text.trim().as_bytes()),
+    }
+    Ok(())
 }
 
 /// Is this a VOD placeholder time such as `0000-00-00T00:00:00Z` (or empty)?

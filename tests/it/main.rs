@@ -10,6 +10,7 @@ mod cli;
 mod durability;
 mod errors;
 mod fake_vod;
+mod files;
 mod hardening;
 mod helpers;
 mod hostile_net;
