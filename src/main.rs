@@ -53,6 +53,21 @@ enum Command {
     Deliveries(DeliveriesCommand),
     /// Run actions again for stored events, or re-POST them to another receiver.
     Replay(ReplayArgs),
+    /// Check the setup: configuration, store, listeners, callback path, VOD's event configuration.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Args)]
+struct DoctorArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// The address VOD reaches this host at, when it is on no interface
+    /// (NAT); on a CVM it is read from the metadata service.
+    #[arg(long, value_name = "IP", env = "VODHOOK_PUBLIC_IP")]
+    public_ip: Option<std::net::IpAddr>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -384,6 +399,27 @@ fn main() -> ExitCode {
                 .ok_or_else(|| Failure::NotFound(format!("no delivery {}", args.id)))
         }),
         Command::Replay(args) => runtime.block_on(replay(args)),
+        Command::Doctor(args) => runtime.block_on(doctor(args)),
+    }
+}
+
+/// `vodhook doctor`: one line per check; exit status 1 when one fails.
+async fn doctor(args: DoctorArgs) -> ExitCode {
+    let report = vodhook::doctor::run(vodhook::doctor::Options {
+        config: args.config.config,
+        overrides: Overrides::from_env(),
+        public_ip: args.public_ip,
+    })
+    .await;
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_text());
+    }
+    if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 
