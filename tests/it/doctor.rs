@@ -333,6 +333,11 @@ async fn an_unwritable_store_is_named() {
     let (code, report) = setup.doctor().await;
     only_failure(code, &report, "store", "not-a-directory");
 
+    // A directory that does not exist: vodhook would not create it.
+    setup.store = setup.dir.path().join("missing").join("vodhook.db");
+    let (code, report) = setup.doctor().await;
+    only_failure(code, &report, "store", "does not exist");
+
     // A database file that is a directory.
     let directory = setup.dir.path().join("db-dir");
     std::fs::create_dir(&directory).unwrap();
