@@ -35,8 +35,10 @@ control="$out/control"
 dpkg-deb -x "$deb" "$root"
 dpkg-deb -e "$deb" "$control"
 for script in "$control"/postinst "$control"/postrm "$control"/prerm; do
-  [ -f "$script" ] && sh -n "$script"
+  if [ -f "$script" ]; then sh -n "$script"; fi
 done
+grep -c '^# Automatically added by cargo-deb' "$control/postinst" | grep -qx 2 \
+  || fail "postinst should hold cargo-deb's two systemd sections once each"
 grep -q 'deb-systemd-helper' "$control/postinst" || fail "postinst does not enable the unit"
 if grep -q 'deb-systemd-invoke start' "$control/postinst"; then
   fail "postinst starts the unit before its configuration is edited"
