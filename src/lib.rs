@@ -21,6 +21,9 @@
 //! - [`redact`]: credentials in URLs, hidden wherever a URL is shown.
 //! - [`log`]: the stdout formatter (text or JSON lines).
 //! - [`send`]: `vodhook send`, realistic sample events for trying it out.
+//! - [`doctor`]: `vodhook doctor`, checks of a setup (its write probe of the
+//!   store is the one statement outside [`store`]: a rolled-back
+//!   `BEGIN IMMEDIATE`).
 //!
 //! [`run`] is the seam: the caller binds the listener and provides the
 //! shutdown future, so tests bind `127.0.0.1:0` and stop the server when
@@ -28,6 +31,7 @@
 
 pub mod actions;
 pub mod config;
+pub mod doctor;
 pub mod events;
 pub mod http;
 pub mod ingest;

@@ -99,6 +99,21 @@ enum Command {
     Completions(CompletionsArgs),
     /// Print the man page (roff) on stdout (e.g. `vodhook man > vodhook.1`).
     Man,
+    /// Check the setup: configuration, store, listeners, callback path, VOD's event configuration.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Args)]
+struct DoctorArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// The address VOD reaches this host at, when it is on no interface
+    /// (NAT); on a CVM it is read from the metadata service.
+    #[arg(long, value_name = "IP", env = "VODHOOK_PUBLIC_IP")]
+    public_ip: Option<std::net::IpAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -488,6 +503,27 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Doctor(args) => runtime.block_on(doctor(args)),
+    }
+}
+
+/// `vodhook doctor`: one line per check; exit status 1 when one fails.
+async fn doctor(args: DoctorArgs) -> ExitCode {
+    let report = vodhook::doctor::run(vodhook::doctor::Options {
+        config: args.config.config,
+        overrides: Overrides::from_env(),
+        public_ip: args.public_ip,
+    })
+    .await;
+    if args.json {
+        write_out(format!("{}\n", report.to_json()).as_bytes());
+    } else {
+        write_out(report.to_text().as_bytes());
+    }
+    if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

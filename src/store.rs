@@ -2223,3 +2223,32 @@ impl Reader {
         Ok(u64::try_from(count).unwrap_or(0))
     }
 }
+
+/// Whether the database at `path` can be written, without changing it
+/// (`vodhook doctor`): a write transaction begins and is rolled back.
+/// Returns the number of events stored, `None` when the file has no
+/// `events` table yet.
+///
+/// # Errors
+///
+/// The file cannot be opened for writing, is not a database, or the write
+/// lock cannot be had within `busy_timeout`.
+pub fn probe_writable(path: &Path, busy_timeout: Duration) -> rusqlite::Result<Option<i64>> {
+    let connection = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    connection.busy_timeout(busy_timeout)?;
+    let tables: i64 = connection.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'events'",
+        [],
+        |row| row.get(0),
+    )?;
+    let events = if tables == 0 {
+        None
+    } else {
+        Some(connection.query_row("SELECT count(*) FROM events", [], |row| row.get(0))?)
+    };
+    connection.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")?;
+    Ok(events)
+}

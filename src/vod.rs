@@ -257,6 +257,17 @@ impl VodError {
     }
 }
 
+/// An HTTP `Date` header (`Sun, 06 Nov 1994 08:49:37 GMT`).
+fn http_date(value: &str) -> Option<time::OffsetDateTime> {
+    let rfc2822 = &time::format_description::well_known::Rfc2822;
+    time::OffsetDateTime::parse(value, rfc2822)
+        .ok()
+        .or_else(|| {
+            let utc = value.trim().strip_suffix(" GMT")?;
+            time::OffsetDateTime::parse(&format!("{utc} +0000"), rfc2822).ok()
+        })
+}
+
 /// Advice for a user who sees `code`.
 fn hint(code: &str, clock_offset: Option<i64>) -> String {
     let advice = match code {
@@ -453,9 +464,26 @@ impl VodClient {
     pub async fn call(
         &self,
         action: &'static str,
-        mut params: Value,
+        params: Value,
         timeout: Duration,
     ) -> Result<Bytes, VodError> {
+        self.call_dated(action, params, timeout)
+            .await
+            .map(|(response, _)| response)
+    }
+
+    /// [`VodClient::call`], also returning the API's clock: the `Date`
+    /// header of the answer as a Unix time, when it has a valid one.
+    ///
+    /// # Errors
+    ///
+    /// [`VodError`].
+    pub async fn call_dated(
+        &self,
+        action: &'static str,
+        mut params: Value,
+        timeout: Duration,
+    ) -> Result<(Bytes, Option<i64>), VodError> {
         if let (Some(sub_app_id), Some(object)) = (self.options.sub_app_id, params.as_object_mut())
         {
             object.insert("SubAppId".to_owned(), json!(sub_app_id));
@@ -513,9 +541,7 @@ impl VodClient {
             .headers()
             .get("date")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc2822).ok()
-            });
+            .and_then(http_date);
         let status = response.status();
         let body = response
             .bytes()
@@ -539,7 +565,10 @@ impl VodClient {
                 request_id: error.request_id.unwrap_or_default(),
             });
         }
-        Ok(Bytes::copy_from_slice(inner.get().as_bytes()))
+        Ok((
+            Bytes::copy_from_slice(inner.get().as_bytes()),
+            server_time.map(time::OffsetDateTime::unix_timestamp),
+        ))
     }
 
     /// Takes up to 16 events from the queue; the server holds the request
@@ -622,6 +651,26 @@ impl VodClient {
         })
     }
 
+    /// The application's event configuration and the API's clock (the
+    /// `Date` header as a Unix time), for `vodhook doctor`.
+    ///
+    /// # Errors
+    ///
+    /// [`VodError`].
+    pub async fn describe_event_config_dated(
+        &self,
+        timeout: Duration,
+    ) -> Result<(EventConfig, Option<i64>), VodError> {
+        let (response, server_time) = self
+            .call_dated("DescribeEventConfig", json!({}), timeout)
+            .await?;
+        let config = serde_json::from_slice(&response).map_err(|error| VodError::Transport {
+            action: "DescribeEventConfig",
+            reason: format!("unexpected answer: {error}"),
+        })?;
+        Ok((config, server_time))
+    }
+
     /// Changes the application's event configuration.
     ///
     /// # Errors
@@ -648,5 +697,19 @@ impl VodClient {
         self.call("ModifyEventConfig", Value::Object(params), timeout)
             .await
             .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::http_date;
+
+    #[test]
+    fn http_dates_parse_in_gmt_and_numeric_zones() {
+        let gmt = http_date("Sun, 06 Nov 1994 08:49:37 GMT").map(|t| t.unix_timestamp());
+        assert_eq!(gmt, Some(784_111_777));
+        let numeric = http_date("Sun, 06 Nov 1994 16:49:37 +0800").map(|t| t.unix_timestamp());
+        assert_eq!(numeric, Some(784_111_777));
+        assert_eq!(http_date("yesterday"), None);
     }
 }

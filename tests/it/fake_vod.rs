@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -91,6 +91,11 @@ pub struct Shared {
     /// Answer this many requests with AuthFailure.UnauthorizedOperation
     /// (a permission VOD grants again later).
     pub refuse_next: AtomicUsize,
+    /// The applications that exist; `None`: any SubAppId is accepted.
+    /// Others are answered `InvalidParameterValue.SubAppId`.
+    pub sub_app_ids: Mutex<Option<Vec<u64>>>,
+    /// Seconds added to the clock of every answer's `Date` header.
+    pub date_offset_secs: AtomicI64,
 }
 
 /// A running fake.
@@ -120,9 +125,15 @@ impl FakeVod {
             hold_confirms: AtomicBool::new(false),
             empty_as_not_found: AtomicBool::new(false),
             refuse_next: AtomicUsize::new(0),
+            sub_app_ids: Mutex::new(None),
+            date_offset_secs: AtomicI64::new(0),
         });
         let app = axum::Router::new()
             .route("/", axum::routing::post(handle))
+            .layer(axum::middleware::map_response_with_state(
+                Arc::clone(&shared),
+                date_header,
+            ))
             .with_state(Arc::clone(&shared));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -205,6 +216,14 @@ impl FakeVod {
 
     pub fn config(&self) -> Value {
         self.shared.config.lock().unwrap().clone()
+    }
+
+    /// Replaces keys of the event configuration, as the console would.
+    pub fn set_config(&self, changes: Value) {
+        let mut config = self.shared.config.lock().unwrap();
+        for (key, value) in changes.as_object().expect("an object").clone() {
+            config[key] = value;
+        }
     }
 
     /// Waits until every queued event is confirmed.
@@ -376,6 +395,24 @@ async fn handle(
         return error(&shared, "InternalError", "internal error").into_response();
     }
     let params: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let known_app = shared
+        .sub_app_ids
+        .lock()
+        .unwrap()
+        .as_ref()
+        .is_none_or(|ids| {
+            params["SubAppId"]
+                .as_u64()
+                .is_some_and(|id| ids.contains(&id))
+        });
+    if !known_app {
+        return error(
+            &shared,
+            "InvalidParameterValue.SubAppId",
+            "SubAppId does not exist",
+        )
+        .into_response();
+    }
     match action.as_str() {
         "PullEvents" => pull_events(&shared).await.into_response(),
         "ConfirmEvents" => {
@@ -531,4 +568,24 @@ fn confirm_events(shared: &Shared, params: &Value) -> Json<Value> {
     }
     drop(queue);
     envelope(shared, json!({}))
+}
+
+/// Sets `Date` like a web server (IMF-fixdate, GMT), on the fake's clock.
+async fn date_header(
+    State(shared): State<Arc<Shared>>,
+    mut response: axum::response::Response,
+) -> axum::response::Response {
+    let offset = shared.date_offset_secs.load(Ordering::SeqCst);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let date = time::OffsetDateTime::from_unix_timestamp(now + offset)
+        .unwrap()
+        .format(time::macros::format_description!(
+            "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+        ))
+        .unwrap();
+    response.headers_mut().insert("date", date.parse().unwrap());
+    response
 }

@@ -7,6 +7,7 @@
 mod actions;
 mod catalog;
 mod cli;
+mod doctor;
 mod durability;
 mod errors;
 mod fake_vod;
