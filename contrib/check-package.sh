@@ -44,7 +44,7 @@ if grep -q 'deb-systemd-invoke start' "$control/postinst"; then
   fail "postinst starts the unit before its configuration is edited"
 fi
 
-"$root/usr/bin/vodhook" --version | grep -qx "vodhook $(dpkg-deb --field "$deb" Version | sed 's/-[0-9]*$//')" \
+"$root/usr/bin/vodhook" --version | grep -q "^vodhook $(dpkg-deb --field "$deb" Version | sed 's/-[0-9]*$//')\( \|$\)" \
   || fail "the packaged binary's --version does not match the package version"
 "$root/usr/bin/vodhook" check-config --config "$root/etc/vodhook/vodhook.toml" >"$out/effective.toml"
 grep -qx 'path = "/var/lib/vodhook/vodhook.db"' "$out/effective.toml" \
