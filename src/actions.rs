@@ -1,5 +1,6 @@
-//! Acting on events: `[[action]]` entries that run a program or forward
-//! the event, carried out from the durable outbox.
+//! Acting on events: `[[action]]` entries that run a program, forward the
+//! event or publish it to a broker ([`crate::publish`]), carried out from
+//! the durable outbox.
 //!
 //! When an event is stored, a delivery row per matching action is written
 //! in the same transaction (`store`). The [`Dispatcher`] picks due
@@ -79,6 +80,8 @@ struct Action {
     config: ActionConfig,
     slots: Arc<Semaphore>,
     key: Option<Vec<u8>>,
+    /// The kept broker connection of a `publish` action.
+    publisher: Option<Arc<crate::publish::Publisher>>,
 }
 
 /// The HMAC key of a Standard Webhooks secret: the base64 after `whsec_`
@@ -145,6 +148,10 @@ impl Actions {
             .map(|config| Action {
                 slots: Arc::new(Semaphore::new(config.max_concurrency)),
                 key: config.secret.as_deref().map(webhook_key),
+                publisher: config
+                    .publish
+                    .is_some()
+                    .then(|| Arc::new(crate::publish::Publisher::new(config))),
                 config: config.clone(),
             })
             .collect();
@@ -639,10 +646,13 @@ impl Dispatcher {
         let started_at = store::now_ms();
         let started = Instant::now();
         let timeout = Duration::from_secs(config.timeout_secs);
-        let mut outcome = match (&config.exec, &config.forward) {
-            (Some(exec), _) => run_exec(exec, &config.env, &delivery, timeout, spawner).await,
-            (None, Some(url)) => run_forward(url, action.key.as_deref(), &delivery, timeout).await,
-            (None, None) => failed("action has neither exec nor forward".to_owned()),
+        let mut outcome = match (&config.exec, &config.forward, &action.publisher) {
+            (Some(exec), _, _) => run_exec(exec, &config.env, &delivery, timeout, spawner).await,
+            (None, Some(url), _) => {
+                run_forward(url, action.key.as_deref(), &delivery, timeout).await
+            }
+            (None, None, Some(publisher)) => publisher.publish(&delivery, timeout).await,
+            (None, None, None) => failed("action has neither exec, forward nor publish".to_owned()),
         };
         // Errors may quote a URL, credentials and all.
         if let Some(error) = &mut outcome.error {
@@ -1302,6 +1312,10 @@ mod tests {
             env: std::collections::BTreeMap::new(),
             forward: None,
             secret: None,
+            publish: None,
+            topic: None,
+            format: crate::config::PublishFormat::Raw,
+            max_len: None,
             timeout_secs: 1,
             max_concurrency: 1,
             max_attempts: 1,

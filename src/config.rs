@@ -317,6 +317,23 @@ pub struct ActionConfig {
     /// The Standard Webhooks secret for `forward` (`whsec_…`, base64).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
+    /// Broker URL to publish the event to: `amqp(s)://` (RabbitMQ),
+    /// `nats://` (NATS JetStream) or `redis(s)://` (Redis Streams).
+    /// `${NAME}` is replaced by the environment variable `NAME` when the
+    /// daemon starts, so credentials need not be in the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish: Option<String>,
+    /// Where `publish` puts events: the exchange (AMQP), the subject
+    /// prefix (NATS) or the stream key (Redis).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    /// What `publish` sends: the exact bytes received (`raw`, default) or
+    /// an envelope with the event's columns (`envelope`).
+    #[serde(default, skip_serializing_if = "PublishFormat::is_raw")]
+    pub format: PublishFormat,
+    /// Redis Streams: `XADD … MAXLEN ~ max_len` (default 1,000,000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_len: Option<u64>,
     /// Seconds an attempt may take (default 30).
     #[serde(default = "default_action_timeout")]
     pub timeout_secs: u64,
@@ -335,6 +352,54 @@ pub struct ActionConfig {
     /// A delivery older than this (seconds) is not retried any more (default 86400).
     #[serde(default = "default_max_age")]
     pub max_age_secs: u64,
+}
+
+/// What a `publish` action sends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PublishFormat {
+    /// The exact bytes received.
+    #[default]
+    Raw,
+    /// `{id, event_type, format, file_id, task_id, status, received_at,
+    /// source, body}`, `body` being the event's JSON.
+    Envelope,
+}
+
+impl PublishFormat {
+    /// The default, `raw`?
+    pub fn is_raw(&self) -> bool {
+        *self == PublishFormat::Raw
+    }
+}
+
+/// Default `max_len` of a Redis Streams `publish`.
+pub const DEFAULT_MAX_LEN: u64 = 1_000_000;
+
+/// `url` with every `${NAME}` replaced by the environment variable `NAME`.
+///
+/// # Errors
+///
+/// The name of a variable that is not set (or not valid UTF-8), or of an
+/// unterminated `${`.
+pub fn expand_env(url: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(url.len());
+    let mut rest = url;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            return Err("an unterminated ${".to_owned());
+        };
+        let name = &after[..end];
+        match std::env::var(name) {
+            Ok(value) => out.push_str(&value),
+            Err(_) => return Err(format!("the environment variable {name} is not set")),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 fn default_action_timeout() -> u64 {
@@ -986,7 +1051,56 @@ impl Config {
                     "action {name:?}: `on` lists no event type (use \"*\" for all)"
                 )));
             }
+            if let Some(url) = &action.publish {
+                if action.exec.is_some() || action.forward.is_some() {
+                    return Err(ConfigError::Invalid(format!(
+                        "action {name:?}: give exactly one of exec, forward and publish"
+                    )));
+                }
+                let scheme = url.split_once("://").map(|(scheme, _)| scheme);
+                let Some(scheme @ ("amqp" | "amqps" | "nats" | "redis" | "rediss")) = scheme else {
+                    return Err(ConfigError::Invalid(format!(
+                        "action {name:?}: publish must be an amqp(s)://, nats:// or redis(s):// URL"
+                    )));
+                };
+                let topic = action.topic.as_deref().unwrap_or_default();
+                let valid_topic = !topic.is_empty()
+                    && topic.len() <= 255
+                    && topic
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
+                    && !(scheme == "nats"
+                        && (topic.starts_with('.')
+                            || topic.ends_with('.')
+                            || topic.contains("..")));
+                if !valid_topic {
+                    return Err(ConfigError::Invalid(format!(
+                        "action {name:?}: publish needs a topic of 1 to 255 letters, digits, _ - . and :"
+                    )));
+                }
+                if action.max_len == Some(0) {
+                    return Err(ConfigError::Invalid(format!(
+                        "action {name:?}: max_len must be at least 1"
+                    )));
+                }
+                if action.max_len.is_some() && !scheme.starts_with("redis") {
+                    return Err(ConfigError::Invalid(format!(
+                        "action {name:?}: max_len applies to redis publish only"
+                    )));
+                }
+                if let Err(error) = expand_env(url) {
+                    return Err(ConfigError::Invalid(format!(
+                        "action {name:?}: publish URL: {error}"
+                    )));
+                }
+            } else if action.topic.is_some() || action.max_len.is_some() || !action.format.is_raw()
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "action {name:?}: topic, format and max_len apply to publish only"
+                )));
+            }
             match (&action.exec, &action.forward) {
+                (None, None) if action.publish.is_some() => {}
                 (Some(exec), None) if exec.is_empty() || exec[0].is_empty() => {
                     return Err(ConfigError::Invalid(format!(
                         "action {name:?}: exec needs a program"
@@ -1003,7 +1117,7 @@ impl Config {
                 (None, Some(_)) => {}
                 _ => {
                     return Err(ConfigError::Invalid(format!(
-                        "action {name:?}: give exactly one of exec and forward"
+                        "action {name:?}: give exactly one of exec, forward and publish"
                     )));
                 }
             }
@@ -1063,6 +1177,9 @@ impl Config {
                 action.secret = Some("<redacted>".to_owned());
             }
             if let Some(url) = &mut action.forward {
+                *url = crate::redact::redact(url).into_owned();
+            }
+            if let Some(url) = &mut action.publish {
                 *url = crate::redact::redact(url).into_owned();
             }
             for value in action.env.values_mut() {
@@ -1383,6 +1500,79 @@ mod tests {
             let error = Config::parse(text).unwrap().validate().unwrap_err().to_string();
             assert!(error.contains(needle), "{text}: {error}");
         }
+    }
+
+    #[test]
+    fn publish_actions_are_validated_and_their_credentials_hidden() {
+        let config = Config::parse(
+            "[[action]]\nname = \"a\"\non = \"*\"\n\
+             publish = \"amqps://vodhook:s3cret@rabbit.example.com/%2f\"\ntopic = \"vod-events\"\n\
+             format = \"envelope\"\n\n\
+             [[action]]\nname = \"b\"\non = \"*\"\npublish = \"redis://127.0.0.1\"\n\
+             topic = \"vod\"\nmax_len = 10\n",
+        )
+        .unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.actions[0].format, PublishFormat::Envelope);
+        assert_eq!(config.actions[1].format, PublishFormat::Raw);
+        assert_eq!(config.actions[1].max_len, Some(10));
+        let shown = config.to_toml_redacted();
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.contains("amqps://<redacted>@rabbit.example.com"),
+            "{shown}"
+        );
+        let base = "[[action]]\nname = \"a\"\non = \"*\"\n";
+        for (rest, needle) in [
+            ("publish = \"kafka://x\"\ntopic = \"t\"\n", "amqp(s)://"),
+            ("publish = \"nats://x\"\n", "topic"),
+            ("publish = \"nats://x\"\ntopic = \"a.>\"\n", "topic"),
+            ("publish = \"nats://x\"\ntopic = \"a.\"\n", "topic"),
+            (
+                "publish = \"nats://x\"\ntopic = \"t\"\nmax_len = 5\n",
+                "redis",
+            ),
+            (
+                "publish = \"redis://x\"\ntopic = \"t\"\nmax_len = 0\n",
+                "at least 1",
+            ),
+            (
+                "publish = \"redis://x\"\ntopic = \"t\"\nexec = [\"x\"]\n",
+                "exactly one",
+            ),
+            ("exec = [\"x\"]\ntopic = \"t\"\n", "publish only"),
+            ("exec = [\"x\"]\nformat = \"envelope\"\n", "publish only"),
+            (
+                "publish = \"amqp://u:${VODHOOK_TEST_SURELY_UNSET_VAR}@h/\"\ntopic = \"t\"\n",
+                "VODHOOK_TEST_SURELY_UNSET_VAR is not set",
+            ),
+        ] {
+            let text = format!("{base}{rest}");
+            let error = Config::parse(&text)
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(needle), "{text}: {error}");
+        }
+        let error = Config::parse(&format!(
+            "{base}publish = \"redis://x\"\ntopic = \"t\"\nformat = \"xml\"\n"
+        ))
+        .unwrap_err();
+        assert!(error.contains("format"), "{error}");
+    }
+
+    #[test]
+    fn env_references_in_urls_are_expanded() {
+        std::env::set_var("VODHOOK_TEST_EXPAND_PASSWORD", "pw");
+        assert_eq!(
+            expand_env("amqp://u:${VODHOOK_TEST_EXPAND_PASSWORD}@h/").unwrap(),
+            "amqp://u:pw@h/"
+        );
+        assert_eq!(expand_env("redis://h").unwrap(), "redis://h");
+        assert!(expand_env("redis://${X")
+            .unwrap_err()
+            .contains("unterminated"));
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use vodhook::config::{ActionConfig, Config, When};
+use vodhook::config::{ActionConfig, Config, PublishFormat, When};
 use vodhook::store::DeliveryRow;
 
 use crate::helpers::{fixture, vodhook, Daemon, TestApp, PATIENCE};
@@ -22,6 +22,10 @@ fn exec_action(name: &str, on: &[&str], script: &str) -> ActionConfig {
         env: std::collections::BTreeMap::new(),
         forward: None,
         secret: None,
+        publish: None,
+        topic: None,
+        format: PublishFormat::Raw,
+        max_len: None,
         timeout_secs: 10,
         max_concurrency: 4,
         max_attempts: 5,

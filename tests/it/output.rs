@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 use tokio::task::JoinHandle;
-use vodhook::config::{ActionConfig, Config, When};
+use vodhook::config::{ActionConfig, Config, PublishFormat, When};
 use vodhook::sign::{sign, SignKey};
 
 use crate::helpers::{TestApp, BIN, PATIENCE};
@@ -422,6 +422,10 @@ fn failing_action() -> ActionConfig {
         ]),
         forward: None,
         secret: None,
+        publish: None,
+        topic: None,
+        format: PublishFormat::Raw,
+        max_len: None,
         timeout_secs: 10,
         max_concurrency: 4,
         max_attempts: 1,
