@@ -1543,8 +1543,8 @@ mod tests {
             ("exec = [\"x\"]\ntopic = \"t\"\n", "publish only"),
             ("exec = [\"x\"]\nformat = \"envelope\"\n", "publish only"),
             (
-                "publish = \"amqp://u:${VODHOOK_TEST_SURELY_UNSET_VAR}@h/\"\ntopic = \"t\"\n",
-                "VODHOOK_TEST_SURELY_UNSET_VAR is not set",
+                "publish = \"amqp://u:${VODHOOK_UNIT_SURELY_UNSET_VAR}@h/\"\ntopic = \"t\"\n",
+                "VODHOOK_UNIT_SURELY_UNSET_VAR is not set",
             ),
         ] {
             let text = format!("{base}{rest}");
@@ -1564,9 +1564,9 @@ mod tests {
 
     #[test]
     fn env_references_in_urls_are_expanded() {
-        std::env::set_var("VODHOOK_TEST_EXPAND_PASSWORD", "pw");
+        std::env::set_var("VODHOOK_UNIT_EXPAND_PASSWORD", "pw");
         assert_eq!(
-            expand_env("amqp://u:${VODHOOK_TEST_EXPAND_PASSWORD}@h/").unwrap(),
+            expand_env("amqp://u:${VODHOOK_UNIT_EXPAND_PASSWORD}@h/").unwrap(),
             "amqp://u:pw@h/"
         );
         assert_eq!(expand_env("redis://h").unwrap(), "redis://h");
