@@ -38,7 +38,6 @@ pub mod ingest;
 pub mod inspect;
 pub mod log;
 pub mod metrics;
-pub mod publish;
 pub mod pull;
 pub mod redact;
 pub mod send;

@@ -1,0 +1,711 @@
+//! The [`Dispatcher`]: runs due deliveries from the outbox, records their
+//! outcomes, and keeps those the store cannot write yet (`Kept`).
+
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use super::exec::{run_exec, Spawner};
+use super::forward::run_forward;
+use super::hold::{Hold, BURST_RATE, MAX_HOLD};
+use super::{failed, lock, Actions};
+use crate::metrics::Metrics;
+use crate::redact::redact;
+use crate::store::{self, AttemptRecord, AttemptRow, DueDelivery, Reader, Store, StoreError};
+
+/// Runs due deliveries; see the module docs.
+pub struct Dispatcher {
+    actions: Actions,
+    store: Store,
+    metrics: Metrics,
+    wake: Arc<Notify>,
+    hold: Hold,
+    /// Set when an attempt ended with its delivery still waiting in the
+    /// store without an outcome (it could not be loaded, or the dispatcher
+    /// stopped): the next read of the outbox starts from the first id again.
+    rescan: AtomicBool,
+    /// Outcomes the store could not write yet.
+    kept: Mutex<Kept>,
+    /// A pass writing kept outcomes is under way.
+    flushing: AtomicBool,
+}
+
+/// Attempt outcomes that could not be written, kept until they are.
+#[derive(Debug, Default)]
+struct Kept {
+    /// Per delivery, oldest first: they are written in this order, and
+    /// before any later outcome of the delivery.
+    outcomes: HashMap<i64, Vec<AttemptRecord>>,
+    /// When the next pass writing them may start (ms).
+    retry_at: i64,
+    /// Passes that failed in a row.
+    failures: u32,
+}
+
+/// What kept outcomes say about a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeptState {
+    /// Nothing kept: the store knows its state.
+    None,
+    /// Its last outcome is `ok` or `dead`: it never runs again.
+    Settled,
+    /// It failed and is retried at this time (ms).
+    RetryAt(i64),
+}
+
+impl Kept {
+    fn state(&self, id: i64) -> KeptState {
+        match self.outcomes.get(&id).and_then(|list| list.last()) {
+            None => KeptState::None,
+            Some(last) if last.status == "retrying" => KeptState::RetryAt(last.next_at),
+            Some(_) => KeptState::Settled,
+        }
+    }
+
+    /// May `id` start at `now`, as far as its kept outcomes go?
+    fn runnable(&self, id: i64, now: i64) -> bool {
+        match self.state(id) {
+            KeptState::None => true,
+            KeptState::Settled => false,
+            KeptState::RetryAt(at) => at <= now,
+        }
+    }
+
+    /// Attempts of `id` kept, not yet written.
+    fn attempts(&self, id: i64) -> i64 {
+        self.outcomes.get(&id).map_or(0, |list| list.len() as i64)
+    }
+
+    fn count(&self) -> usize {
+        self.outcomes.values().map(Vec::len).sum()
+    }
+
+    /// Deliveries whose retry, known only here, is due at `now`.
+    fn due_retries(&self, now: i64) -> impl Iterator<Item = i64> + '_ {
+        self.outcomes
+            .keys()
+            .copied()
+            .filter(move |id| matches!(self.state(*id), KeptState::RetryAt(at) if at <= now))
+    }
+
+    /// The next time something kept is due after `now`: a retry, or the
+    /// next pass writing them (unless one is `flushing`: its end wakes the
+    /// dispatcher).
+    fn next_after(&self, now: i64, flushing: bool) -> Option<i64> {
+        let retries = self.outcomes.keys().filter_map(|id| match self.state(*id) {
+            KeptState::RetryAt(at) if at > now => Some(at),
+            _ => None,
+        });
+        let pass = (!self.outcomes.is_empty() && !flushing).then_some(self.retry_at.max(now));
+        retries.chain(pass).min()
+    }
+}
+
+impl Dispatcher {
+    /// A dispatcher for `actions`; `wake` is notified when new deliveries
+    /// are written; `arrivals` counts the bodies received, and attempts
+    /// wait while they come faster than [`BURST_RATE`] a second.
+    pub fn new(
+        actions: Actions,
+        store: Store,
+        metrics: Metrics,
+        wake: Arc<Notify>,
+        arrivals: Arc<AtomicU64>,
+    ) -> Dispatcher {
+        Dispatcher {
+            actions,
+            store,
+            metrics,
+            wake,
+            hold: Hold::new(arrivals, BURST_RATE, MAX_HOLD),
+            rescan: AtomicBool::new(false),
+            kept: Mutex::default(),
+            flushing: AtomicBool::new(false),
+        }
+    }
+
+    /// Runs the dispatcher on a thread of its own, with a single-threaded
+    /// runtime, until `stop`; attempts in progress then finish (within
+    /// their timeout). The returned future completes when the dispatcher
+    /// has stopped.
+    ///
+    /// # Errors
+    ///
+    /// The thread cannot be started.
+    pub fn spawn(
+        self,
+        stop: CancellationToken,
+    ) -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+        let (done, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("vodhook-actions".to_owned())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(self.run(stop)),
+                    Err(error) => {
+                        tracing::error!(%error, "cannot start the actions runtime; actions will not run");
+                    }
+                }
+                drop(done);
+            })?;
+        Ok(async move {
+            let _ = stopped.await;
+        })
+    }
+
+    /// The dispatch loop. Store reads are short and done on the calling
+    /// thread, the dispatcher's own.
+    async fn run(self, stop: CancellationToken) {
+        let spawner = match Spawner::start() {
+            Ok(spawner) => spawner,
+            Err(error) => {
+                tracing::error!(%error, "cannot start the program spawner; actions will not run");
+                return;
+            }
+        };
+        let reader = match Reader::open(self.store.path()) {
+            Ok(reader) => Arc::new(Mutex::new(reader)),
+            Err(error) => {
+                tracing::error!(
+                    error = format!("{error:#}"),
+                    "cannot read the outbox; actions will not run"
+                );
+                return;
+            }
+        };
+        let busy: Arc<Mutex<HashSet<i64>>> = Arc::default();
+        let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        let attempts = tokio_util::task::TaskTracker::new();
+        let this = Arc::new(self);
+        let mut stats_at = Instant::now() - Duration::from_secs(10);
+        // Where the next read of pending deliveries starts: every pending
+        // delivery below it is running, or was seen and has ended.
+        let mut cursor = 0;
+        'dispatch: loop {
+            // Nothing can start while MAX_IN_FLIGHT deliveries are loaded
+            // or running: wait for one to end before reading the outbox
+            // (new deliveries would only wake the loop for nothing).
+            let mut spare = loop {
+                this.flush_when_due(&busy, &attempts);
+                if stats_at.elapsed() >= Duration::from_secs(1) {
+                    let running = lock(&busy).iter().min().copied();
+                    let from = running.map_or(cursor, |id| id.min(cursor));
+                    this.refresh_gauges(&lock(&reader), from);
+                    stats_at = Instant::now();
+                }
+                tokio::select! {
+                    () = stop.cancelled() => break 'dispatch,
+                    permit = Arc::clone(&in_flight).acquire_owned() => match permit {
+                        Ok(permit) => break Some(permit),
+                        Err(_) => break 'dispatch,
+                    },
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            };
+            let notified = this.wake.notified();
+            if this.rescan.swap(false, Ordering::Relaxed) {
+                cursor = 0;
+            }
+            let now = store::now_ms();
+            let (due, next) = match lock(&reader).outbox(cursor, now, MAX_IN_FLIGHT as u32) {
+                Ok(outbox) => {
+                    cursor = outbox.next_from;
+                    (outbox.due, outbox.next_retry_at)
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "cannot read the outbox; will try again"
+                    );
+                    (Vec::new(), Some(now + 1000))
+                }
+            };
+            let now = store::now_ms();
+            let (fresh, kept_next) = {
+                let busy = lock(&busy);
+                let kept = lock(&this.kept);
+                let mut fresh = Vec::new();
+                // Until kept outcomes are written, no attempt adds to them.
+                if kept.outcomes.len() < MAX_KEPT {
+                    let mut seen = HashSet::new();
+                    // Retries the store does not know about yet come first.
+                    let mut retries: Vec<i64> = kept.due_retries(now).collect();
+                    retries.sort_unstable();
+                    for id in retries.into_iter().chain(due) {
+                        if kept.runnable(id, now) && !busy.contains(&id) && seen.insert(id) {
+                            fresh.push(id);
+                        }
+                    }
+                }
+                (
+                    fresh,
+                    kept.next_after(now, this.flushing.load(Ordering::Acquire)),
+                )
+            };
+            let next = match (next, kept_next) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let found = !fresh.is_empty();
+            for id in fresh {
+                let permit = match spare.take() {
+                    Some(permit) => permit,
+                    None => tokio::select! {
+                        () = stop.cancelled() => break 'dispatch,
+                        permit = Arc::clone(&in_flight).acquire_owned() => match permit {
+                            Ok(permit) => permit,
+                            Err(_) => break 'dispatch,
+                        },
+                    },
+                };
+                // Waiting for the permit let other tasks run: a pass
+                // writing kept outcomes may have taken this delivery, or
+                // settled it.
+                let taken = {
+                    let mut busy = lock(&busy);
+                    lock(&this.kept).runnable(id, store::now_ms()) && busy.insert(id)
+                };
+                if !taken {
+                    spare = Some(permit);
+                    continue;
+                }
+                let (this, busy, reader, spawner, stop) = (
+                    Arc::clone(&this),
+                    Arc::clone(&busy),
+                    Arc::clone(&reader),
+                    spawner.clone(),
+                    stop.clone(),
+                );
+                attempts.spawn(async move {
+                    let loaded = lock(&reader).waiting_delivery(id);
+                    let settled = match loaded {
+                        Ok(Some(mut delivery)) => {
+                            // Attempts whose outcome is kept count too.
+                            delivery.attempts += lock(&this.kept).attempts(id);
+                            this.attempt(delivery, &spawner, &stop).await
+                        }
+                        Ok(None) => this.unloadable(&reader, id).await,
+                        Err(error) => load_failed(id, &error),
+                    };
+                    if !settled {
+                        // The store could not be read: give it a moment
+                        // rather than try again in a loop.
+                        tokio::select! {
+                            () = stop.cancelled() => {}
+                            () = tokio::time::sleep(UNSETTLED_PAUSE) => {}
+                        }
+                    }
+                    // No longer busy before the rescan is asked for, so
+                    // that the rescan cannot pass it over.
+                    lock(&busy).remove(&id);
+                    if !settled {
+                        this.rescan.store(true, Ordering::Relaxed);
+                    }
+                    drop(permit);
+                    this.wake.notify_one();
+                });
+            }
+            if found {
+                continue;
+            }
+            drop(spare);
+            // Nothing new is due: sleep until something is, new deliveries
+            // arrive, or an attempt ends; a replay written by another
+            // process is seen within a second.
+            let until_due = next.map_or(Duration::from_secs(1), |at| {
+                Duration::from_millis(u64::try_from(at - store::now_ms()).unwrap_or(0))
+            });
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = notified => {}
+                () = tokio::time::sleep(until_due.clamp(Duration::from_millis(5), Duration::from_secs(1))) => {}
+            }
+        }
+        attempts.close();
+        attempts.wait().await;
+        // A last chance for kept outcomes; after a restart their
+        // deliveries would run again.
+        if !lock(&this.kept).outcomes.is_empty() {
+            this.flush(&busy).await;
+            let lost = lock(&this.kept).count();
+            if lost > 0 {
+                tracing::error!(
+                    outcomes = lost,
+                    "stopping with attempt outcomes the store could not write; their deliveries run again after the restart"
+                );
+            }
+        }
+    }
+
+    /// Starts a pass writing kept outcomes when one is due and none is
+    /// under way.
+    fn flush_when_due(
+        self: &Arc<Self>,
+        busy: &Arc<Mutex<HashSet<i64>>>,
+        tasks: &tokio_util::task::TaskTracker,
+    ) {
+        {
+            let kept = lock(&self.kept);
+            if kept.outcomes.is_empty() || kept.retry_at > store::now_ms() {
+                return;
+            }
+        }
+        if self.flushing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (this, busy) = (Arc::clone(self), Arc::clone(busy));
+        tasks.spawn(async move {
+            this.flush(&busy).await;
+            this.flushing.store(false, Ordering::Release);
+            this.wake.notify_one();
+        });
+    }
+
+    /// Writes kept outcomes, delivery by delivery, oldest first; stops at
+    /// the first failure and backs off. A delivery an attempt holds is
+    /// left to it: it writes its kept outcomes before its own.
+    async fn flush(&self, busy: &Mutex<HashSet<i64>>) {
+        let mut ids: Vec<i64> = lock(&self.kept).outcomes.keys().copied().collect();
+        ids.sort_unstable();
+        let mut written = 0;
+        for id in ids {
+            if !lock(busy).insert(id) {
+                continue;
+            }
+            let result = self.write_kept(id).await;
+            lock(busy).remove(&id);
+            match result {
+                Ok(count) => written += count,
+                Err(error) => {
+                    let retry_in = self.kept_failed();
+                    tracing::warn!(
+                        %error,
+                        delivery = id,
+                        kept = lock(&self.kept).count(),
+                        retry_in_ms = retry_in.as_millis() as u64,
+                        "cannot record kept attempt outcomes yet; will try again"
+                    );
+                    return;
+                }
+            }
+        }
+        {
+            let mut kept = lock(&self.kept);
+            kept.failures = 0;
+            // What is left belongs to running attempts, which write it;
+            // look again after a pause rather than in a loop.
+            if !kept.outcomes.is_empty() {
+                kept.retry_at = store::now_ms() + KEPT_RETRY_INITIAL.as_millis() as i64;
+            }
+        }
+        if written > 0 {
+            tracing::info!(
+                outcomes = written,
+                "recorded the attempt outcomes kept in memory"
+            );
+        }
+    }
+
+    /// Backs the next pass off after a failed write; returns the delay.
+    fn kept_failed(&self) -> Duration {
+        self.metrics.record_failed();
+        let mut kept = lock(&self.kept);
+        let base = KEPT_RETRY_INITIAL
+            .saturating_mul(1u32 << kept.failures.min(16))
+            .min(KEPT_RETRY_MAX);
+        kept.failures = kept.failures.saturating_add(1);
+        let delay = jitter(base, 0, i64::from(kept.failures));
+        kept.retry_at = store::now_ms() + delay.as_millis() as i64;
+        delay
+    }
+
+    /// Writes the kept outcomes of `id` in order; how many were written,
+    /// or the error that stopped it (the rest stays kept).
+    async fn write_kept(&self, id: i64) -> Result<usize, StoreError> {
+        let mut written = 0;
+        loop {
+            let first = match lock(&self.kept).outcomes.get(&id) {
+                Some(list) if !list.is_empty() => list[0].clone(),
+                _ => return Ok(written),
+            };
+            self.store.record_attempt(first).await?;
+            written += 1;
+            let mut kept = lock(&self.kept);
+            if let Some(list) = kept.outcomes.get_mut(&id) {
+                list.remove(0);
+                if list.is_empty() {
+                    kept.outcomes.remove(&id);
+                }
+            }
+            self.metrics.unrecorded(kept.count());
+        }
+    }
+
+    /// Runs one attempt and records its outcome (written, or kept); false
+    /// when it did not run, and the delivery is still waiting in the store
+    /// (see `rescan`).
+    async fn attempt(
+        &self,
+        delivery: DueDelivery,
+        spawner: &Spawner,
+        stop: &CancellationToken,
+    ) -> bool {
+        let Some(action) = self.actions.get(&delivery.action) else {
+            // The action was removed from the configuration.
+            let mut attempt = failed(format!(
+                "action {:?} is no longer configured",
+                delivery.action
+            ));
+            attempt.started_at = store::now_ms();
+            self.record(&delivery, attempt, "dead", store::now_ms())
+                .await;
+            return true;
+        };
+        // The action's own limit.
+        let Ok(_slot) = action.slots.acquire().await else {
+            return false;
+        };
+        // Receiving comes first. Stopping while held leaves the delivery
+        // due: it runs after the restart.
+        if !self.hold.wait(stop).await {
+            return false;
+        }
+        let config = &action.config;
+        let started_at = store::now_ms();
+        let started = Instant::now();
+        let timeout = Duration::from_secs(config.timeout_secs);
+        let mut outcome = match (&config.exec, &config.forward, &action.publisher) {
+            (Some(exec), _, _) => run_exec(exec, &config.env, &delivery, timeout, spawner).await,
+            (None, Some(url), _) => {
+                run_forward(url, action.key.as_deref(), &delivery, timeout).await
+            }
+            (None, None, Some(publisher)) => publisher.publish(&delivery, timeout).await,
+            (None, None, None) => failed("action has neither exec, forward nor publish".to_owned()),
+        };
+        // Errors may quote a URL, credentials and all.
+        if let Some(error) = &mut outcome.error {
+            if let Cow::Owned(redacted) = redact(error) {
+                *error = redacted;
+            }
+        }
+        let attempts = delivery.attempts + 1;
+        let age = Duration::from_millis(
+            u64::try_from(store::now_ms() - delivery.created_at).unwrap_or(0),
+        );
+        let (status, next_at) = if outcome.ok {
+            ("ok", store::now_ms())
+        } else if attempts >= i64::from(config.max_attempts)
+            || age >= Duration::from_secs(config.max_age_secs)
+        {
+            ("dead", store::now_ms())
+        } else {
+            let base = Duration::from_millis(config.backoff_initial_ms)
+                .saturating_mul(1u32 << (attempts - 1).clamp(0, 20) as u32)
+                .min(Duration::from_secs(config.backoff_max_secs));
+            (
+                "retrying",
+                store::now_ms() + jitter(base, delivery.id, attempts).as_millis() as i64,
+            )
+        };
+        self.metrics.delivery(&config.name, status);
+        let level_error = outcome.error.clone();
+        match status {
+            "ok" => {
+                tracing::info!(action = %config.name, delivery = delivery.id, event = delivery.event.id, attempts, "action done")
+            }
+            "dead" => tracing::error!(
+                action = %config.name,
+                delivery = delivery.id,
+                event = delivery.event.id,
+                attempts,
+                error = level_error.as_deref(),
+                "action failed for good; see `vodhook deliveries show {}`",
+                delivery.id
+            ),
+            _ => tracing::warn!(
+                action = %config.name,
+                delivery = delivery.id,
+                event = delivery.event.id,
+                attempts,
+                error = level_error.as_deref(),
+                retry_in_ms = (next_at - store::now_ms()).max(0),
+                "action failed; will retry"
+            ),
+        }
+        let duration_ms = started.elapsed().as_millis() as i64;
+        outcome.started_at = started_at;
+        outcome.duration_ms = duration_ms;
+        self.record(&delivery, outcome, status, next_at).await;
+        true
+    }
+
+    /// Sets the outbox gauges; pending deliveries are counted from
+    /// `from_id`, below which none is (but one whose outcome could not be
+    /// written, until it is found again).
+    fn refresh_gauges(&self, reader: &Reader, from_id: i64) {
+        match reader.outbox_stats(from_id, store::now_ms()) {
+            Ok(stats) => self.metrics.outbox(stats.waiting, stats.oldest_ms),
+            Err(error) => tracing::warn!(
+                error = format!("{error:#}"),
+                "cannot count the waiting deliveries"
+            ),
+        }
+    }
+
+    /// A due delivery that could not be loaded: either it stopped waiting
+    /// in the meantime, or its event is gone. Pruning marks such deliveries
+    /// dead itself; this covers an event removed any other way. It can
+    /// never run: it is dead, or it would be due again at once, for ever.
+    async fn unloadable(&self, reader: &Mutex<Reader>, id: i64) -> bool {
+        let waiting = lock(reader).is_waiting(id);
+        match waiting {
+            Ok(false) => true,
+            Ok(true) => {
+                tracing::error!(
+                    delivery = id,
+                    "the event of a delivery is no longer stored; the delivery is dead"
+                );
+                let mut attempt = failed(store::EVENT_GONE.to_owned());
+                attempt.started_at = store::now_ms();
+                self.keep_or_write(AttemptRecord {
+                    delivery_id: id,
+                    attempt,
+                    status: "dead",
+                    next_at: store::now_ms(),
+                })
+                .await;
+                true
+            }
+            Err(error) => load_failed(id, &error),
+        }
+    }
+
+    async fn record(
+        &self,
+        delivery: &DueDelivery,
+        attempt: AttemptRow,
+        status: &'static str,
+        next_at: i64,
+    ) {
+        self.keep_or_write(AttemptRecord {
+            delivery_id: delivery.id,
+            attempt,
+            status,
+            next_at,
+        })
+        .await;
+    }
+
+    /// Writes an outcome, after the kept outcomes of its delivery; what
+    /// cannot be written is kept, to be written later. The caller holds
+    /// the delivery (it is `busy`).
+    async fn keep_or_write(&self, record: AttemptRecord) {
+        let id = record.delivery_id;
+        // `None` when it went behind the kept outcomes of its delivery.
+        let record = {
+            let mut kept = lock(&self.kept);
+            match kept.outcomes.get_mut(&id) {
+                Some(list) => {
+                    list.push(record);
+                    None
+                }
+                None => Some(record),
+            }
+        };
+        let written = match &record {
+            None => self.write_kept(id).await.map(|_| ()),
+            Some(record) => self.store.record_attempt(record.clone()).await,
+        };
+        let Err(error) = written else {
+            // The store writes again: what it could not write before need
+            // not wait for the end of its backoff.
+            let mut kept = lock(&self.kept);
+            if !kept.outcomes.is_empty() && kept.failures > 0 {
+                kept.retry_at = 0;
+            }
+            return;
+        };
+        let retry_in = {
+            let mut kept = lock(&self.kept);
+            if let Some(record) = record {
+                kept.outcomes.entry(id).or_default().push(record);
+            }
+            // The first pass writing it comes after a pause.
+            let first = store::now_ms() + KEPT_RETRY_INITIAL.as_millis() as i64;
+            kept.retry_at = kept.retry_at.max(first);
+            self.metrics.unrecorded(kept.count());
+            if kept.outcomes.len() == MAX_KEPT {
+                tracing::warn!(
+                    deliveries = MAX_KEPT,
+                    "too many attempt outcomes wait to be recorded; no attempt starts until they are"
+                );
+            }
+            Duration::from_millis(u64::try_from(kept.retry_at - store::now_ms()).unwrap_or(0))
+        };
+        self.metrics.record_failed();
+        tracing::warn!(
+            %error,
+            delivery = id,
+            retry_in_ms = retry_in.as_millis() as u64,
+            "cannot record the outcome of an attempt; it is kept and written later, and the delivery does not run again for it"
+        );
+    }
+}
+
+fn load_failed(id: i64, error: &anyhow::Error) -> bool {
+    tracing::warn!(
+        error = format!("{error:#}"),
+        delivery = id,
+        "cannot load a delivery; will try again"
+    );
+    false
+}
+
+/// How long a delivery that could not be loaded waits before it is looked
+/// for again.
+const UNSETTLED_PAUSE: Duration = Duration::from_secs(1);
+
+/// The first pause before kept outcomes are written again; it doubles
+/// after each failed pass, up to [`KEPT_RETRY_MAX`].
+const KEPT_RETRY_INITIAL: Duration = Duration::from_millis(100);
+
+/// The longest pause between passes writing kept outcomes.
+const KEPT_RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// Deliveries with kept outcomes beyond which no attempt starts until they
+/// are written: memory stays bounded while the store cannot be written.
+const MAX_KEPT: usize = 1024;
+
+/// Deliveries loaded or running at once, across actions.
+const MAX_IN_FLIGHT: usize = 256;
+/// Between 75% and 125% of `base`, varying by delivery and attempt.
+fn jitter(base: Duration, delivery: i64, attempt: i64) -> Duration {
+    let mut x = (delivery as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ (attempt as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x ^= x >> 31;
+    base.mul_f64(0.75 + (x % 1000) as f64 / 2000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_a_quarter() {
+        for attempt in 1..50 {
+            let wait = jitter(Duration::from_secs(4), 7, attempt);
+            assert!(
+                wait >= Duration::from_secs(3) && wait <= Duration::from_secs(5),
+                "{wait:?}"
+            );
+        }
+    }
+}
