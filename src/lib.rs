@@ -30,6 +30,7 @@
 //! they choose. `ARCHITECTURE.md` in the repository is the longer map.
 
 pub mod actions;
+pub mod backoff;
 pub mod config;
 pub mod doctor;
 pub mod events;

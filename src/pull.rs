@@ -27,6 +27,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::backoff::Backoff;
 use crate::config::PullConfig;
 use crate::ingest::{Delivery, Ingest, IngestError, Source};
 use crate::metrics::Metrics;
@@ -221,43 +222,6 @@ pub async fn confirm(
     Ok(pulled.handles.len())
 }
 
-/// Exponential backoff with jitter.
-#[derive(Debug)]
-struct Backoff {
-    next: Duration,
-    min: Duration,
-    max: Duration,
-    seed: u64,
-}
-
-impl Backoff {
-    fn new(min: Duration, max: Duration, seed: u64) -> Self {
-        Backoff {
-            next: min,
-            min,
-            max,
-            seed: seed | 1,
-        }
-    }
-
-    fn reset(&mut self) {
-        self.next = self.min;
-    }
-
-    /// The wait before the next try: between half and all of the current
-    /// step, which then doubles up to the cap.
-    fn step(&mut self) -> Duration {
-        // xorshift64: jitter, not cryptography.
-        self.seed ^= self.seed << 13;
-        self.seed ^= self.seed >> 7;
-        self.seed ^= self.seed << 17;
-        let fraction = 0.5 + (self.seed % 1000) as f64 / 2000.0;
-        let wait = self.next.mul_f64(fraction);
-        self.next = (self.next * 2).min(self.max);
-        wait
-    }
-}
-
 /// What the pullers know of the credentials, shared by all of them.
 #[derive(Debug)]
 struct Credentials {
@@ -300,14 +264,11 @@ impl Credentials {
     /// `first_wait` (between half and all of it), then twice that, and so
     /// on up to `max_wait`.
     fn new(first_wait: Duration, max_wait: Duration) -> Credentials {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64);
         Credentials {
             state: Mutex::new(Trust {
                 status: Status::Unknown,
                 probing: false,
-                backoff: Backoff::new(first_wait, max_wait.max(first_wait), seed),
+                backoff: Backoff::new(first_wait, max_wait.max(first_wait), Backoff::clock_seed(0)),
                 advised: None,
             }),
             changed: Notify::new(),
@@ -466,11 +427,11 @@ async fn puller(index: usize, shared: &Shared) {
         confirms,
         credentials,
     } = shared;
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| d.as_nanos() as u64)
-        .wrapping_add((index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let mut backoff = Backoff::new(options.min_backoff, options.max_backoff, seed);
+    let mut backoff = Backoff::new(
+        options.min_backoff,
+        options.max_backoff,
+        Backoff::clock_seed(index as u64),
+    );
     let metrics = ingest.metrics().clone();
     loop {
         // Only the wait for PullEvents is cancelled: events not yet received
@@ -655,23 +616,5 @@ mod tests {
         }
         assert_eq!(credentials.pass(&stop).await, Some(Pass::Free));
         assert!(credentials.accepted(&stop).await);
-    }
-
-    #[test]
-    fn backoff_grows_with_jitter_to_its_cap_and_resets() {
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2), 42);
-        let waits: Vec<Duration> = (0..8).map(|_| backoff.step()).collect();
-        assert!(waits[0] >= Duration::from_millis(100) && waits[0] <= Duration::from_millis(200));
-        assert!(waits[3] >= Duration::from_millis(800), "{waits:?}");
-        assert!(
-            waits.iter().all(|w| *w <= Duration::from_secs(2)),
-            "{waits:?}"
-        );
-        assert!(
-            waits[6] >= Duration::from_secs(1),
-            "capped at 2 s, at least half of it: {waits:?}"
-        );
-        backoff.reset();
-        assert!(backoff.step() <= Duration::from_millis(200));
     }
 }

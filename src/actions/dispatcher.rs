@@ -14,6 +14,7 @@ use super::exec::{run_exec, Spawner};
 use super::forward::run_forward;
 use super::hold::{Hold, BURST_RATE, MAX_HOLD};
 use super::{failed, lock, Actions};
+use crate::backoff::Backoff;
 use crate::metrics::Metrics;
 use crate::redact::redact;
 use crate::store::{self, AttemptRecord, AttemptRow, DueDelivery, Reader, Store, StoreError};
@@ -36,15 +37,25 @@ pub struct Dispatcher {
 }
 
 /// Attempt outcomes that could not be written, kept until they are.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Kept {
     /// Per delivery, oldest first: they are written in this order, and
     /// before any later outcome of the delivery.
     outcomes: HashMap<i64, Vec<AttemptRecord>>,
     /// When the next pass writing them may start (ms).
     retry_at: i64,
-    /// Passes that failed in a row.
-    failures: u32,
+    /// The wait after passes that failed in a row.
+    backoff: Backoff,
+}
+
+impl Default for Kept {
+    fn default() -> Kept {
+        Kept {
+            outcomes: HashMap::new(),
+            retry_at: 0,
+            backoff: Backoff::spread(KEPT_RETRY_INITIAL, KEPT_RETRY_MAX, 0),
+        }
+    }
 }
 
 /// What kept outcomes say about a delivery.
@@ -399,7 +410,7 @@ impl Dispatcher {
         }
         {
             let mut kept = lock(&self.kept);
-            kept.failures = 0;
+            kept.backoff.reset();
             // What is left belongs to running attempts, which write it;
             // look again after a pause rather than in a loop.
             if !kept.outcomes.is_empty() {
@@ -418,11 +429,7 @@ impl Dispatcher {
     fn kept_failed(&self) -> Duration {
         self.metrics.record_failed();
         let mut kept = lock(&self.kept);
-        let base = KEPT_RETRY_INITIAL
-            .saturating_mul(1u32 << kept.failures.min(16))
-            .min(KEPT_RETRY_MAX);
-        kept.failures = kept.failures.saturating_add(1);
-        let delay = jitter(base, 0, i64::from(kept.failures));
+        let delay = kept.backoff.step();
         kept.retry_at = store::now_ms() + delay.as_millis() as i64;
         delay
     }
@@ -507,13 +514,15 @@ impl Dispatcher {
         {
             ("dead", store::now_ms())
         } else {
-            let base = Duration::from_millis(config.backoff_initial_ms)
-                .saturating_mul(1u32 << (attempts - 1).clamp(0, 20) as u32)
-                .min(Duration::from_secs(config.backoff_max_secs));
-            (
-                "retrying",
-                store::now_ms() + jitter(base, delivery.id, attempts).as_millis() as i64,
+            // Computed again from the attempt count: the same for the
+            // same delivery and attempt, whichever process runs it.
+            let wait = Backoff::spread(
+                Duration::from_millis(config.backoff_initial_ms),
+                Duration::from_secs(config.backoff_max_secs),
+                delivery.id,
             )
+            .after(u32::try_from(attempts).unwrap_or(u32::MAX));
+            ("retrying", store::now_ms() + wait.as_millis() as i64)
         };
         self.metrics.delivery(&config.name, status);
         let level_error = outcome.error.clone();
@@ -628,7 +637,7 @@ impl Dispatcher {
             // The store writes again: what it could not write before need
             // not wait for the end of its backoff.
             let mut kept = lock(&self.kept);
-            if !kept.outcomes.is_empty() && kept.failures > 0 {
+            if !kept.outcomes.is_empty() && kept.backoff.failures() > 0 {
                 kept.retry_at = 0;
             }
             return;
@@ -686,26 +695,3 @@ const MAX_KEPT: usize = 1024;
 
 /// Deliveries loaded or running at once, across actions.
 const MAX_IN_FLIGHT: usize = 256;
-/// Between 75% and 125% of `base`, varying by delivery and attempt.
-fn jitter(base: Duration, delivery: i64, attempt: i64) -> Duration {
-    let mut x = (delivery as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ (attempt as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x ^= x >> 31;
-    base.mul_f64(0.75 + (x % 1000) as f64 / 2000.0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn jitter_stays_within_a_quarter() {
-        for attempt in 1..50 {
-            let wait = jitter(Duration::from_secs(4), 7, attempt);
-            assert!(
-                wait >= Duration::from_secs(3) && wait <= Duration::from_secs(5),
-                "{wait:?}"
-            );
-        }
-    }
-}
