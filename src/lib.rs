@@ -38,6 +38,7 @@ pub mod http;
 pub mod ingest;
 pub mod inspect;
 pub mod log;
+pub mod mac;
 pub mod metrics;
 pub mod pull;
 pub mod redact;

@@ -4,10 +4,9 @@
 use std::time::Duration;
 
 use base64::Engine as _;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 
 use super::{failed, OUTPUT_LIMIT};
+use crate::mac::hmac_sha256;
 use crate::redact::redact;
 use crate::store::{self, AttemptRow, DueDelivery};
 
@@ -27,15 +26,14 @@ pub fn webhook_key(secret: &str) -> Vec<u8> {
 /// `v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>`, the Standard
 /// Webhooks signature.
 pub fn webhook_signature(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
-    mac.update(id.as_bytes());
-    mac.update(b".");
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
+    let timestamp = timestamp.to_string();
+    let mac = hmac_sha256(
+        key,
+        &[id.as_bytes(), b".", timestamp.as_bytes(), b".", body],
+    );
     format!(
         "v1,{}",
-        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+        base64::engine::general_purpose::STANDARD.encode(mac)
     )
 }
 
