@@ -108,7 +108,11 @@ pub enum PullError {
 }
 
 /// One pull: takes up to 16 events, stores each through `ingest`, and
-/// returns the handles to confirm. Does not confirm; see [`confirm`].
+/// returns the handles to confirm (none when the queue was empty). Does
+/// not confirm; see [`confirm`]. Counts the request in the metrics.
+///
+/// This is the step every puller of [`run`] takes: the loop around it
+/// adds only the credentials' pass, the confirm and the backoff.
 ///
 /// # Errors
 ///
@@ -118,8 +122,35 @@ pub async fn poll_once(
     ingest: &Ingest,
     options: &PullOptions,
 ) -> Result<Pulled, PullError> {
-    let pulled = client.pull_events(options.request_timeout).await?;
-    store_pulled(ingest, pulled, Instant::now()).await
+    poll(client, ingest, options, &CancellationToken::new())
+        .await
+        .unwrap_or_else(|| unreachable!("a token never cancelled"))
+}
+
+/// [`poll_once`], but `None` when `stop` comes while waiting for
+/// PullEvents: events not yet received stay in VOD's queue. Once events
+/// are received, they are stored whatever `stop` says.
+async fn poll(
+    client: &VodClient,
+    ingest: &Ingest,
+    options: &PullOptions,
+    stop: &CancellationToken,
+) -> Option<Result<Pulled, PullError>> {
+    let pulled = tokio::select! {
+        () = stop.cancelled() => return None,
+        pulled = client.pull_events(options.request_timeout) => pulled,
+    };
+    let metrics = ingest.metrics();
+    Some(match pulled {
+        Ok(events) => {
+            metrics.pull_request(if events.is_empty() { "empty" } else { "ok" });
+            store_pulled(ingest, events, Instant::now()).await
+        }
+        Err(error) => {
+            metrics.pull_request(error.label());
+            Err(PullError::Vod(error))
+        }
+    })
 }
 
 async fn store_pulled(
@@ -434,41 +465,25 @@ async fn puller(index: usize, shared: &Shared) {
     );
     let metrics = ingest.metrics().clone();
     loop {
-        // Only the wait for PullEvents is cancelled: events not yet received
-        // stay in VOD's queue; events received are stored and confirmed.
         let Some(pass) = credentials.pass(stop).await else {
             return;
         };
-        let pulled = tokio::select! {
-            () = stop.cancelled() => return,
-            pulled = client.pull_events(options.request_timeout) => pulled,
+        let Some(outcome) = poll(client, ingest, options, stop).await else {
+            return;
         };
-        let refused = pulled.as_ref().err().filter(|error| error.is_auth());
+        let refused = match &outcome {
+            Err(PullError::Vod(error)) if error.is_auth() => Some(error),
+            _ => None,
+        };
         credentials.report(pass, refused);
-        if let Some(error) = refused {
+        let wait = match outcome {
             // Logged once by `report`; `pass` makes the wait.
-            metrics.pull_request(error.label());
-            continue;
-        }
-        let outcome = match pulled {
-            Ok(events) if events.is_empty() => {
-                metrics.pull_request("empty");
-                backoff.reset();
-                continue;
-            }
-            Ok(events) => {
-                metrics.pull_request("ok");
-                store_pulled(ingest, events, Instant::now()).await
-            }
-            Err(error) => {
-                metrics.pull_request(error.label());
-                Err(PullError::Vod(error))
-            }
-        };
-        let failure = match outcome {
+            Err(PullError::Vod(error)) if error.is_auth() => continue,
             Ok(pulled) => {
                 backoff.reset();
-                spawn_confirm(client, pulled, options, &metrics, confirms);
+                if pulled.events > 0 {
+                    spawn_confirm(client, pulled, options, &metrics, confirms);
+                }
                 continue;
             }
             Err(PullError::Store {
@@ -477,24 +492,20 @@ async fn puller(index: usize, shared: &Shared) {
                 events,
             }) => {
                 spawn_confirm(client, stored, options, &metrics, confirms);
-                format!("{not_stored} of {events} pulled events could not be stored; they will be delivered again")
+                let wait = backoff.step();
+                tracing::warn!(
+                    reason = format!("{not_stored} of {events} pulled events could not be stored; they will be delivered again"),
+                    retry_in_ms = wait.as_millis() as u64,
+                    "store failing while pulling"
+                );
+                wait
             }
             Err(PullError::Vod(error)) => {
                 let wait = backoff.step();
                 tracing::warn!(error = %error, retry_in_ms = wait.as_millis() as u64, "pulling events failed");
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(wait) => {}
-                }
-                continue;
+                wait
             }
         };
-        let wait = backoff.step();
-        tracing::warn!(
-            reason = failure,
-            retry_in_ms = wait.as_millis() as u64,
-            "store failing while pulling"
-        );
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
