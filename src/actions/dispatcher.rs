@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::exec::{run_exec, Spawner};
 use super::forward::run_forward;
@@ -20,7 +21,29 @@ use crate::redact::redact;
 use crate::store::{self, AttemptRecord, AttemptRow, DueDelivery, Reader, Store, StoreError};
 
 /// Runs due deliveries; see the module docs.
+///
+/// One round is [`Dispatcher::step`]; [`Dispatcher::spawn`] runs the thin
+/// loop around it on a thread of its own.
 pub struct Dispatcher {
+    shared: Arc<Shared>,
+    /// Deliveries an attempt (or a pass writing kept outcomes) holds.
+    busy: Arc<Mutex<HashSet<i64>>>,
+    /// Deliveries loaded or running at once ([`MAX_IN_FLIGHT`]).
+    in_flight: Arc<Semaphore>,
+    /// The attempts and passes under way.
+    tasks: TaskTracker,
+    /// Where the next read of pending deliveries starts: every pending
+    /// delivery below it is running, or was seen and has ended.
+    cursor: i64,
+    /// When the outbox gauges were last set.
+    stats_at: Option<Instant>,
+    /// The program spawner and the outbox reader, made by the first round
+    /// on the thread that runs the rounds.
+    tools: Option<(Spawner, Arc<Mutex<Reader>>)>,
+}
+
+/// What the dispatcher's rounds and its attempts share.
+struct Shared {
     actions: Actions,
     store: Store,
     metrics: Metrics,
@@ -34,6 +57,20 @@ pub struct Dispatcher {
     kept: Mutex<Kept>,
     /// A pass writing kept outcomes is under way.
     flushing: AtomicBool,
+}
+
+/// What one round of the dispatcher ([`Dispatcher::step`]) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// It started this many attempts (none when no attempt ended within a
+    /// second while as many as may be were under way); more may be due:
+    /// the next round comes at once.
+    Started(usize),
+    /// Nothing could start: the next round comes after this long, or
+    /// sooner when new deliveries are written or an attempt ends.
+    Idle(Duration),
+    /// `stop` came, or the dispatcher cannot run (logged).
+    Stopped,
 }
 
 /// Attempt outcomes that could not be written, kept until they are.
@@ -128,7 +165,7 @@ impl Dispatcher {
         wake: Arc<Notify>,
         arrivals: Arc<AtomicU64>,
     ) -> Dispatcher {
-        Dispatcher {
+        let shared = Shared {
             actions,
             store,
             metrics,
@@ -137,6 +174,15 @@ impl Dispatcher {
             rescan: AtomicBool::new(false),
             kept: Mutex::default(),
             flushing: AtomicBool::new(false),
+        };
+        Dispatcher {
+            shared: Arc::new(shared),
+            busy: Arc::default(),
+            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            tasks: TaskTracker::new(),
+            cursor: 0,
+            stats_at: None,
+            tools: None,
         }
     }
 
@@ -172,181 +218,137 @@ impl Dispatcher {
         })
     }
 
-    /// The dispatch loop. Store reads are short and done on the calling
-    /// thread, the dispatcher's own.
-    async fn run(self, stop: CancellationToken) {
-        let spawner = match Spawner::start() {
-            Ok(spawner) => spawner,
-            Err(error) => {
-                tracing::error!(%error, "cannot start the program spawner; actions will not run");
-                return;
-            }
-        };
-        let reader = match Reader::open(self.store.path()) {
-            Ok(reader) => Arc::new(Mutex::new(reader)),
-            Err(error) => {
-                tracing::error!(
-                    error = format!("{error:#}"),
-                    "cannot read the outbox; actions will not run"
-                );
-                return;
-            }
-        };
-        let busy: Arc<Mutex<HashSet<i64>>> = Arc::default();
-        let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-        let attempts = tokio_util::task::TaskTracker::new();
-        let this = Arc::new(self);
-        let mut stats_at = Instant::now() - Duration::from_secs(10);
-        // Where the next read of pending deliveries starts: every pending
-        // delivery below it is running, or was seen and has ended.
-        let mut cursor = 0;
-        'dispatch: loop {
-            // Nothing can start while MAX_IN_FLIGHT deliveries are loaded
-            // or running: wait for one to end before reading the outbox
-            // (new deliveries would only wake the loop for nothing).
-            let mut spare = loop {
-                this.flush_when_due(&busy, &attempts);
-                if stats_at.elapsed() >= Duration::from_secs(1) {
-                    let running = lock(&busy).iter().min().copied();
-                    let from = running.map_or(cursor, |id| id.min(cursor));
-                    this.refresh_gauges(&lock(&reader), from);
-                    stats_at = Instant::now();
-                }
-                tokio::select! {
-                    () = stop.cancelled() => break 'dispatch,
-                    permit = Arc::clone(&in_flight).acquire_owned() => match permit {
-                        Ok(permit) => break Some(permit),
-                        Err(_) => break 'dispatch,
-                    },
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            };
-            let notified = this.wake.notified();
-            if this.rescan.swap(false, Ordering::Relaxed) {
-                cursor = 0;
-            }
-            let now = store::now_ms();
-            let (due, next) = match lock(&reader).outbox(cursor, now, MAX_IN_FLIGHT as u32) {
-                Ok(outbox) => {
-                    cursor = outbox.next_from;
-                    (outbox.due, outbox.next_retry_at)
-                }
-                Err(error) => {
-                    tracing::warn!(
-                        error = format!("{error:#}"),
-                        "cannot read the outbox; will try again"
-                    );
-                    (Vec::new(), Some(now + 1000))
-                }
-            };
-            let now = store::now_ms();
-            let (fresh, kept_next) = {
-                let busy = lock(&busy);
-                let kept = lock(&this.kept);
-                let mut fresh = Vec::new();
-                // Until kept outcomes are written, no attempt adds to them.
-                if kept.outcomes.len() < MAX_KEPT {
-                    let mut seen = HashSet::new();
-                    // Retries the store does not know about yet come first.
-                    let mut retries: Vec<i64> = kept.due_retries(now).collect();
-                    retries.sort_unstable();
-                    for id in retries.into_iter().chain(due) {
-                        if kept.runnable(id, now) && !busy.contains(&id) && seen.insert(id) {
-                            fresh.push(id);
-                        }
-                    }
-                }
-                (
-                    fresh,
-                    kept.next_after(now, this.flushing.load(Ordering::Acquire)),
-                )
-            };
-            let next = match (next, kept_next) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            let found = !fresh.is_empty();
-            for id in fresh {
-                let permit = match spare.take() {
-                    Some(permit) => permit,
-                    None => tokio::select! {
-                        () = stop.cancelled() => break 'dispatch,
-                        permit = Arc::clone(&in_flight).acquire_owned() => match permit {
-                            Ok(permit) => permit,
-                            Err(_) => break 'dispatch,
-                        },
-                    },
-                };
-                // Waiting for the permit let other tasks run: a pass
-                // writing kept outcomes may have taken this delivery, or
-                // settled it.
-                let taken = {
-                    let mut busy = lock(&busy);
-                    lock(&this.kept).runnable(id, store::now_ms()) && busy.insert(id)
-                };
-                if !taken {
-                    spare = Some(permit);
-                    continue;
-                }
-                let (this, busy, reader, spawner, stop) = (
-                    Arc::clone(&this),
-                    Arc::clone(&busy),
-                    Arc::clone(&reader),
-                    spawner.clone(),
-                    stop.clone(),
-                );
-                attempts.spawn(async move {
-                    let loaded = lock(&reader).waiting_delivery(id);
-                    let settled = match loaded {
-                        Ok(Some(mut delivery)) => {
-                            // Attempts whose outcome is kept count too.
-                            delivery.attempts += lock(&this.kept).attempts(id);
-                            this.attempt(delivery, &spawner, &stop).await
-                        }
-                        Ok(None) => this.unloadable(&reader, id).await,
-                        Err(error) => load_failed(id, &error),
-                    };
-                    if !settled {
-                        // The store could not be read: give it a moment
-                        // rather than try again in a loop.
-                        tokio::select! {
-                            () = stop.cancelled() => {}
-                            () = tokio::time::sleep(UNSETTLED_PAUSE) => {}
-                        }
-                    }
-                    // No longer busy before the rescan is asked for, so
-                    // that the rescan cannot pass it over.
-                    lock(&busy).remove(&id);
-                    if !settled {
-                        this.rescan.store(true, Ordering::Relaxed);
-                    }
-                    drop(permit);
-                    this.wake.notify_one();
-                });
-            }
-            if found {
-                continue;
-            }
-            drop(spare);
-            // Nothing new is due: sleep until something is, new deliveries
-            // arrive, or an attempt ends; a replay written by another
-            // process is seen within a second.
-            let until_due = next.map_or(Duration::from_secs(1), |at| {
-                Duration::from_millis(u64::try_from(at - store::now_ms()).unwrap_or(0))
-            });
-            tokio::select! {
-                () = stop.cancelled() => break,
-                () = notified => {}
-                () = tokio::time::sleep(until_due.clamp(Duration::from_millis(5), Duration::from_secs(1))) => {}
+    /// The dispatch loop: rounds, and between them a sleep until something
+    /// is due, new deliveries arrive, or an attempt ends; a replay written
+    /// by another process is seen within a second.
+    async fn run(mut self, stop: CancellationToken) {
+        let wake = Arc::clone(&self.shared.wake);
+        loop {
+            // Made before the round reads the outbox: a wake-up during
+            // the round is not lost.
+            let notified = wake.notified();
+            match self.step(&stop).await {
+                Step::Started(_) => {}
+                Step::Idle(wait) => tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = notified => {}
+                    () = tokio::time::sleep(wait) => {}
+                },
+                Step::Stopped => break,
             }
         }
-        attempts.close();
-        attempts.wait().await;
-        // A last chance for kept outcomes; after a restart their
-        // deliveries would run again.
-        if !lock(&this.kept).outcomes.is_empty() {
-            this.flush(&busy).await;
-            let lost = lock(&this.kept).count();
+        self.finish().await;
+    }
+
+    /// One round: starts a pass writing kept outcomes when one is due,
+    /// refreshes the outbox gauges (once a second), waits for a free
+    /// in-flight permit (a second at most), reads the due deliveries (and
+    /// the retries only kept outcomes know about), and starts an attempt
+    /// for each that is not running, as far as permits allow; the rest are
+    /// read again by the next round. Attempts run as tasks of the calling
+    /// runtime and record their own outcomes. Store reads are short and
+    /// done on the calling thread.
+    pub async fn step(&mut self, stop: &CancellationToken) -> Step {
+        let Some((spawner, reader)) = self.tools() else {
+            return Step::Stopped;
+        };
+        self.shared.flush_when_due(&self.busy, &self.tasks);
+        if self
+            .stats_at
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
+        {
+            let running = lock(&self.busy).iter().min().copied();
+            let from = running.map_or(self.cursor, |id| id.min(self.cursor));
+            self.shared.refresh_gauges(&lock(&reader), from);
+            self.stats_at = Some(Instant::now());
+        }
+        // Nothing can start while MAX_IN_FLIGHT deliveries are loaded or
+        // running: wait for one to end before reading the outbox (new
+        // deliveries would only wake the loop for nothing).
+        let first = tokio::select! {
+            () = stop.cancelled() => return Step::Stopped,
+            permit = Arc::clone(&self.in_flight).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return Step::Stopped,
+            },
+            () = tokio::time::sleep(Duration::from_secs(1)) => return Step::Started(0),
+        };
+        if self.shared.rescan.swap(false, Ordering::Relaxed) {
+            self.cursor = 0;
+        }
+        let now = store::now_ms();
+        let (due, next) = match lock(&reader).outbox(self.cursor, now, MAX_IN_FLIGHT as u32) {
+            Ok(outbox) => {
+                self.cursor = outbox.next_from;
+                (outbox.due, outbox.next_retry_at)
+            }
+            Err(error) => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "cannot read the outbox; will try again"
+                );
+                (Vec::new(), Some(now + 1000))
+            }
+        };
+        let now = store::now_ms();
+        let mut first = Some(first);
+        let (claimed, kept_next) = {
+            let mut busy = lock(&self.busy);
+            let kept = lock(&self.shared.kept);
+            let mut claimed = Vec::new();
+            // Until kept outcomes are written, no attempt adds to them.
+            if kept.outcomes.len() < MAX_KEPT {
+                // Retries the store does not know about yet come first.
+                let mut retries: Vec<i64> = kept.due_retries(now).collect();
+                retries.sort_unstable();
+                for id in retries.into_iter().chain(due) {
+                    if !kept.runnable(id, now) || busy.contains(&id) {
+                        continue;
+                    }
+                    let permit = first
+                        .take()
+                        .or_else(|| Arc::clone(&self.in_flight).try_acquire_owned().ok());
+                    let Some(permit) = permit else {
+                        // The next round reads it again, once a permit
+                        // is free.
+                        self.cursor = self.cursor.min(id);
+                        break;
+                    };
+                    busy.insert(id);
+                    claimed.push((id, permit));
+                }
+            }
+            (
+                claimed,
+                kept.next_after(now, self.shared.flushing.load(Ordering::Acquire)),
+            )
+        };
+        if !claimed.is_empty() {
+            let started = claimed.len();
+            for (id, permit) in claimed {
+                self.start(id, permit, &spawner, &reader, stop);
+            }
+            return Step::Started(started);
+        }
+        let next = match (next, kept_next) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let until_due = next.map_or(Duration::from_secs(1), |at| {
+            Duration::from_millis(u64::try_from(at - store::now_ms()).unwrap_or(0))
+        });
+        Step::Idle(until_due.clamp(Duration::from_millis(5), Duration::from_secs(1)))
+    }
+
+    /// Waits for the attempts under way to end, and tries a last time to
+    /// write kept outcomes (after a restart their deliveries would run
+    /// again): what [`Dispatcher::spawn`]'s loop does once stopped.
+    pub async fn finish(self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+        if !lock(&self.shared.kept).outcomes.is_empty() {
+            self.shared.flush(&self.busy).await;
+            let lost = lock(&self.shared.kept).count();
             if lost > 0 {
                 tracing::error!(
                     outcomes = lost,
@@ -356,13 +358,83 @@ impl Dispatcher {
         }
     }
 
+    /// The spawner and the reader, made on first use.
+    fn tools(&mut self) -> Option<(Spawner, Arc<Mutex<Reader>>)> {
+        if self.tools.is_none() {
+            let spawner = match Spawner::start() {
+                Ok(spawner) => spawner,
+                Err(error) => {
+                    tracing::error!(%error, "cannot start the program spawner; actions will not run");
+                    return None;
+                }
+            };
+            let reader = match Reader::open(self.shared.store.path()) {
+                Ok(reader) => Arc::new(Mutex::new(reader)),
+                Err(error) => {
+                    tracing::error!(
+                        error = format!("{error:#}"),
+                        "cannot read the outbox; actions will not run"
+                    );
+                    return None;
+                }
+            };
+            self.tools = Some((spawner, reader));
+        }
+        self.tools.clone()
+    }
+
+    /// Runs the attempt of `id`, which this round has claimed (`busy`), as
+    /// a task holding `permit`.
+    fn start(
+        &self,
+        id: i64,
+        permit: OwnedSemaphorePermit,
+        spawner: &Spawner,
+        reader: &Arc<Mutex<Reader>>,
+        stop: &CancellationToken,
+    ) {
+        let (this, busy, reader, spawner, stop) = (
+            Arc::clone(&self.shared),
+            Arc::clone(&self.busy),
+            Arc::clone(reader),
+            spawner.clone(),
+            stop.clone(),
+        );
+        self.tasks.spawn(async move {
+            let loaded = lock(&reader).waiting_delivery(id);
+            let settled = match loaded {
+                Ok(Some(mut delivery)) => {
+                    // Attempts whose outcome is kept count too.
+                    delivery.attempts += lock(&this.kept).attempts(id);
+                    this.attempt(delivery, &spawner, &stop).await
+                }
+                Ok(None) => this.unloadable(&reader, id).await,
+                Err(error) => load_failed(id, &error),
+            };
+            if !settled {
+                // The store could not be read: give it a moment rather
+                // than try again in a loop.
+                tokio::select! {
+                    () = stop.cancelled() => {}
+                    () = tokio::time::sleep(UNSETTLED_PAUSE) => {}
+                }
+            }
+            // No longer busy before the rescan is asked for, so that the
+            // rescan cannot pass it over.
+            lock(&busy).remove(&id);
+            if !settled {
+                this.rescan.store(true, Ordering::Relaxed);
+            }
+            drop(permit);
+            this.wake.notify_one();
+        });
+    }
+}
+
+impl Shared {
     /// Starts a pass writing kept outcomes when one is due and none is
     /// under way.
-    fn flush_when_due(
-        self: &Arc<Self>,
-        busy: &Arc<Mutex<HashSet<i64>>>,
-        tasks: &tokio_util::task::TaskTracker,
-    ) {
+    fn flush_when_due(self: &Arc<Self>, busy: &Arc<Mutex<HashSet<i64>>>, tasks: &TaskTracker) {
         {
             let kept = lock(&self.kept);
             if kept.outcomes.is_empty() || kept.retry_at > store::now_ms() {

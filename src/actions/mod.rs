@@ -60,7 +60,7 @@ use crate::events::Event;
 use crate::state::Derived;
 use crate::store::AttemptRow;
 
-pub use dispatcher::Dispatcher;
+pub use dispatcher::{Dispatcher, Step};
 pub use exec::env_value;
 pub use forward::{webhook_key, webhook_signature};
 pub use hold::{BURST_RATE, MAX_HOLD};

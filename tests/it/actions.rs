@@ -1032,3 +1032,103 @@ async fn credentials_in_forward_urls_are_never_shown() {
         }
     }
 }
+
+/// One round of the dispatcher, driven by hand: it starts every due
+/// delivery once, leaves settled ones alone, and starts a failed one again
+/// only when its retry is due.
+#[tokio::test]
+async fn a_dispatcher_round_starts_what_is_due_and_nothing_else() {
+    use std::sync::Arc;
+    use vodhook::actions::{Actions, Dispatcher, Step};
+    use vodhook::ingest::{Delivery, Ingest, Source};
+    use vodhook::metrics::Metrics;
+    use vodhook::store::{self, Reader, Store};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = with_actions(vec![
+        exec_action("ok", &["*"], "exit 0"),
+        ActionConfig {
+            backoff_initial_ms: 300,
+            backoff_max_secs: 60,
+            ..exec_action("fails", &["*"], "exit 3")
+        },
+    ]);
+    config.store.path = dir.path().join("vodhook.db");
+    let metrics = Metrics::default();
+    let store = Store::open(&config.store.options(), metrics.clone()).unwrap();
+    let actions = Actions::new(&config.actions);
+    let ingest = Ingest::new(store.clone(), metrics.clone(), None).with_actions(actions.clone());
+    ingest
+        .accept(Delivery {
+            raw: fixture("samples/v3-ProcedureStateChanged.json").into(),
+            source: Source::Push,
+            remote: None,
+            header_signature: (None, None),
+        })
+        .await
+        .unwrap();
+    let reader = Reader::open(&config.store.path).unwrap();
+    let mut dispatcher = Dispatcher::new(
+        actions,
+        store,
+        metrics,
+        ingest.dispatcher_wake(),
+        Arc::default(),
+    );
+    let stop = tokio_util::sync::CancellationToken::new();
+    // Waits until both deliveries have run and the failing one has made
+    // `attempts` attempts; the rows by action name ("fails" first).
+    let attempted = |attempts: i64| {
+        let reader = &reader;
+        async move {
+            let started = std::time::Instant::now();
+            loop {
+                let mut rows = reader.deliveries(None, None, 10).unwrap();
+                rows.sort_by(|a, b| a.action.cmp(&b.action));
+                if rows.len() == 2 && rows[0].attempts >= attempts && rows[1].attempts >= 1 {
+                    return rows;
+                }
+                assert!(started.elapsed() < PATIENCE, "{rows:?}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+
+    assert_eq!(dispatcher.step(&stop).await, Step::Started(2));
+    let rows = attempted(1).await;
+    assert_eq!(
+        rows.iter()
+            .map(|row| (row.action.as_str(), row.status.as_str(), row.attempts))
+            .collect::<Vec<_>>(),
+        [("fails", "retrying", 1), ("ok", "ok", 1)]
+    );
+    let retry_at = rows[0].next_at;
+
+    // Nothing is due until the retry (300 ms, give or take a quarter):
+    // rounds start nothing and say how long to wait.
+    let mut rounds = 0;
+    loop {
+        match dispatcher.step(&stop).await {
+            Step::Idle(wait) => {
+                assert!(wait <= Duration::from_millis(375), "{wait:?}");
+                rounds += 1;
+                assert!(rounds < 100, "the retry never started");
+                tokio::time::sleep(wait).await;
+            }
+            Step::Started(started) => {
+                assert_eq!(started, 1, "only the failed delivery runs again");
+                assert!(store::now_ms() >= retry_at, "started before its retry");
+                break;
+            }
+            Step::Stopped => panic!("stopped"),
+        }
+    }
+    assert!(rounds >= 1, "the retry started at once");
+    let rows = attempted(2).await;
+    assert_eq!((rows[0].status.as_str(), rows[0].attempts), ("retrying", 2));
+    assert_eq!((rows[1].status.as_str(), rows[1].attempts), ("ok", 1));
+
+    stop.cancel();
+    assert_eq!(dispatcher.step(&stop).await, Step::Stopped);
+    dispatcher.finish().await;
+}
