@@ -503,15 +503,14 @@ impl When {
     }
 }
 
-/// A network in CIDR notation, e.g. `203.0.113.0/24` or `2001:db8::/32`.
+/// A network in CIDR notation, e.g. `203.0.113.0/24` or `2001:db8::/32`
+/// (`ipnet`), or a bare address for a single host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    network: IpAddr,
-    prefix: u8,
-}
+pub struct Cidr(ipnet::IpNet);
 
 impl Cidr {
     /// Parses `a.b.c.d/n`, `x::y/n`, or a bare address (a single host).
+    /// An IPv4-mapped IPv6 network (`::ffff:a.b.c.d/n`) is its IPv4 network.
     ///
     /// # Errors
     ///
@@ -520,41 +519,29 @@ impl Cidr {
         let invalid = || {
             format!("auth.allow_ips: {text:?} is not an address or CIDR (e.g. \"203.0.113.0/24\" or \"2001:db8::1\")")
         };
-        let (address, prefix) = match text.trim().split_once('/') {
-            Some((address, prefix)) => (address, Some(prefix)),
-            None => (text.trim(), None),
+        let text = text.trim();
+        let net = match text.parse::<ipnet::IpNet>() {
+            Ok(net) => net,
+            Err(_) if !text.contains('/') => {
+                ipnet::IpNet::from(text.parse::<IpAddr>().map_err(|_| invalid())?)
+            }
+            Err(_) => return Err(invalid()),
         };
-        let network: IpAddr = address.parse().map_err(|_| invalid())?;
-        let network = network.to_canonical();
-        let bits = if network.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            Some(prefix) => prefix
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= bits)
-                .ok_or_else(invalid)?,
-            None => bits,
+        let net = match net {
+            ipnet::IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+                Some(v4) => ipnet::IpNet::new(IpAddr::V4(v4), v6.prefix_len() - 96)
+                    .map_err(|_| invalid())?,
+                None => net,
+            },
+            net => net,
         };
-        Ok(Cidr { network, prefix })
+        Ok(Cidr(net))
     }
 
-    /// Is `address` inside this network?
+    /// Is `address` inside this network? An IPv4-mapped IPv6 address is
+    /// its IPv4 address.
     pub fn contains(&self, address: IpAddr) -> bool {
-        match (self.network, address.to_canonical()) {
-            (IpAddr::V4(network), IpAddr::V4(address)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(network) & mask == u32::from(address) & mask
-            }
-            (IpAddr::V6(network), IpAddr::V6(address)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(network) & mask == u128::from(address) & mask
-            }
-            _ => false,
-        }
+        self.0.contains(&address.to_canonical())
     }
 }
 
@@ -795,16 +782,42 @@ pub enum ConfigError {
 }
 
 /// Is `key` (dotted, e.g. `auth.sign_key` or `action.secret`) a secret? Its
-/// value is never printed: not by `check-config`, not in an error. Any key
-/// named `secret`, `*_secret`, `*_key`, `*token` or `*password` is one
-/// (`tls.key` is a file path, not a secret).
+/// value is never printed: not by `check-config` (the one list
+/// [`Config::to_toml_redacted`] goes by), not in an error. Any key named
+/// `secret`, `*_secret`, `*_key`, `*token` or `*password` is one (`tls.key`
+/// is a file path, not a secret), and every variable of an action's `env`.
 pub fn is_secret_key(key: &str) -> bool {
     let leaf = key.rsplit('.').next().unwrap_or(key);
-    leaf == "secret"
+    key.starts_with("action.env.")
+        || leaf == "secret"
         || leaf.ends_with("_secret")
         || leaf.ends_with("_key")
         || leaf.ends_with("token")
         || leaf.contains("password")
+}
+
+/// Replaces the value of every secret key under `value` (dotted `key`)
+/// with `"<redacted>"`; an array of tables shares its key (`action.secret`).
+fn redact_secret_keys(value: &mut toml::Value, key: &str) {
+    match value {
+        toml::Value::Table(table) => {
+            for (name, value) in table.iter_mut() {
+                let dotted = if key.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{key}.{name}")
+                };
+                redact_secret_keys(value, &dotted);
+            }
+        }
+        toml::Value::Array(items) if items.iter().all(toml::Value::is_table) => {
+            for item in items {
+                redact_secret_keys(item, key);
+            }
+        }
+        _ if is_secret_key(key) => *value = toml::Value::String("<redacted>".to_owned()),
+        _ => {}
+    }
 }
 
 /// One line for a TOML error: `line N: key: what is wrong`, without the
@@ -1559,34 +1572,24 @@ impl Config {
         )
     }
 
-    /// The effective configuration as TOML, secrets redacted.
+    /// The effective configuration as TOML, secrets redacted: the value of
+    /// every key [`is_secret_key`] names, and credentials inside URLs.
     pub fn to_toml_redacted(&self) -> String {
         let mut shown = self.clone();
         for action in &mut shown.actions {
-            if action.secret.is_some() {
-                action.secret = Some("<redacted>".to_owned());
-            }
-            if let Some(url) = &mut action.forward {
+            for url in [&mut action.forward, &mut action.publish]
+                .into_iter()
+                .flatten()
+            {
                 *url = crate::redact::redact(url).into_owned();
             }
-            if let Some(url) = &mut action.publish {
-                *url = crate::redact::redact(url).into_owned();
-            }
-            for value in action.env.values_mut() {
-                *value = "<redacted>".to_owned();
-            }
         }
-        for secret in [
-            &mut shown.auth.sign_key,
-            &mut shown.auth.path_token,
-            &mut shown.vod.secret_key,
-            &mut shown.vod.session_token,
-        ] {
-            if secret.is_some() {
-                *secret = Some("<redacted>".to_owned());
-            }
-        }
-        toml::to_string_pretty(&shown).unwrap_or_else(|error| format!("# cannot render: {error}\n"))
+        let mut value = match toml::Value::try_from(&shown) {
+            Ok(value) => value,
+            Err(error) => return format!("# cannot render: {error}\n"),
+        };
+        redact_secret_keys(&mut value, "");
+        toml::to_string_pretty(&value).unwrap_or_else(|error| format!("# cannot render: {error}\n"))
     }
 
     /// The allowed client networks, parsed (validated at load).
@@ -2094,6 +2097,15 @@ mod tests {
             let error = Config::parse(text).unwrap_err();
             assert!(error.starts_with(expected), "{text:?}: {error}");
         }
+    }
+
+    #[test]
+    fn mapped_networks_and_env_variables() {
+        let mapped = Cidr::parse("::ffff:203.0.113.0/120").unwrap();
+        assert!(mapped.contains("203.0.113.5".parse().unwrap()));
+        assert!(!mapped.contains("203.0.114.5".parse().unwrap()));
+        assert!(is_secret_key("action.env.MODE"));
+        assert!(!is_secret_key("action.exec"));
     }
 
     #[test]
