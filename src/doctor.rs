@@ -248,7 +248,21 @@ fn read_secrets(path: &Path, overrides: &mut Overrides) -> Check {
             continue;
         };
         let value = value.trim().trim_matches(|c| c == '"' || c == '\'');
-        if key.trim_start().starts_with('#') || value.is_empty() {
+        if key.trim_start().starts_with('#') {
+            continue;
+        }
+        if value.is_empty() {
+            // systemd sets it empty, and serve refuses an empty secret.
+            let variable = match key.trim() {
+                "VODHOOK_SIGN_KEY" => "VODHOOK_SIGN_KEY",
+                "TENCENTCLOUD_SECRET_ID" => "TENCENTCLOUD_SECRET_ID",
+                "TENCENTCLOUD_SECRET_KEY" => "TENCENTCLOUD_SECRET_KEY",
+                "TENCENTCLOUD_SESSION_TOKEN" => "TENCENTCLOUD_SESSION_TOKEN",
+                _ => continue,
+            };
+            if !overrides.empty_variables.contains(&variable) {
+                overrides.empty_variables.push(variable);
+            }
             continue;
         }
         let slot = match key.trim() {
@@ -938,6 +952,26 @@ fn check_clock(config: &Config, server_time: Option<i64>) -> Check {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_secret_in_secrets_env_is_refused_as_serve_would() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secrets.env");
+        std::fs::write(
+            &path,
+            "# comment\nVODHOOK_SIGN_KEY=\nTENCENTCLOUD_SECRET_ID=AKIDx\n",
+        )
+        .unwrap();
+        let mut overrides = Overrides::default();
+        read_secrets(&path, &mut overrides);
+        assert_eq!(overrides.empty_variables, ["VODHOOK_SIGN_KEY"]);
+        assert_eq!(overrides.tencentcloud[0].as_deref(), Some("AKIDx"));
+        let error = Config::load(None, overrides).unwrap_err().to_string();
+        assert!(
+            error.contains("VODHOOK_SIGN_KEY is set but empty"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn the_report_fails_when_one_check_fails() {

@@ -126,6 +126,9 @@ pub async fn run(
             signature = if config.auth.sign_key.is_some() { "required" } else { "off" },
             "listening"
         );
+        if let Some(warning) = config.open_callback_warning(address) {
+            tracing::warn!(address = %address, "{warning}");
+        }
         tasks.spawn(server::serve(
             main,
             router,

@@ -737,7 +737,7 @@ async fn vod_command(command: VodCommand) -> ExitCode {
         }
         VodCommand::Config(VodConfigCommand::Set(args)) => (&args.common.config, args.common.json),
     };
-    let config = match Config::load(config_args.config.as_deref(), Overrides::from_env()) {
+    let config = match Config::load_values(config_args.config.as_deref(), Overrides::from_env()) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("vodhook: {error}");
@@ -939,7 +939,7 @@ fn store_config(args: &StoreArgs) -> Result<Config, ExitCode> {
         db: args.db.clone(),
         ..Overrides::default()
     };
-    Config::load(args.config.config.as_deref(), overrides).map_err(|error| {
+    Config::load_values(args.config.config.as_deref(), overrides).map_err(|error| {
         eprintln!("vodhook: {error}");
         ExitCode::from(USAGE)
     })

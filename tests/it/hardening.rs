@@ -398,8 +398,9 @@ async fn https_with_a_self_signed_certificate() {
         .is_err());
     app.stop().await.unwrap();
 
-    // A bad path is a startup error naming the file.
-    let (code, stdout, _) = {
+    // A bad path is a configuration error naming the key and the file,
+    // found before anything starts (as `check-config` finds it).
+    let (code, _, stderr) = {
         let mut bad = std::fs::File::create(dir.path().join("bad.toml")).unwrap();
         use std::io::Write as _;
         writeln!(
@@ -424,10 +425,10 @@ async fn https_with_a_self_signed_certificate() {
         ])
         .await
     };
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(
-        stdout.contains("missing.pem") && stdout.contains("cannot read TLS certificate"),
-        "{stdout}"
+        stderr.contains("tls.cert: cannot read TLS certificate") && stderr.contains("missing.pem"),
+        "{stderr}"
     );
 }
 

@@ -8,6 +8,7 @@ mod actions;
 mod brokers;
 mod catalog;
 mod cli;
+mod config_checks;
 mod doctor;
 mod durability;
 mod errors;
