@@ -10,13 +10,11 @@ use tokio::net::TcpListener;
 
 use vodhook::actions::Actions;
 use vodhook::config::{Config, LogFormat, Overrides};
-use vodhook::ingest::Ingest;
 use vodhook::inspect::{self, Shown};
-use vodhook::metrics::Metrics;
 use vodhook::send::{self, TemplateOptions};
-use vodhook::store::{self, EventFilter, Reader, Store};
+use vodhook::store::{self, EventFilter, Reader};
 use vodhook::vod::{EventConfigChange, VodClient};
-use vodhook::Listeners;
+use vodhook::{App, Listeners};
 
 /// Receive Tencent Cloud VOD event notifications and never lose one.
 #[derive(Debug, Parser)]
@@ -676,15 +674,8 @@ async fn daemon(
             return ExitCode::FAILURE;
         }
     };
-    let metrics = Metrics::default();
-    tracing::debug!(db = %config.store.path.display(), "opening the event store");
-    let store = match Store::open(&config.store.options(), metrics.clone()) {
-        Ok(store) => store,
-        Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "cannot open the event store");
-            return ExitCode::FAILURE;
-        }
-    };
+    // Bound before the store is opened: a serve that cannot start leaves
+    // no database file behind.
     let main = if http {
         match TcpListener::bind(config.server.listen).await {
             Ok(listener) => Some(listener),
@@ -718,9 +709,14 @@ async fn daemon(
             }
         },
     };
-    let ingest =
-        Ingest::new(store, metrics, config.verifier()).with_actions(Actions::new(&config.actions));
-    match vodhook::run(config, Listeners { main, admin }, ingest, shutdown).await {
+    let app = match App::build(config) {
+        Ok(app) => app,
+        Err(error) => {
+            tracing::error!(error = %error, "cannot serve");
+            return ExitCode::FAILURE;
+        }
+    };
+    match app.run(Listeners { main, admin }, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "cannot serve");
