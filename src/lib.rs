@@ -19,6 +19,7 @@
 //! - [`pull`]: the reliable-callback consumer.
 //! - [`actions`]: `[[action]]` exec hooks and forwards from the outbox.
 //! - [`redact`]: credentials in URLs, hidden wherever a URL is shown.
+//! - [`replay`]: the events and deliveries `vodhook replay` selects.
 //! - [`log`]: the stdout formatter (text or JSON lines).
 //! - [`send`]: `vodhook send`, realistic sample events for trying it out.
 //! - [`doctor`]: `vodhook doctor`, checks of a setup (its write probe of the
@@ -43,6 +44,7 @@ pub mod metrics;
 pub mod publish;
 pub mod pull;
 pub mod redact;
+pub mod replay;
 pub mod send;
 pub mod server;
 pub mod sign;

@@ -371,3 +371,30 @@ impl Daemon {
         status.code().unwrap_or(-1)
     }
 }
+
+/// `vodhook <args>` with only these of vodhook's environment variables
+/// (`VODHOOK_*` and Tencent Cloud credentials from the caller's
+/// environment are removed): (status, stdout, stderr).
+pub async fn vodhook_with_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut command = Command::new(BIN);
+    command.args(args);
+    for name in [
+        "VODHOOK_SIGN_KEY",
+        "VODHOOK_DB",
+        "VODHOOK_CONFIG",
+        "TENCENTCLOUD_SECRET_ID",
+        "TENCENTCLOUD_SECRET_KEY",
+        "TENCENTCLOUD_SESSION_TOKEN",
+    ] {
+        command.env_remove(name);
+    }
+    let output = tokio::time::timeout(PATIENCE, command.envs(env.iter().copied()).output())
+        .await
+        .expect("vodhook did not finish in time")
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}

@@ -5,6 +5,7 @@
 #![allow(unreachable_pub)]
 
 mod actions;
+mod app;
 mod brokers;
 mod catalog;
 mod cli;
