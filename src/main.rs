@@ -279,9 +279,9 @@ enum VodMode {
 /// An event switch of `vod config set`.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum Switch {
-    /// Send these events.
+    /// VOD sends these events.
     On,
-    /// Do not.
+    /// VOD does not send them.
     Off,
 }
 
