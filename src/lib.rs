@@ -293,8 +293,10 @@ impl App {
             let options = pull::PullOptions::from_config(&config.pull);
             tasks.spawn(pull::run(client, ingest, options, stop.clone()));
         }
+        notify_systemd(sd_notify::NotifyState::Ready);
 
         shutdown.await;
+        notify_systemd(sd_notify::NotifyState::Stopping);
         tracing::info!("shutting down: no new connections, finishing requests in flight");
         stop.cancel();
         let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
@@ -309,6 +311,15 @@ impl App {
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Tells the service manager (systemd with `Type=notify`, which sets
+/// `NOTIFY_SOCKET`) that start-up is over or that stopping began; nothing
+/// without `NOTIFY_SOCKET`.
+fn notify_systemd(state: sd_notify::NotifyState<'_>) {
+    if let Err(error) = sd_notify::notify(false, &[state]) {
+        tracing::warn!(%error, "cannot notify the service manager (NOTIFY_SOCKET)");
     }
 }
 

@@ -26,4 +26,5 @@ mod robustness;
 mod samples;
 mod shutdown;
 mod store;
+mod systemd;
 mod ux;
