@@ -10,7 +10,8 @@
 //! stored once and confirmed within its window (delivered exactly once).
 //! Goal (issue #5): ≥ 1,500 events/s (ceiling 100 req/s × 16 = 1,600/s).
 
-#[allow(unreachable_pub)]
+// The tests' fake, of which the bench uses the pull and confirm half only.
+#[allow(unreachable_pub, dead_code)]
 #[path = "../tests/it/fake_vod.rs"]
 mod fake_vod;
 

@@ -765,7 +765,7 @@ pub enum ConfigError {
     Read {
         /// The file.
         path: PathBuf,
-        /// Why.
+        /// The error of the read (not found, permission denied, …).
         source: std::io::Error,
     },
     /// The file is not valid TOML or has a wrong or unknown key.

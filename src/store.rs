@@ -1925,7 +1925,7 @@ pub struct AttemptRow {
     pub started_at: i64,
     /// Took (ms).
     pub duration_ms: i64,
-    /// Done?
+    /// The attempt succeeded: exit status 0, a 2xx answer or a broker confirm.
     pub ok: bool,
     /// Exit status of a program.
     pub exit_code: Option<i32>,

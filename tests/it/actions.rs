@@ -479,6 +479,58 @@ async fn replay_runs_actions_again_for_one_event_or_a_time_range() {
 }
 
 #[tokio::test]
+async fn replay_of_ids_and_since_runs_each_event_once_and_speaks_json() {
+    let out = tempfile::tempdir().unwrap();
+    let script = format!(
+        "echo $VODHOOK_EVENT_ID >> {}",
+        sh_quote(&out.path().join("runs"))
+    );
+    let config = with_actions(vec![exec_action("log", &["*"], &script)]);
+    let dir = tempfile::tempdir().unwrap();
+    let config_file = write_config(dir.path(), &config);
+    let mut app = TestApp::spawn_with(config).await;
+    let first = app
+        .post_event(fixture("samples/v3-NewFileUpload.json"))
+        .await;
+    let second = app.post_event(fixture("samples/v3-FileDeleted.json")).await;
+    settled(&app, 2).await;
+    let db = app.db.to_str().unwrap().to_owned();
+    let id = first.stored.id.to_string();
+
+    // Event 1 is both named and within --since: queued once.
+    let (code, stdout, stderr) = vodhook(&[
+        "replay",
+        "--db",
+        &db,
+        "--config",
+        &config_file,
+        &id,
+        "--since",
+        "1h",
+        "--json",
+    ])
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    let answer: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(answer["queued"], 2, "{answer}");
+    assert_eq!(answer["events"], 2, "{answer}");
+    assert_eq!(
+        answer["deliveries"],
+        json!([
+            {"event_id": first.stored.id, "action": "log"},
+            {"event_id": second.stored.id, "action": "log"}
+        ])
+    );
+    settled(&app, 4).await;
+    let runs = std::fs::read_to_string(out.path().join("runs")).unwrap();
+    let mut runs: Vec<i64> = runs.lines().map(|l| l.parse().unwrap()).collect();
+    runs.sort_unstable();
+    let (a, b) = (first.stored.id, second.stored.id);
+    assert_eq!(runs, [a, a, b, b]);
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn replay_to_another_receiver_reposts_the_raw_events() {
     let mut source = TestApp::spawn().await;
     let bodies = [
@@ -1057,7 +1109,9 @@ async fn a_dispatcher_round_starts_what_is_due_and_nothing_else() {
     let metrics = Metrics::default();
     let store = Store::open(&config.store.options(), metrics.clone()).unwrap();
     let actions = Actions::new(&config.actions);
-    let ingest = Ingest::new(store.clone(), metrics.clone(), None).with_actions(actions.clone());
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let ingest = Ingest::new(store.clone(), metrics.clone(), None)
+        .with_actions(actions.clone(), Arc::clone(&wake));
     ingest
         .accept(Delivery {
             raw: fixture("samples/v3-ProcedureStateChanged.json").into(),
@@ -1072,7 +1126,7 @@ async fn a_dispatcher_round_starts_what_is_due_and_nothing_else() {
         actions,
         store,
         metrics,
-        ingest.dispatcher_wake(),
+        wake,
         Arc::default(),
     );
     let stop = tokio_util::sync::CancellationToken::new();

@@ -5,6 +5,7 @@
 #![allow(unreachable_pub)]
 
 mod actions;
+mod app;
 mod brokers;
 mod catalog;
 mod cli;
@@ -26,4 +27,5 @@ mod robustness;
 mod samples;
 mod shutdown;
 mod store;
+mod systemd;
 mod ux;
