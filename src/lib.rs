@@ -30,6 +30,7 @@
 //! they choose. `ARCHITECTURE.md` in the repository is the longer map.
 
 pub mod actions;
+pub mod clock;
 pub mod config;
 pub mod doctor;
 pub mod events;
@@ -192,7 +193,7 @@ async fn prune_periodically(store: Store, retention: Duration, stop: Cancellatio
             _ = ticks.tick() => {}
             () = stop.cancelled() => return,
         }
-        let cutoff = store::now_ms() - retention.as_millis() as i64;
+        let cutoff = crate::clock::now_ms() - retention.as_millis() as i64;
         match store.prune(cutoff).await {
             Ok(0) => {}
             Ok(deleted) => tracing::info!(
