@@ -59,12 +59,15 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::now_ms;
 use crate::config::ActionConfig;
 use crate::events::Event;
 use crate::metrics::Metrics;
 use crate::redact::redact;
 use crate::state::Derived;
-use crate::store::{self, AttemptRecord, AttemptRow, DueDelivery, Reader, Store, StoreError};
+use crate::store::{
+    self, AttemptRecord, AttemptRow, DeliveryStatus, DueDelivery, Reader, Store, StoreError,
+};
 
 /// Output kept per stream and attempt.
 pub const OUTPUT_LIMIT: usize = 16 * 1024;
@@ -226,7 +229,9 @@ impl Kept {
     fn state(&self, id: i64) -> KeptState {
         match self.outcomes.get(&id).and_then(|list| list.last()) {
             None => KeptState::None,
-            Some(last) if last.status == "retrying" => KeptState::RetryAt(last.next_at),
+            Some(last) if last.status == DeliveryStatus::Retrying => {
+                KeptState::RetryAt(last.next_at)
+            }
             Some(_) => KeptState::Settled,
         }
     }
@@ -335,8 +340,8 @@ impl Dispatcher {
                 return;
             }
         };
-        let reader = match Reader::open(self.store.path()) {
-            Ok(reader) => Arc::new(Mutex::new(reader)),
+        let reader = match self.store.reader().await {
+            Ok(reader) => Arc::new(reader),
             Err(error) => {
                 tracing::error!(
                     error = format!("{error:#}"),
@@ -362,7 +367,7 @@ impl Dispatcher {
                 if stats_at.elapsed() >= Duration::from_secs(1) {
                     let running = lock(&busy).iter().min().copied();
                     let from = running.map_or(cursor, |id| id.min(cursor));
-                    this.refresh_gauges(&lock(&reader), from);
+                    this.refresh_gauges(&reader, from).await;
                     stats_at = Instant::now();
                 }
                 tokio::select! {
@@ -378,8 +383,8 @@ impl Dispatcher {
             if this.rescan.swap(false, Ordering::Relaxed) {
                 cursor = 0;
             }
-            let now = store::now_ms();
-            let (due, next) = match lock(&reader).outbox(cursor, now, MAX_IN_FLIGHT as u32) {
+            let now = now_ms();
+            let (due, next) = match reader.outbox(cursor, now, MAX_IN_FLIGHT as u32).await {
                 Ok(outbox) => {
                     cursor = outbox.next_from;
                     (outbox.due, outbox.next_retry_at)
@@ -392,7 +397,7 @@ impl Dispatcher {
                     (Vec::new(), Some(now + 1000))
                 }
             };
-            let now = store::now_ms();
+            let now = now_ms();
             let (fresh, kept_next) = {
                 let busy = lock(&busy);
                 let kept = lock(&this.kept);
@@ -435,7 +440,7 @@ impl Dispatcher {
                 // settled it.
                 let taken = {
                     let mut busy = lock(&busy);
-                    lock(&this.kept).runnable(id, store::now_ms()) && busy.insert(id)
+                    lock(&this.kept).runnable(id, now_ms()) && busy.insert(id)
                 };
                 if !taken {
                     spare = Some(permit);
@@ -449,7 +454,7 @@ impl Dispatcher {
                     stop.clone(),
                 );
                 attempts.spawn(async move {
-                    let loaded = lock(&reader).waiting_delivery(id);
+                    let loaded = reader.waiting_delivery(id).await;
                     let settled = match loaded {
                         Ok(Some(mut delivery)) => {
                             // Attempts whose outcome is kept count too.
@@ -485,7 +490,7 @@ impl Dispatcher {
             // arrive, or an attempt ends; a replay written by another
             // process is seen within a second.
             let until_due = next.map_or(Duration::from_secs(1), |at| {
-                Duration::from_millis(u64::try_from(at - store::now_ms()).unwrap_or(0))
+                Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0))
             });
             tokio::select! {
                 () = stop.cancelled() => break,
@@ -518,7 +523,7 @@ impl Dispatcher {
     ) {
         {
             let kept = lock(&self.kept);
-            if kept.outcomes.is_empty() || kept.retry_at > store::now_ms() {
+            if kept.outcomes.is_empty() || kept.retry_at > now_ms() {
                 return;
             }
         }
@@ -567,7 +572,7 @@ impl Dispatcher {
             // What is left belongs to running attempts, which write it;
             // look again after a pause rather than in a loop.
             if !kept.outcomes.is_empty() {
-                kept.retry_at = store::now_ms() + KEPT_RETRY_INITIAL.as_millis() as i64;
+                kept.retry_at = now_ms() + KEPT_RETRY_INITIAL.as_millis() as i64;
             }
         }
         if written > 0 {
@@ -587,7 +592,7 @@ impl Dispatcher {
             .min(KEPT_RETRY_MAX);
         kept.failures = kept.failures.saturating_add(1);
         let delay = jitter(base, 0, i64::from(kept.failures));
-        kept.retry_at = store::now_ms() + delay.as_millis() as i64;
+        kept.retry_at = now_ms() + delay.as_millis() as i64;
         delay
     }
 
@@ -628,8 +633,8 @@ impl Dispatcher {
                 "action {:?} is no longer configured",
                 delivery.action
             ));
-            attempt.started_at = store::now_ms();
-            self.record(&delivery, attempt, "dead", store::now_ms())
+            attempt.started_at = now_ms();
+            self.record(&delivery, attempt, DeliveryStatus::Dead, now_ms())
                 .await;
             return true;
         };
@@ -643,7 +648,7 @@ impl Dispatcher {
             return false;
         }
         let config = &action.config;
-        let started_at = store::now_ms();
+        let started_at = now_ms();
         let started = Instant::now();
         let timeout = Duration::from_secs(config.timeout_secs);
         let mut outcome = match (&config.exec, &config.forward, &action.publisher) {
@@ -661,31 +666,29 @@ impl Dispatcher {
             }
         }
         let attempts = delivery.attempts + 1;
-        let age = Duration::from_millis(
-            u64::try_from(store::now_ms() - delivery.created_at).unwrap_or(0),
-        );
+        let age = Duration::from_millis(u64::try_from(now_ms() - delivery.created_at).unwrap_or(0));
         let (status, next_at) = if outcome.ok {
-            ("ok", store::now_ms())
+            (DeliveryStatus::Ok, now_ms())
         } else if attempts >= i64::from(config.max_attempts)
             || age >= Duration::from_secs(config.max_age_secs)
         {
-            ("dead", store::now_ms())
+            (DeliveryStatus::Dead, now_ms())
         } else {
             let base = Duration::from_millis(config.backoff_initial_ms)
                 .saturating_mul(1u32 << (attempts - 1).clamp(0, 20) as u32)
                 .min(Duration::from_secs(config.backoff_max_secs));
             (
-                "retrying",
-                store::now_ms() + jitter(base, delivery.id, attempts).as_millis() as i64,
+                DeliveryStatus::Retrying,
+                now_ms() + jitter(base, delivery.id, attempts).as_millis() as i64,
             )
         };
-        self.metrics.delivery(&config.name, status);
+        self.metrics.delivery(&config.name, status.as_str());
         let level_error = outcome.error.clone();
         match status {
-            "ok" => {
+            DeliveryStatus::Ok => {
                 tracing::info!(action = %config.name, delivery = delivery.id, event = delivery.event.id, attempts, "action done")
             }
-            "dead" => tracing::error!(
+            DeliveryStatus::Dead => tracing::error!(
                 action = %config.name,
                 delivery = delivery.id,
                 event = delivery.event.id,
@@ -700,7 +703,7 @@ impl Dispatcher {
                 event = delivery.event.id,
                 attempts,
                 error = level_error.as_deref(),
-                retry_in_ms = (next_at - store::now_ms()).max(0),
+                retry_in_ms = (next_at - now_ms()).max(0),
                 "action failed; will retry"
             ),
         }
@@ -714,8 +717,8 @@ impl Dispatcher {
     /// Sets the outbox gauges; pending deliveries are counted from
     /// `from_id`, below which none is (but one whose outcome could not be
     /// written, until it is found again).
-    fn refresh_gauges(&self, reader: &Reader, from_id: i64) {
-        match reader.outbox_stats(from_id, store::now_ms()) {
+    async fn refresh_gauges(&self, reader: &Reader, from_id: i64) {
+        match reader.outbox_stats(from_id, now_ms()).await {
             Ok(stats) => self.metrics.outbox(stats.waiting, stats.oldest_ms),
             Err(error) => tracing::warn!(
                 error = format!("{error:#}"),
@@ -728,8 +731,8 @@ impl Dispatcher {
     /// in the meantime, or its event is gone. Pruning marks such deliveries
     /// dead itself; this covers an event removed any other way. It can
     /// never run: it is dead, or it would be due again at once, for ever.
-    async fn unloadable(&self, reader: &Mutex<Reader>, id: i64) -> bool {
-        let waiting = lock(reader).is_waiting(id);
+    async fn unloadable(&self, reader: &Reader, id: i64) -> bool {
+        let waiting = reader.is_waiting(id).await;
         match waiting {
             Ok(false) => true,
             Ok(true) => {
@@ -738,12 +741,12 @@ impl Dispatcher {
                     "the event of a delivery is no longer stored; the delivery is dead"
                 );
                 let mut attempt = failed(store::EVENT_GONE.to_owned());
-                attempt.started_at = store::now_ms();
+                attempt.started_at = now_ms();
                 self.keep_or_write(AttemptRecord {
                     delivery_id: id,
                     attempt,
-                    status: "dead",
-                    next_at: store::now_ms(),
+                    status: DeliveryStatus::Dead,
+                    next_at: now_ms(),
                 })
                 .await;
                 true
@@ -756,7 +759,7 @@ impl Dispatcher {
         &self,
         delivery: &DueDelivery,
         attempt: AttemptRow,
-        status: &'static str,
+        status: DeliveryStatus,
         next_at: i64,
     ) {
         self.keep_or_write(AttemptRecord {
@@ -803,7 +806,7 @@ impl Dispatcher {
                 kept.outcomes.entry(id).or_default().push(record);
             }
             // The first pass writing it comes after a pause.
-            let first = store::now_ms() + KEPT_RETRY_INITIAL.as_millis() as i64;
+            let first = now_ms() + KEPT_RETRY_INITIAL.as_millis() as i64;
             kept.retry_at = kept.retry_at.max(first);
             self.metrics.unrecorded(kept.count());
             if kept.outcomes.len() == MAX_KEPT {
@@ -812,7 +815,7 @@ impl Dispatcher {
                     "too many attempt outcomes wait to be recorded; no attempt starts until they are"
                 );
             }
-            Duration::from_millis(u64::try_from(kept.retry_at - store::now_ms()).unwrap_or(0))
+            Duration::from_millis(u64::try_from(kept.retry_at - now_ms()).unwrap_or(0))
         };
         self.metrics.record_failed();
         tracing::warn!(
@@ -1219,7 +1222,7 @@ async fn run_forward(
     });
     // Stable across retries, so that receivers can deduplicate.
     let id = format!("msg_vodhook_{}", delivery.id);
-    let timestamp = store::now_ms() / 1000;
+    let timestamp = crate::clock::now_secs();
     let mut request = client
         .post(url)
         .timeout(timeout)

@@ -9,12 +9,13 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use tokio::net::TcpListener;
 
 use vodhook::actions::Actions;
+use vodhook::clock::now_ms;
 use vodhook::config::{Config, LogFormat, Overrides};
 use vodhook::ingest::Ingest;
 use vodhook::inspect::{self, Shown};
 use vodhook::metrics::Metrics;
 use vodhook::send::{self, TemplateOptions};
-use vodhook::store::{self, EventFilter, Reader, Store};
+use vodhook::store::{self, DeliveryStatus, EventFilter, Reader, Store};
 use vodhook::vod::{EventConfigChange, VodClient};
 use vodhook::Listeners;
 
@@ -403,60 +404,70 @@ fn main() -> ExitCode {
         Command::Send(args) if args.story => runtime.block_on(send_story(args)),
         Command::Send(args) => runtime.block_on(send(args, cli.verbose > 0)),
         Command::CheckConfig(args) => check_config(args),
-        Command::Events(EventsCommand::List(args)) => query(&args.store, |reader, json| {
-            let since_ms = match args
-                .since
-                .as_deref()
-                .map(|s| inspect::parse_since(s, store::now_ms()))
-            {
-                Some(Err(error)) => return Err(Failure::Usage(error)),
-                Some(Ok(ms)) => Some(ms),
-                None => None,
-            };
-            let event_type = match args.event_type.as_deref() {
-                None => None,
-                Some(name) => Some(event_type_filter(reader, name)?),
-            };
-            let filter = EventFilter {
-                event_type,
-                file_id: args.file_id.clone(),
-                task_id: args.task_id.clone(),
-                since_ms,
-                limit: args.limit,
-            };
-            write_out(inspect::events_list(reader, &filter, json)?.as_bytes());
-            let total = reader.count_events(&filter)?;
-            if total > u64::from(filter.limit) {
-                // On stderr: stdout stays the rows, for scripts.
-                eprintln!(
+        Command::Events(EventsCommand::List(args)) => {
+            runtime.block_on(query(&args.store, async |reader, json| {
+                let since_ms = match args
+                    .since
+                    .as_deref()
+                    .map(|s| inspect::parse_since(s, now_ms()))
+                {
+                    Some(Err(error)) => return Err(Failure::Usage(error)),
+                    Some(Ok(ms)) => Some(ms),
+                    None => None,
+                };
+                let event_type = match args.event_type.as_deref() {
+                    None => None,
+                    Some(name) => Some(event_type_filter(reader, name).await?),
+                };
+                let filter = EventFilter {
+                    event_type,
+                    file_id: args.file_id.clone(),
+                    task_id: args.task_id.clone(),
+                    since_ms,
+                    limit: args.limit,
+                };
+                write_out(
+                    inspect::events_list(reader, &filter, json)
+                        .await?
+                        .as_bytes(),
+                );
+                let total = reader.count_events(&filter).await?;
+                if total > u64::from(filter.limit) {
+                    // On stderr: stdout stays the rows, for scripts.
+                    eprintln!(
                     "vodhook: showing {} of {total} events (newest first); use --limit N for more",
                     filter.limit
                 );
-            }
-            Ok(String::new())
-        }),
-        Command::Events(EventsCommand::Show(args)) => query(&args.store, |reader, json| {
-            match inspect::event_show(reader, args.id, args.raw, json)? {
+                }
+                Ok(String::new())
+            }))
+        }
+        Command::Events(EventsCommand::Show(args)) => runtime.block_on(query(
+            &args.store,
+            async |reader, json| match inspect::event_show(reader, args.id, args.raw, json).await? {
                 Some(Shown::Text(text)) => Ok(text),
                 Some(Shown::Raw(bytes)) => {
                     write_out(&bytes);
                     Ok(String::new())
                 }
                 None => Err(Failure::NotFound(format!("no event {}", args.id))),
-            }
-        }),
-        Command::Events(EventsCommand::Rejected(args)) => query(&args.store, |reader, json| {
-            Ok(inspect::rejected_list(reader, args.limit, json)?)
-        }),
-        Command::File(args) => query(&args.store, |reader, json| {
-            inspect::file_view(reader, &args.id, json)?
+            },
+        )),
+        Command::Events(EventsCommand::Rejected(args)) => runtime
+            .block_on(query(&args.store, async |reader, json| {
+                Ok(inspect::rejected_list(reader, args.limit, json).await?)
+            })),
+        Command::File(args) => runtime.block_on(query(&args.store, async |reader, json| {
+            inspect::file_view(reader, &args.id, json)
+                .await?
                 .ok_or_else(|| Failure::NotFound(format!("nothing known about file {}", args.id)))
-        }),
-        Command::Task(args) => query(&args.store, |reader, json| {
-            inspect::task_view(reader, &args.id, json)?
+        })),
+        Command::Task(args) => runtime.block_on(query(&args.store, async |reader, json| {
+            inspect::task_view(reader, &args.id, json)
+                .await?
                 .ok_or_else(|| Failure::NotFound(format!("nothing known about task {}", args.id)))
-        }),
-        Command::Reindex(args) => reindex(&args.store),
+        })),
+        Command::Reindex(args) => runtime.block_on(reindex(&args.store)),
         Command::Pull(args) => runtime.block_on(pull(args, log_spec)),
         Command::Vod(command) => runtime.block_on(vod_command(command)),
         Command::Deliveries(DeliveriesCommand::List(args)) => {
@@ -468,21 +479,24 @@ fn main() -> ExitCode {
                     .collect(),
                 Err(code) => return code,
             };
-            query(&args.store, |reader, json| {
+            runtime.block_on(query(&args.store, async |reader, json| {
                 if let Some(name) = args.action.as_deref() {
                     if !configured.iter().any(|known| known == name)
-                        && reader.deliveries(None, Some(name), 1)?.is_empty()
+                        && reader.deliveries(None, Some(name), 1).await?.is_empty()
                     {
                         return Err(Failure::Usage(no_such_action(name, &configured)));
                     }
                 }
-                deliveries_list(reader, &args, json)
-            })
+                deliveries_list(reader, &args, json).await
+            }))
         }
-        Command::Deliveries(DeliveriesCommand::Show(args)) => query(&args.store, |reader, json| {
-            inspect::delivery_show(reader, args.id, json)?
-                .ok_or_else(|| Failure::NotFound(format!("no delivery {}", args.id)))
-        }),
+        Command::Deliveries(DeliveriesCommand::Show(args)) => {
+            runtime.block_on(query(&args.store, async |reader, json| {
+                inspect::delivery_show(reader, args.id, json)
+                    .await?
+                    .ok_or_else(|| Failure::NotFound(format!("no delivery {}", args.id)))
+            }))
+        }
         Command::Replay(args) => runtime.block_on(replay(args)),
         Command::Completions(args) => {
             let mut script = Vec::new();
@@ -531,7 +545,7 @@ async fn doctor(args: DoctorArgs) -> ExitCode {
 /// name (`newfileupload` is `NewFileUpload`); a type outside the catalog
 /// is taken as it is when events of it are stored; anything else is a
 /// usage error naming the known types.
-fn event_type_filter(reader: &Reader, name: &str) -> Result<String, Failure> {
+async fn event_type_filter(reader: &Reader, name: &str) -> Result<String, Failure> {
     if vodhook::events::EventKind::from_name(name).is_some() {
         return Ok(name.to_owned());
     }
@@ -542,7 +556,7 @@ fn event_type_filter(reader: &Reader, name: &str) -> Result<String, Failure> {
         event_type: Some(name.to_owned()),
         ..EventFilter::default()
     };
-    if reader.count_events(&stored)? > 0 {
+    if reader.count_events(&stored).await? > 0 {
         return Ok(name.to_owned());
     }
     Err(Failure::Usage(format!(
@@ -563,18 +577,18 @@ fn no_such_action(name: &str, configured: &[String]) -> String {
     }
 }
 
-fn deliveries_list(
+async fn deliveries_list(
     reader: &Reader,
     args: &DeliveriesListArgs,
     json: bool,
 ) -> Result<String, Failure> {
-    Ok(inspect::deliveries_list(
-        reader,
-        args.status.as_deref(),
-        args.action.as_deref(),
-        args.limit,
-        json,
-    )?)
+    let status = args
+        .status
+        .as_deref()
+        .map(str::parse::<DeliveryStatus>)
+        .transpose()
+        .map_err(Failure::Usage)?;
+    Ok(inspect::deliveries_list(reader, status, args.action.as_deref(), args.limit, json).await?)
 }
 
 /// Exit status for a configuration or usage problem.
@@ -946,14 +960,18 @@ fn store_config(args: &StoreArgs) -> Result<Config, ExitCode> {
 }
 
 /// Opens the store read-only and prints what `run` returns.
-fn query(args: &StoreArgs, run: impl FnOnce(&Reader, bool) -> Result<String, Failure>) -> ExitCode {
+async fn query(
+    args: &StoreArgs,
+    run: impl AsyncFnOnce(&Reader, bool) -> Result<String, Failure>,
+) -> ExitCode {
     let config = match store_config(args) {
         Ok(config) => config,
         Err(code) => return code,
     };
-    let outcome = Reader::open(&config.store.path)
-        .map_err(Failure::Other)
-        .and_then(|reader| run(&reader, args.json));
+    let outcome = match Reader::open(config.store.options().location()).await {
+        Ok(reader) => run(&reader, args.json).await,
+        Err(error) => Err(Failure::Other(error)),
+    };
     match outcome {
         Ok(text) => {
             out!("{text}");
@@ -974,12 +992,12 @@ fn query(args: &StoreArgs, run: impl FnOnce(&Reader, bool) -> Result<String, Fai
     }
 }
 
-fn reindex(args: &StoreArgs) -> ExitCode {
+async fn reindex(args: &StoreArgs) -> ExitCode {
     let config = match store_config(args) {
         Ok(config) => config,
         Err(code) => return code,
     };
-    match store::reindex(&config.store.options()) {
+    match store::reindex(&config.store.options()).await {
         Ok(report) => {
             if args.json {
                 outln!("{}", serde_json::to_string(&report).unwrap_or_default());
@@ -1014,7 +1032,7 @@ async fn replay(args: ReplayArgs) -> ExitCode {
     let since_ms = match args
         .since
         .as_deref()
-        .map(|s| inspect::parse_since(s, store::now_ms()))
+        .map(|s| inspect::parse_since(s, now_ms()))
     {
         Some(Err(error)) => {
             eprintln!("vodhook: {error}");
@@ -1023,9 +1041,11 @@ async fn replay(args: ReplayArgs) -> ExitCode {
         Some(Ok(ms)) => Some(ms),
         None => None,
     };
-    let events = match Reader::open(&config.store.path)
-        .and_then(|reader| reader.raw_events(&args.ids, since_ms))
-    {
+    let events = match Reader::open(config.store.options().location()).await {
+        Ok(reader) => reader.raw_events(&args.ids, since_ms).await,
+        Err(error) => Err(error),
+    };
+    let events = match events {
         Ok(events) => events,
         Err(error) => {
             eprintln!("vodhook: {error:#}");
@@ -1098,7 +1118,7 @@ async fn replay(args: ReplayArgs) -> ExitCode {
             }
         }
     }
-    match store::enqueue_deliveries(&config.store.options(), &pairs) {
+    match store::enqueue_deliveries(&config.store.options(), &pairs).await {
         Ok(count) => {
             outln!(
                 "queued {} for {}; the running daemon carries them out (see `vodhook deliveries list`)",
