@@ -187,9 +187,9 @@ async fn bench(kind: &str, url: &str, events: usize, concurrency: usize) {
     let dispatcher = Dispatcher::new(actions, store.clone(), metrics, wake, Arc::default())
         .spawn(stop.clone())
         .unwrap();
-    let reader = Reader::open(&config.store.path).unwrap();
+    let reader = Reader::open(&config.store.path).await.unwrap();
     loop {
-        let stats = reader.outbox_stats(0, store::now_ms()).unwrap();
+        let stats = reader.outbox_stats(0, store::now_ms()).await.unwrap();
         if stats.waiting == 0 {
             break;
         }
@@ -204,7 +204,12 @@ async fn bench(kind: &str, url: &str, events: usize, concurrency: usize) {
     stop.cancel();
     dispatcher.await;
     let ok = reader
-        .deliveries(Some("ok"), None, u32::try_from(events * 2).unwrap())
+        .deliveries(
+            Some(store::DeliveryStatus::Ok),
+            None,
+            u32::try_from(events * 2).unwrap(),
+        )
+        .await
         .unwrap()
         .len();
     let held = count(kind, url, &topic, false).await;

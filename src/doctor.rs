@@ -529,7 +529,7 @@ async fn check_callback(http: &reqwest::Client, scheme: &str, config: &Config) -
         .and_then(|key| crate::sign::SignKey::new(key).ok())
     {
         Some(key) => {
-            let expired = crate::store::now_ms() / 1000 - config.auth.clock_skew_secs as i64 - 3600;
+            let expired = crate::clock::now_secs() - config.auth.clock_skew_secs as i64 - 3600;
             let t = expired.to_string();
             http.post(&url)
                 .header("Sign", crate::sign::sign(&key, &t))
@@ -928,7 +928,7 @@ fn check_clock(config: &Config, server_time: Option<i64>) -> Check {
     let Some(server) = server_time else {
         return Check::skip(name, "the VOD API's answer had no Date header");
     };
-    let offset = crate::store::now_ms() / 1000 - server;
+    let offset = crate::clock::now_secs() - server;
     let allowed = config.auth.clock_skew_secs as i64;
     // The Date header has whole seconds: one more of slack.
     if offset.abs() <= allowed.max(1) + 1 {

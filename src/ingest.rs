@@ -242,7 +242,7 @@ impl Ingest {
             reason: error.to_string(),
             source: source.as_str(),
             remote: remote.map(|r| r.to_string()),
-            received_at: store::now_ms(),
+            received_at: crate::clock::now_ms(),
         };
         if let Err(error) = self.store.reject(rejected).await {
             tracing::warn!(%error, "cannot keep the rejected body");

@@ -34,6 +34,7 @@
 
 pub mod actions;
 pub mod backoff;
+pub mod clock;
 pub mod config;
 pub mod doctor;
 pub mod events;
@@ -335,7 +336,7 @@ async fn prune_periodically(store: Store, retention: Duration, stop: Cancellatio
             _ = ticks.tick() => {}
             () = stop.cancelled() => return,
         }
-        let cutoff = store::now_ms() - retention.as_millis() as i64;
+        let cutoff = crate::clock::now_ms() - retention.as_millis() as i64;
         match store.prune(cutoff).await {
             Ok(0) => {}
             Ok(deleted) => tracing::info!(

@@ -13,7 +13,7 @@ use vodhook::config::{Config, LogFormat, Overrides};
 use vodhook::inspect::{self, Shown};
 use vodhook::send::{self, TemplateOptions};
 use vodhook::sign::SignKey;
-use vodhook::store::{self, EventFilter, Reader};
+use vodhook::store::{self, DeliveryStatus, EventFilter, Reader};
 use vodhook::vod::{EventConfigChange, VodClient};
 use vodhook::{App, Listeners};
 
@@ -544,51 +544,61 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Send(args) if args.story => runtime.block_on(send_story(args)),
         Command::Send(args) => runtime.block_on(send(args, cli.verbose > 0)),
         Command::CheckConfig(args) => check_config(args),
-        Command::Events(EventsCommand::List(args)) => query(&args.store, |reader, json| {
-            let event_type = match args.event_type.as_deref() {
-                None => None,
-                Some(name) => Some(event_type_filter(reader, name)?),
-            };
-            let filter = EventFilter {
-                event_type,
-                file_id: args.file_id.clone(),
-                task_id: args.task_id.clone(),
-                since_ms: args.since,
-                limit: args.limit,
-            };
-            write_out(inspect::events_list(reader, &filter, json)?.as_bytes());
-            let total = reader.count_events(&filter)?;
-            if total > u64::from(filter.limit) {
-                // On stderr: stdout stays the rows, for scripts.
-                note(&format!(
-                    "showing {} of {total} events (newest first); use --limit N for more",
-                    filter.limit
-                ));
-            }
-            Ok(String::new())
-        }),
-        Command::Events(EventsCommand::Show(args)) => query(&args.store, |reader, json| {
-            match inspect::event_show(reader, args.id, args.raw, json)? {
+        Command::Events(EventsCommand::List(args)) => {
+            runtime.block_on(query(&args.store, async |reader, json| {
+                let event_type = match args.event_type.as_deref() {
+                    None => None,
+                    Some(name) => Some(event_type_filter(reader, name).await?),
+                };
+                let filter = EventFilter {
+                    event_type,
+                    file_id: args.file_id.clone(),
+                    task_id: args.task_id.clone(),
+                    since_ms: args.since,
+                    limit: args.limit,
+                };
+                write_out(
+                    inspect::events_list(reader, &filter, json)
+                        .await?
+                        .as_bytes(),
+                );
+                let total = reader.count_events(&filter).await?;
+                if total > u64::from(filter.limit) {
+                    // On stderr: stdout stays the rows, for scripts.
+                    note(&format!(
+                        "showing {} of {total} events (newest first); use --limit N for more",
+                        filter.limit
+                    ));
+                }
+                Ok(String::new())
+            }))
+        }
+        Command::Events(EventsCommand::Show(args)) => runtime.block_on(query(
+            &args.store,
+            async |reader, json| match inspect::event_show(reader, args.id, args.raw, json).await? {
                 Some(Shown::Text(text)) => Ok(text),
                 Some(Shown::Raw(bytes)) => {
                     write_out(&bytes);
                     Ok(String::new())
                 }
                 None => Err(CliError::NotFound(format!("no event {}", args.id))),
-            }
-        }),
-        Command::Events(EventsCommand::Rejected(args)) => query(&args.store, |reader, json| {
-            Ok(inspect::rejected_list(reader, args.limit, json)?)
-        }),
-        Command::File(args) => query(&args.store, |reader, json| {
-            inspect::file_view(reader, &args.id, json)?
+            },
+        )),
+        Command::Events(EventsCommand::Rejected(args)) => runtime
+            .block_on(query(&args.store, async |reader, json| {
+                Ok(inspect::rejected_list(reader, args.limit, json).await?)
+            })),
+        Command::File(args) => runtime.block_on(query(&args.store, async |reader, json| {
+            inspect::file_view(reader, &args.id, json)
+                .await?
                 .ok_or_else(|| CliError::NotFound(format!("nothing known about file {}", args.id)))
-        }),
-        Command::Task(args) => query(&args.store, |reader, json| {
-            inspect::task_view(reader, &args.id, json)?
+        })),
+        Command::Task(args) => runtime.block_on(query(&args.store, async |reader, json| {
+            inspect::task_view(reader, &args.id, json)
+                .await?
                 .ok_or_else(|| CliError::NotFound(format!("nothing known about task {}", args.id)))
-        }),
-        Command::Reindex(args) => reindex(&args.store),
+        })),
+        Command::Reindex(args) => runtime.block_on(reindex(&args.store)),
         Command::Pull(args) => runtime.block_on(pull(args, log_spec)),
         Command::Vod(command) => runtime.block_on(vod_command(command)),
         Command::Deliveries(DeliveriesCommand::List(args)) => {
@@ -597,27 +607,24 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 .into_iter()
                 .map(|action| action.name)
                 .collect();
-            query(&args.store, |reader, json| {
+            runtime.block_on(query(&args.store, async |reader, json| {
                 if let Some(name) = args.action.as_deref() {
                     if !configured.iter().any(|known| known == name)
-                        && reader.deliveries(None, Some(name), 1)?.is_empty()
+                        && reader.deliveries(None, Some(name), 1).await?.is_empty()
                     {
                         return Err(CliError::Usage(no_such_action(name, &configured)));
                     }
                 }
-                Ok(inspect::deliveries_list(
-                    reader,
-                    args.status.as_deref(),
-                    args.action.as_deref(),
-                    args.limit,
-                    json,
-                )?)
-            })
+                deliveries_list(reader, &args, json).await
+            }))
         }
-        Command::Deliveries(DeliveriesCommand::Show(args)) => query(&args.store, |reader, json| {
-            inspect::delivery_show(reader, args.id, json)?
-                .ok_or_else(|| CliError::NotFound(format!("no delivery {}", args.id)))
-        }),
+        Command::Deliveries(DeliveriesCommand::Show(args)) => {
+            runtime.block_on(query(&args.store, async |reader, json| {
+                inspect::delivery_show(reader, args.id, json)
+                    .await?
+                    .ok_or_else(|| CliError::NotFound(format!("no delivery {}", args.id)))
+            }))
+        }
         Command::Replay(args) => runtime.block_on(replay(args)),
         Command::Completions(args) => {
             let mut script = Vec::new();
@@ -661,7 +668,7 @@ async fn doctor(args: DoctorArgs) -> Result<(), CliError> {
 /// name (`newfileupload` is `NewFileUpload`); a type outside the catalog
 /// is taken as it is when events of it are stored; anything else is a
 /// usage error naming the known types.
-fn event_type_filter(reader: &Reader, name: &str) -> Result<String, CliError> {
+async fn event_type_filter(reader: &Reader, name: &str) -> Result<String, CliError> {
     if vodhook::events::EventKind::from_name(name).is_some() {
         return Ok(name.to_owned());
     }
@@ -672,7 +679,7 @@ fn event_type_filter(reader: &Reader, name: &str) -> Result<String, CliError> {
         event_type: Some(name.to_owned()),
         ..EventFilter::default()
     };
-    if reader.count_events(&stored)? > 0 {
+    if reader.count_events(&stored).await? > 0 {
         return Ok(name.to_owned());
     }
     Err(CliError::Usage(format!(
@@ -691,6 +698,20 @@ fn no_such_action(name: &str, configured: &[String]) -> String {
             configured.join(", ")
         )
     }
+}
+
+async fn deliveries_list(
+    reader: &Reader,
+    args: &DeliveriesListArgs,
+    json: bool,
+) -> Result<String, CliError> {
+    let status = args
+        .status
+        .as_deref()
+        .map(str::parse::<DeliveryStatus>)
+        .transpose()
+        .map_err(CliError::Usage)?;
+    Ok(inspect::deliveries_list(reader, status, args.action.as_deref(), args.limit, json).await?)
 }
 
 /// `print!` for a command's output; see [`write_out`].
@@ -1017,18 +1038,21 @@ fn store_config(args: &StoreArgs) -> Result<Config, CliError> {
         db: args.db.clone(),
         ..Overrides::default()
     };
-    Ok(Config::load_values(args.config.path().as_deref(), overrides)?)
+    Ok(Config::load_values(
+        args.config.path().as_deref(),
+        overrides,
+    )?)
 }
 
 /// Opens the store read-only and prints what `run` returns; "not found"
 /// names the database.
-fn query(
+async fn query(
     args: &StoreArgs,
-    run: impl FnOnce(&Reader, bool) -> Result<String, CliError>,
+    run: impl AsyncFnOnce(&Reader, bool) -> Result<String, CliError>,
 ) -> Result<(), CliError> {
     let config = store_config(args)?;
-    let reader = Reader::open(&config.store.path)?;
-    match run(&reader, args.json) {
+    let reader = Reader::open(config.store.options().location()).await?;
+    match run(&reader, args.json).await {
         Ok(text) => {
             out!("{text}");
             Ok(())
@@ -1041,9 +1065,9 @@ fn query(
     }
 }
 
-fn reindex(args: &StoreArgs) -> Result<(), CliError> {
+async fn reindex(args: &StoreArgs) -> Result<(), CliError> {
     let config = store_config(args)?;
-    let report = store::reindex(&config.store.options())?;
+    let report = store::reindex(&config.store.options()).await?;
     if args.json {
         outln!("{}", serde_json::to_string(&report).unwrap_or_default());
     } else {
@@ -1066,8 +1090,8 @@ async fn replay(args: ReplayArgs) -> Result<(), CliError> {
         return Err(CliError::Usage("give event ids or --since".to_owned()));
     }
     let json = args.store.json;
-    let reader = Reader::open(&config.store.path)?;
-    let events = vodhook::replay::select(&reader, &args.ids, args.since)?;
+    let reader = Reader::open(config.store.options().location()).await?;
+    let events = vodhook::replay::select(&reader, &args.ids, args.since).await?;
     if let Some(missing) = args
         .ids
         .iter()
@@ -1127,7 +1151,7 @@ async fn replay(args: ReplayArgs) -> Result<(), CliError> {
         events.iter().map(|(row, raw)| (row.id, raw.as_slice())),
         args.action.as_deref(),
     );
-    let count = store::enqueue_deliveries(&config.store.options(), &pairs)?;
+    let count = store::enqueue_deliveries(&config.store.options(), &pairs).await?;
     if json {
         let deliveries: Vec<_> = pairs
             .iter()

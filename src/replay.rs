@@ -15,12 +15,12 @@ use crate::store::{EventRow, Reader};
 /// # Errors
 ///
 /// A query fails.
-pub fn select(
+pub async fn select(
     reader: &Reader,
     ids: &[i64],
     since_ms: Option<i64>,
 ) -> anyhow::Result<Vec<(EventRow, Vec<u8>)>> {
-    let mut events = reader.raw_events(ids, since_ms)?;
+    let mut events = reader.raw_events(ids, since_ms).await?;
     events.sort_by_key(|(row, _)| row.id);
     events.dedup_by_key(|(row, _)| row.id);
     Ok(events)

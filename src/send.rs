@@ -4,7 +4,7 @@
 //! The templates follow the documented samples and field tables
 //! (`docs/vod-protocol.md`), with fresh ids and the current time.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
@@ -48,10 +48,7 @@ pub struct TemplateOptions {
 /// No template exists for that type (in that format); the message lists
 /// the ones that do.
 pub fn template(event_type: &str, options: &TemplateOptions) -> Result<Value, String> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO);
-    let ids = Ids::new(now, options.file_id.clone());
+    let ids = Ids::new(crate::clock::since_epoch(), options.file_id.clone());
     let body = if options.legacy {
         legacy_template(event_type, &ids)
     } else {
@@ -76,10 +73,7 @@ pub fn template(event_type: &str, options: &TemplateOptions) -> Result<Value, St
 /// the upload's `ProcedureTaskId` as the flow's `TaskId`. Returns the
 /// file id and the bodies in the order to send them.
 pub fn story(file_id: Option<String>) -> (String, Vec<(&'static str, Value)>) {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO);
-    let ids = Ids::new(now, file_id);
+    let ids = Ids::new(crate::clock::since_epoch(), file_id);
     let bodies = ["NewFileUpload", "ProcedureStateChanged"]
         .into_iter()
         .filter_map(|event_type| Some((event_type, v3_template(event_type, &ids)?)))

@@ -78,9 +78,7 @@ impl Verifier {
     ///
     /// [`SignError`].
     pub fn check(&self, sign_hex: Option<&str>, t: Option<&str>) -> Result<(), SignError> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let now = crate::clock::now_secs();
         verify(&self.key, sign_hex, t, now, self.clock_skew_secs)
     }
 }

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -487,9 +487,7 @@ impl VodClient {
         if let Some(limiter) = self.limiters.get(action) {
             limiter.acquire().await;
         }
-        let timestamp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let timestamp = crate::clock::now_secs();
         let content_type = "application/json";
         let credentials = &self.options.credentials;
         let signed = tc3::sign(

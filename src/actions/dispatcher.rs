@@ -16,9 +16,12 @@ use super::forward::run_forward;
 use super::hold::{Hold, BURST_RATE, MAX_HOLD};
 use super::{failed, lock, Actions};
 use crate::backoff::Backoff;
+use crate::clock::now_ms;
 use crate::metrics::Metrics;
 use crate::redact::redact;
-use crate::store::{self, AttemptRecord, AttemptRow, DueDelivery, Reader, Store, StoreError};
+use crate::store::{
+    self, AttemptRecord, AttemptRow, DeliveryStatus, DueDelivery, Reader, Store, StoreError,
+};
 
 /// Runs due deliveries; see the module docs.
 ///
@@ -39,7 +42,7 @@ pub struct Dispatcher {
     stats_at: Option<Instant>,
     /// The program spawner and the outbox reader, made by the first round
     /// on the thread that runs the rounds.
-    tools: Option<(Spawner, Arc<Mutex<Reader>>)>,
+    tools: Option<(Spawner, Arc<Reader>)>,
 }
 
 /// What the dispatcher's rounds and its attempts share.
@@ -110,7 +113,9 @@ impl Kept {
     fn state(&self, id: i64) -> KeptState {
         match self.outcomes.get(&id).and_then(|list| list.last()) {
             None => KeptState::None,
-            Some(last) if last.status == "retrying" => KeptState::RetryAt(last.next_at),
+            Some(last) if last.status == DeliveryStatus::Retrying => {
+                KeptState::RetryAt(last.next_at)
+            }
             Some(_) => KeptState::Settled,
         }
     }
@@ -249,7 +254,7 @@ impl Dispatcher {
     /// runtime and record their own outcomes. Store reads are short and
     /// done on the calling thread.
     pub async fn step(&mut self, stop: &CancellationToken) -> Step {
-        let Some((spawner, reader)) = self.tools() else {
+        let Some((spawner, reader)) = self.tools().await else {
             return Step::Stopped;
         };
         self.shared.flush_when_due(&self.busy, &self.tasks);
@@ -259,7 +264,7 @@ impl Dispatcher {
         {
             let running = lock(&self.busy).iter().min().copied();
             let from = running.map_or(self.cursor, |id| id.min(self.cursor));
-            self.shared.refresh_gauges(&lock(&reader), from);
+            self.shared.refresh_gauges(&reader, from).await;
             self.stats_at = Some(Instant::now());
         }
         // Nothing can start while MAX_IN_FLIGHT deliveries are loaded or
@@ -276,8 +281,8 @@ impl Dispatcher {
         if self.shared.rescan.swap(false, Ordering::Relaxed) {
             self.cursor = 0;
         }
-        let now = store::now_ms();
-        let (due, next) = match lock(&reader).outbox(self.cursor, now, MAX_IN_FLIGHT as u32) {
+        let now = now_ms();
+        let (due, next) = match reader.outbox(self.cursor, now, MAX_IN_FLIGHT as u32).await {
             Ok(outbox) => {
                 self.cursor = outbox.next_from;
                 (outbox.due, outbox.next_retry_at)
@@ -290,7 +295,7 @@ impl Dispatcher {
                 (Vec::new(), Some(now + 1000))
             }
         };
-        let now = store::now_ms();
+        let now = now_ms();
         let mut first = Some(first);
         let (claimed, kept_next) = {
             let mut busy = lock(&self.busy);
@@ -335,7 +340,7 @@ impl Dispatcher {
             (a, b) => a.or(b),
         };
         let until_due = next.map_or(Duration::from_secs(1), |at| {
-            Duration::from_millis(u64::try_from(at - store::now_ms()).unwrap_or(0))
+            Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0))
         });
         Step::Idle(until_due.clamp(Duration::from_millis(5), Duration::from_secs(1)))
     }
@@ -359,7 +364,7 @@ impl Dispatcher {
     }
 
     /// The spawner and the reader, made on first use.
-    fn tools(&mut self) -> Option<(Spawner, Arc<Mutex<Reader>>)> {
+    async fn tools(&mut self) -> Option<(Spawner, Arc<Reader>)> {
         if self.tools.is_none() {
             let spawner = match Spawner::start() {
                 Ok(spawner) => spawner,
@@ -368,8 +373,8 @@ impl Dispatcher {
                     return None;
                 }
             };
-            let reader = match Reader::open(self.shared.store.path()) {
-                Ok(reader) => Arc::new(Mutex::new(reader)),
+            let reader = match self.shared.store.reader().await {
+                Ok(reader) => Arc::new(reader),
                 Err(error) => {
                     tracing::error!(
                         error = format!("{error:#}"),
@@ -390,7 +395,7 @@ impl Dispatcher {
         id: i64,
         permit: OwnedSemaphorePermit,
         spawner: &Spawner,
-        reader: &Arc<Mutex<Reader>>,
+        reader: &Arc<Reader>,
         stop: &CancellationToken,
     ) {
         let (this, busy, reader, spawner, stop) = (
@@ -401,7 +406,7 @@ impl Dispatcher {
             stop.clone(),
         );
         self.tasks.spawn(async move {
-            let loaded = lock(&reader).waiting_delivery(id);
+            let loaded = reader.waiting_delivery(id).await;
             let settled = match loaded {
                 Ok(Some(mut delivery)) => {
                     // Attempts whose outcome is kept count too.
@@ -437,7 +442,7 @@ impl Shared {
     fn flush_when_due(self: &Arc<Self>, busy: &Arc<Mutex<HashSet<i64>>>, tasks: &TaskTracker) {
         {
             let kept = lock(&self.kept);
-            if kept.outcomes.is_empty() || kept.retry_at > store::now_ms() {
+            if kept.outcomes.is_empty() || kept.retry_at > now_ms() {
                 return;
             }
         }
@@ -486,7 +491,7 @@ impl Shared {
             // What is left belongs to running attempts, which write it;
             // look again after a pause rather than in a loop.
             if !kept.outcomes.is_empty() {
-                kept.retry_at = store::now_ms() + KEPT_RETRY_INITIAL.as_millis() as i64;
+                kept.retry_at = now_ms() + KEPT_RETRY_INITIAL.as_millis() as i64;
             }
         }
         if written > 0 {
@@ -502,7 +507,7 @@ impl Shared {
         self.metrics.record_failed();
         let mut kept = lock(&self.kept);
         let delay = kept.backoff.step();
-        kept.retry_at = store::now_ms() + delay.as_millis() as i64;
+        kept.retry_at = now_ms() + delay.as_millis() as i64;
         delay
     }
 
@@ -543,8 +548,8 @@ impl Shared {
                 "action {:?} is no longer configured",
                 delivery.action
             ));
-            attempt.started_at = store::now_ms();
-            self.record(&delivery, attempt, "dead", store::now_ms())
+            attempt.started_at = now_ms();
+            self.record(&delivery, attempt, DeliveryStatus::Dead, now_ms())
                 .await;
             return true;
         };
@@ -558,7 +563,7 @@ impl Shared {
             return false;
         }
         let config = &action.config;
-        let started_at = store::now_ms();
+        let started_at = now_ms();
         let started = Instant::now();
         let timeout = Duration::from_secs(config.timeout_secs);
         let mut outcome = match (&config.exec, &config.forward, &action.publisher) {
@@ -576,15 +581,13 @@ impl Shared {
             }
         }
         let attempts = delivery.attempts + 1;
-        let age = Duration::from_millis(
-            u64::try_from(store::now_ms() - delivery.created_at).unwrap_or(0),
-        );
+        let age = Duration::from_millis(u64::try_from(now_ms() - delivery.created_at).unwrap_or(0));
         let (status, next_at) = if outcome.ok {
-            ("ok", store::now_ms())
+            (DeliveryStatus::Ok, now_ms())
         } else if attempts >= i64::from(config.max_attempts)
             || age >= Duration::from_secs(config.max_age_secs)
         {
-            ("dead", store::now_ms())
+            (DeliveryStatus::Dead, now_ms())
         } else {
             // Computed again from the attempt count: the same for the
             // same delivery and attempt, whichever process runs it.
@@ -594,15 +597,15 @@ impl Shared {
                 delivery.id,
             )
             .after(u32::try_from(attempts).unwrap_or(u32::MAX));
-            ("retrying", store::now_ms() + wait.as_millis() as i64)
+            (DeliveryStatus::Retrying, now_ms() + wait.as_millis() as i64)
         };
-        self.metrics.delivery(&config.name, status);
+        self.metrics.delivery(&config.name, status.as_str());
         let level_error = outcome.error.clone();
         match status {
-            "ok" => {
+            DeliveryStatus::Ok => {
                 tracing::info!(action = %config.name, delivery = delivery.id, event = delivery.event.id, attempts, "action done")
             }
-            "dead" => tracing::error!(
+            DeliveryStatus::Dead => tracing::error!(
                 action = %config.name,
                 delivery = delivery.id,
                 event = delivery.event.id,
@@ -617,7 +620,7 @@ impl Shared {
                 event = delivery.event.id,
                 attempts,
                 error = level_error.as_deref(),
-                retry_in_ms = (next_at - store::now_ms()).max(0),
+                retry_in_ms = (next_at - now_ms()).max(0),
                 "action failed; will retry"
             ),
         }
@@ -631,8 +634,8 @@ impl Shared {
     /// Sets the outbox gauges; pending deliveries are counted from
     /// `from_id`, below which none is (but one whose outcome could not be
     /// written, until it is found again).
-    fn refresh_gauges(&self, reader: &Reader, from_id: i64) {
-        match reader.outbox_stats(from_id, store::now_ms()) {
+    async fn refresh_gauges(&self, reader: &Reader, from_id: i64) {
+        match reader.outbox_stats(from_id, now_ms()).await {
             Ok(stats) => self.metrics.outbox(stats.waiting, stats.oldest_ms),
             Err(error) => tracing::warn!(
                 error = format!("{error:#}"),
@@ -645,8 +648,8 @@ impl Shared {
     /// in the meantime, or its event is gone. Pruning marks such deliveries
     /// dead itself; this covers an event removed any other way. It can
     /// never run: it is dead, or it would be due again at once, for ever.
-    async fn unloadable(&self, reader: &Mutex<Reader>, id: i64) -> bool {
-        let waiting = lock(reader).is_waiting(id);
+    async fn unloadable(&self, reader: &Reader, id: i64) -> bool {
+        let waiting = reader.is_waiting(id).await;
         match waiting {
             Ok(false) => true,
             Ok(true) => {
@@ -655,12 +658,12 @@ impl Shared {
                     "the event of a delivery is no longer stored; the delivery is dead"
                 );
                 let mut attempt = failed(store::EVENT_GONE.to_owned());
-                attempt.started_at = store::now_ms();
+                attempt.started_at = now_ms();
                 self.keep_or_write(AttemptRecord {
                     delivery_id: id,
                     attempt,
-                    status: "dead",
-                    next_at: store::now_ms(),
+                    status: DeliveryStatus::Dead,
+                    next_at: now_ms(),
                 })
                 .await;
                 true
@@ -673,7 +676,7 @@ impl Shared {
         &self,
         delivery: &DueDelivery,
         attempt: AttemptRow,
-        status: &'static str,
+        status: DeliveryStatus,
         next_at: i64,
     ) {
         self.keep_or_write(AttemptRecord {
@@ -720,7 +723,7 @@ impl Shared {
                 kept.outcomes.entry(id).or_default().push(record);
             }
             // The first pass writing it comes after a pause.
-            let first = store::now_ms() + KEPT_RETRY_INITIAL.as_millis() as i64;
+            let first = now_ms() + KEPT_RETRY_INITIAL.as_millis() as i64;
             kept.retry_at = kept.retry_at.max(first);
             self.metrics.unrecorded(kept.count());
             if kept.outcomes.len() == MAX_KEPT {
@@ -729,7 +732,7 @@ impl Shared {
                     "too many attempt outcomes wait to be recorded; no attempt starts until they are"
                 );
             }
-            Duration::from_millis(u64::try_from(kept.retry_at - store::now_ms()).unwrap_or(0))
+            Duration::from_millis(u64::try_from(kept.retry_at - now_ms()).unwrap_or(0))
         };
         self.metrics.record_failed();
         tracing::warn!(

@@ -8,7 +8,7 @@ use base64::Engine as _;
 use super::{failed, OUTPUT_LIMIT};
 use crate::mac::hmac_sha256;
 use crate::redact::redact;
-use crate::store::{self, AttemptRow, DueDelivery};
+use crate::store::{AttemptRow, DueDelivery};
 
 /// The HMAC key of a Standard Webhooks secret: the base64 after `whsec_`
 /// (or the bytes of any other string).
@@ -59,7 +59,7 @@ pub(crate) async fn run_forward(
     });
     // Stable across retries, so that receivers can deduplicate.
     let id = format!("msg_vodhook_{}", delivery.id);
-    let timestamp = store::now_ms() / 1000;
+    let timestamp = crate::clock::now_secs();
     let mut request = client
         .post(url)
         .timeout(timeout)

@@ -118,8 +118,8 @@ impl TestApp {
     }
 
     /// A read-only view of the store.
-    pub fn reader(&self) -> Reader {
-        Reader::open(&self.db).unwrap()
+    pub async fn reader(&self) -> Reader {
+        Reader::open(&self.db).await.unwrap()
     }
 
     /// Signals shutdown and waits for `run` to return.
