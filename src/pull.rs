@@ -111,8 +111,10 @@ pub enum PullError {
 /// returns the handles to confirm (none when the queue was empty). Does
 /// not confirm; see [`confirm`]. Counts the request in the metrics.
 ///
-/// This is the step every puller of [`run`] takes: the loop around it
-/// adds only the credentials' pass, the confirm and the backoff.
+/// This is the step every puller of [`run`] takes (through `take`, the
+/// part after PullEvents answers, so that a stop can end the wait): the
+/// loop around it adds only the credentials' pass, the confirm and the
+/// backoff.
 ///
 /// # Errors
 ///
@@ -122,26 +124,21 @@ pub async fn poll_once(
     ingest: &Ingest,
     options: &PullOptions,
 ) -> Result<Pulled, PullError> {
-    poll(client, ingest, options, &CancellationToken::new())
-        .await
-        .unwrap_or_else(|| unreachable!("a token never cancelled"))
+    let answer = client.pull_events(options.request_timeout).await;
+    take(ingest, answer).await
 }
 
-/// [`poll_once`], but `None` when `stop` comes while waiting for
-/// PullEvents: events not yet received stay in VOD's queue. Once events
-/// are received, they are stored whatever `stop` says.
-async fn poll(
-    client: &VodClient,
+/// The body of [`poll_once`] once PullEvents has answered: counts the
+/// request and stores what it brought. The pullers of [`run`] wait for
+/// the answer themselves (giving up when stopped: events not yet received
+/// stay in VOD's queue) and then call this; once events are received, they
+/// are stored whatever the stop says.
+async fn take(
     ingest: &Ingest,
-    options: &PullOptions,
-    stop: &CancellationToken,
-) -> Option<Result<Pulled, PullError>> {
-    let pulled = tokio::select! {
-        () = stop.cancelled() => return None,
-        pulled = client.pull_events(options.request_timeout) => pulled,
-    };
+    answer: Result<Vec<PulledEvent>, VodError>,
+) -> Result<Pulled, PullError> {
     let metrics = ingest.metrics();
-    Some(match pulled {
+    match answer {
         Ok(events) => {
             metrics.pull_request(if events.is_empty() { "empty" } else { "ok" });
             store_pulled(ingest, events, Instant::now()).await
@@ -150,7 +147,7 @@ async fn poll(
             metrics.pull_request(error.label());
             Err(PullError::Vod(error))
         }
-    })
+    }
 }
 
 async fn store_pulled(
@@ -468,9 +465,11 @@ async fn puller(index: usize, shared: &Shared) {
         let Some(pass) = credentials.pass(stop).await else {
             return;
         };
-        let Some(outcome) = poll(client, ingest, options, stop).await else {
-            return;
+        let answer = tokio::select! {
+            () = stop.cancelled() => return,
+            answer = client.pull_events(options.request_timeout) => answer,
         };
+        let outcome = take(ingest, answer).await;
         let refused = match &outcome {
             Err(PullError::Vod(error)) if error.is_auth() => Some(error),
             _ => None,
