@@ -271,6 +271,9 @@ impl Dispatcher {
         // running: wait for one to end before reading the outbox (new
         // deliveries would only wake the loop for nothing).
         let first = tokio::select! {
+            // A stop comes first: a round after it starts nothing, even
+            // with a permit free (`select!` would otherwise pick at random).
+            biased;
             () = stop.cancelled() => return Step::Stopped,
             permit = Arc::clone(&self.in_flight).acquire_owned() => match permit {
                 Ok(permit) => permit,

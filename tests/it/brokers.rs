@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
-use vodhook::config::{ActionConfig, Config, PublishFormat, When};
+use vodhook::config::{ActionConfig, PublishFormat};
 use vodhook::store::DeliveryRow;
 
-use crate::helpers::{fixture, vodhook, TestApp};
+use crate::helpers::{exec_action, fixture, vodhook, with_actions, TestApp};
 
 /// Deliveries to a broker may wait out a reconnection backoff.
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -65,30 +65,14 @@ fn unique(test: &str) -> String {
 
 fn publish_action(name: &str, url: &str, topic: &str, format: PublishFormat) -> ActionConfig {
     ActionConfig {
-        name: name.to_owned(),
-        on: vec!["*".to_owned()],
-        when: When::default(),
         exec: None,
-        env: std::collections::BTreeMap::new(),
-        forward: None,
-        secret: None,
         publish: Some(url.to_owned()),
         topic: Some(topic.to_owned()),
         format,
-        max_len: None,
         timeout_secs: 2,
-        max_concurrency: 4,
         max_attempts: 1000,
         backoff_initial_ms: 50,
-        backoff_max_secs: 1,
-        max_age_secs: 3600,
-    }
-}
-
-fn with_actions(actions: Vec<ActionConfig>) -> Config {
-    Config {
-        actions,
-        ..Config::default()
+        ..exec_action(name, &["*"], "")
     }
 }
 

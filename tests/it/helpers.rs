@@ -15,10 +15,48 @@ use tokio::process::{Child, ChildStdout, Command};
 use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
 
-use vodhook::config::Config;
+use vodhook::config::{ActionConfig, Config, PublishFormat, When};
 use vodhook::ingest::Received;
 use vodhook::store::Reader;
 use vodhook::Listeners;
+
+/// An action running `script` with `/bin/sh -c` for the event types `on`
+/// (`*` for all): 10 s timeout, 5 attempts, a quick backoff (20 ms to 1 s).
+/// Tests change what they need with struct update syntax
+/// (`ActionConfig { max_attempts: 1, ..exec_action(…) }`).
+pub fn exec_action(name: &str, on: &[&str], script: &str) -> ActionConfig {
+    ActionConfig {
+        name: name.to_owned(),
+        on: on.iter().map(|s| (*s).to_owned()).collect(),
+        when: When::default(),
+        exec: Some(vec![
+            "/bin/sh".to_owned(),
+            "-c".to_owned(),
+            script.to_owned(),
+        ]),
+        env: std::collections::BTreeMap::new(),
+        forward: None,
+        secret: None,
+        publish: None,
+        topic: None,
+        format: PublishFormat::Raw,
+        max_len: None,
+        timeout_secs: 10,
+        max_concurrency: 4,
+        max_attempts: 5,
+        backoff_initial_ms: 20,
+        backoff_max_secs: 1,
+        max_age_secs: 3600,
+    }
+}
+
+/// The default configuration with these actions.
+pub fn with_actions(actions: Vec<ActionConfig>) -> Config {
+    Config {
+        actions,
+        ..Config::default()
+    }
+}
 
 /// How long a test waits for something that should happen at once.
 pub const PATIENCE: Duration = Duration::from_secs(10);

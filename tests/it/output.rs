@@ -11,10 +11,10 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 use tokio::task::JoinHandle;
-use vodhook::config::{ActionConfig, Config, PublishFormat, When};
+use vodhook::config::{ActionConfig, Config};
 use vodhook::sign::{sign, SignKey};
 
-use crate::helpers::{TestApp, BIN, PATIENCE};
+use crate::helpers::{exec_action, TestApp, BIN, PATIENCE};
 
 /// Writes that must not end the line they are in: C0, DEL, C1 and the
 /// Unicode line and paragraph separators.
@@ -418,27 +418,12 @@ async fn run_cli(args: &[&str]) -> (i32, String, String) {
 
 fn failing_action() -> ActionConfig {
     ActionConfig {
-        name: "noisy".to_owned(),
-        on: vec!["*".to_owned()],
-        when: When::default(),
-        exec: Some(vec![
-            "/bin/sh".to_owned(),
-            "-c".to_owned(),
-            r"printf 'out\033[2J\rback\n'; printf 'err\033]0;title\007\n' >&2; exit 3".to_owned(),
-        ]),
-        forward: None,
-        secret: None,
-        publish: None,
-        topic: None,
-        format: PublishFormat::Raw,
-        max_len: None,
-        timeout_secs: 10,
-        max_concurrency: 4,
         max_attempts: 1,
-        backoff_initial_ms: 20,
-        backoff_max_secs: 1,
-        max_age_secs: 3600,
-        env: Default::default(),
+        ..exec_action(
+            "noisy",
+            &["*"],
+            r"printf 'out\033[2J\rback\n'; printf 'err\033]0;title\007\n' >&2; exit 3",
+        )
     }
 }
 
