@@ -935,7 +935,7 @@ fn note_signature(signature: Option<&send::Signature>) {
 
 /// The answer of a receiver: printed, and an error unless 2xx.
 fn answered(answer: &send::Answer, label: &str) -> Result<(), CliError> {
-    outln!("{label}{} {}", answer.status, answer.body.trim_end());
+    outln!("{label}{} {}", answer.status, answer.body_for_people());
     if (200..300).contains(&answer.status) {
         Ok(())
     } else {
@@ -953,21 +953,15 @@ async fn send(args: SendArgs, verbose: bool) -> Result<(), CliError> {
             let body = std::fs::read(path).map_err(|error| {
                 CliError::Usage(format!("cannot read {}: {error}", path.display()))
             })?;
-            match &signature {
-                Some(signature) => signature.apply_to_bytes(body),
-                None => body,
-            }
+            signed_bytes(body, signature.as_ref())
         }
         (None, Some(event_type)) => {
             let options = TemplateOptions {
                 file_id: args.file_id.clone(),
                 legacy: args.legacy,
             };
-            let mut body = send::template(event_type, &options).map_err(CliError::Usage)?;
-            if let Some(signature) = &signature {
-                signature.apply(&mut body);
-            }
-            serde_json::to_vec_pretty(&body).unwrap_or_default()
+            let body = send::template(event_type, &options).map_err(CliError::Usage)?;
+            signed_json(body, signature.as_ref())
         }
         (None, None) => return Err(CliError::Usage("give an event type or --file".to_owned())),
     };
@@ -975,14 +969,35 @@ async fn send(args: SendArgs, verbose: bool) -> Result<(), CliError> {
         outln!("{}", String::from_utf8_lossy(&body));
     }
     note_signature(signature.as_ref());
-    let answer = send::post(
-        &args.to,
-        body,
-        signature.as_ref(),
-        Duration::from_secs(args.timeout),
-    )
-    .await?;
+    let answer = post(&args, body, signature.as_ref()).await?;
     answered(&answer, "")
+}
+
+/// `body` as posted: with the signature put in, when there is one.
+fn signed_bytes(body: Vec<u8>, signature: Option<&send::Signature>) -> Vec<u8> {
+    match signature {
+        Some(signature) => signature.apply_to_bytes(body),
+        None => body,
+    }
+}
+
+/// A template as posted: with the signature put in, when there is one,
+/// as pretty JSON.
+fn signed_json(mut body: serde_json::Value, signature: Option<&send::Signature>) -> Vec<u8> {
+    if let Some(signature) = signature {
+        signature.apply(&mut body);
+    }
+    serde_json::to_vec_pretty(&body).unwrap_or_default()
+}
+
+/// Posts `body` to the receiver `send` was given.
+async fn post(
+    args: &SendArgs,
+    body: Vec<u8>,
+    signature: Option<&send::Signature>,
+) -> Result<send::Answer, CliError> {
+    let timeout = Duration::from_secs(args.timeout);
+    Ok(send::post(&args.to, body, signature, timeout).await?)
 }
 
 /// `vodhook send --story`: an upload and its task flow, one after the
@@ -991,18 +1006,9 @@ async fn send_story(args: SendArgs) -> Result<(), CliError> {
     let signature = signature(&args.signing, &args.config)?;
     note_signature(signature.as_ref());
     let (file_id, bodies) = send::story(args.file_id.clone());
-    for (event_type, mut body) in bodies {
-        if let Some(signature) = &signature {
-            signature.apply(&mut body);
-        }
-        let body = serde_json::to_vec_pretty(&body).unwrap_or_default();
-        let answer = send::post(
-            &args.to,
-            body,
-            signature.as_ref(),
-            Duration::from_secs(args.timeout),
-        )
-        .await?;
+    for (event_type, body) in bodies {
+        let body = signed_json(body, signature.as_ref());
+        let answer = post(&args, body, signature.as_ref()).await?;
         answered(&answer, &format!("{event_type:<22} "))?;
     }
     outln!("file {file_id}: see its journey with `vodhook file {file_id}`");
@@ -1106,20 +1112,22 @@ async fn replay(args: ReplayArgs) -> Result<(), CliError> {
         let signature = signature(&args.signing, &args.store.config)?;
         let mut failed = Vec::new();
         for (row, raw) in &events {
-            let body = match &signature {
-                Some(signature) => signature.apply_to_bytes(raw.clone()),
-                None => raw.clone(),
-            };
+            let body = signed_bytes(raw.clone(), signature.as_ref());
             let failure =
                 match send::post(url, body, signature.as_ref(), Duration::from_secs(10)).await {
                     Ok(answer) if (200..300).contains(&answer.status) => continue,
-                    Ok(answer) => format!("answered {} {}", answer.status, answer.body.trim()),
+                    Ok(answer) => format!(
+                        "answered {} {}",
+                        answer.status,
+                        answer.body_for_people().trim_start()
+                    ),
                     Err(error) => format!("{error:#}"),
                 };
             note(&format!("event {}: {failure}", row.id));
             failed.push(serde_json::json!({ "id": row.id, "error": failure }));
         }
         let sent = events.len() - failed.len();
+        let url = vodhook::redact::redact(url);
         if json {
             outln!(
                 "{}",

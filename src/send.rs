@@ -4,12 +4,15 @@
 //! The templates follow the documented samples and field tables
 //! (`docs/vod-protocol.md`), with fresh ids and the current time.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use crate::log::Escaping;
+use crate::redact::redact;
 use crate::sign::SignKey;
 
 /// Event types `vodhook send` has a template for, in v3 form.
@@ -284,6 +287,18 @@ pub struct Answer {
     pub body: String,
 }
 
+impl Answer {
+    /// The body as people read it: trailing white space trimmed, control
+    /// characters escaped ([`Escaping`]) so that a receiver cannot move
+    /// the cursor, clear the terminal or forge a line of its own.
+    pub fn body_for_people(&self) -> String {
+        let mut out = Escaping(String::new());
+        // Writing to a String cannot fail.
+        let _ = out.write_str(self.body.trim_end());
+        out.0
+    }
+}
+
 /// How long a signature of `send` and `replay --to` stays valid: `T` is
 /// the signature's expiry, this far ahead of now.
 pub const SIGNATURE_VALIDITY_SECS: i64 = 300;
@@ -372,7 +387,11 @@ pub async fn post(
         } else {
             "request failed"
         };
-        anyhow::anyhow!("cannot post to {url}: {reason}: {}", root_cause(&error))
+        anyhow::anyhow!(
+            "cannot post to {}: {reason}: {}",
+            redact(url),
+            redact(&root_cause(&error))
+        )
     })?;
     let status = response.status().as_u16();
     let body = response.text().await.unwrap_or_default();

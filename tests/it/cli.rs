@@ -394,3 +394,66 @@ async fn sighup_is_logged_and_the_daemon_keeps_serving() {
         "{rest:?}"
     );
 }
+
+/// A receiver that answers every POST 502 with a body holding an escape
+/// sequence and a line break; its address.
+async fn hostile_receiver() -> std::net::SocketAddr {
+    let answer = || async {
+        (
+            axum::http::StatusCode::BAD_GATEWAY,
+            "no\u{1b}[2Jway\nvodhook: forged line",
+        )
+    };
+    let app = axum::Router::new().route("/", axum::routing::post(answer));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+#[tokio::test]
+async fn send_and_replay_escape_the_answer_and_redact_the_url() {
+    let addr = hostile_receiver().await;
+    let url = format!("http://user:hunter2@{addr}/?access_token=tok3n");
+    let (code, stdout, _) = vodhook(&["send", "NewFileUpload", "--to", &url]).await;
+    assert_eq!(code, 1);
+    assert_eq!(
+        stdout, "502 no\\u{1b}[2Jway\\nvodhook: forged line\n",
+        "the answer escaped, on one line"
+    );
+
+    let mut source = TestApp::spawn().await;
+    source
+        .post_event(crate::helpers::fixture("samples/v3-NewFileUpload.json"))
+        .await;
+    let db = source.db.to_str().unwrap().to_owned();
+    for json in [false, true] {
+        let mut args = vec!["replay", "--since", "1h", "--to", &url, "--db", &db];
+        if json {
+            args.push("--json");
+        }
+        let (code, stdout, stderr) = vodhook(&args).await;
+        assert_eq!(code, 1, "{stderr}");
+        let all = format!("{stdout}{stderr}");
+        assert!(!all.contains("hunter2") && !all.contains("tok3n"), "{all}");
+        assert!(!all.contains('\u{1b}'), "{all:?}");
+        assert!(
+            all.contains("no\\u{1b}[2Jway\\nvodhook: forged line"),
+            "{all}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        if !json {
+            assert!(stdout.contains(&format!("<redacted>@{addr}")), "{stdout}");
+        }
+    }
+    source.stop().await.unwrap();
+
+    // An error naming the URL redacts it too.
+    let gone = format!("{}?token=s3cret", app_url_after_stop());
+    let (code, _, stderr) = vodhook(&["send", "NewFileUpload", "--to", &gone]).await;
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("connection failed") && !stderr.contains("s3cret"),
+        "{stderr}"
+    );
+}
