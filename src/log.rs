@@ -8,7 +8,8 @@
 //! field is, and `event_type`, `format`, `file_id`, `file_ids`, `task_id`
 //! and `status` are always present (`null` when the event has none).
 //! `file_ids` (every file the event names, a JSON array in JSON form) shows
-//! in text as `files=a,b` when the event names a file besides `file_id`.
+//! in text as `files=a,b` when the event names a file besides `file_id`,
+//! except on a `FileDeleted` line, whose message has one `file=` per file.
 //!
 //! Logging never waits for stdout. A formatted line is appended to a
 //! bounded queue (`QUEUE_BYTES`) and one writer thread hands everything
@@ -58,16 +59,11 @@ const EVENT_KEYS: [&str; 6] = [
     "status",
 ];
 
-/// Fields of an event line that the text message already shows.
-const TEXT_HIDDEN: [&str; 7] = [
-    "event_type",
-    "format",
-    "file_id",
-    "file_ids",
-    "task_id",
-    "status",
-    "parse_error",
-];
+/// Whether the text message of an event line already shows the field
+/// `name`: [`EVENT_KEYS`] and `parse_error`.
+fn text_hidden(name: &str) -> bool {
+    name == "parse_error" || EVENT_KEYS.contains(&name)
+}
 
 const TIME_FORMAT: &[FormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
@@ -637,6 +633,7 @@ where
                     hide: is_event_line,
                     scratch: String::new(),
                     main_file: None,
+                    deletion: false,
                     result: Ok(()),
                 };
                 event.record(&mut text);
@@ -652,25 +649,31 @@ where
 /// Tracing records the message first.
 struct TextFields<'w, W> {
     out: Escaping<&'w mut W>,
-    /// Leave out [`TEXT_HIDDEN`] (event lines).
+    /// Leave out the fields [`text_hidden`] names (event lines).
     hide: bool,
     /// Reused for values that must be formatted before they are written.
     scratch: String,
     /// An event line's `file_id`, to tell whether `file_ids` names more.
     main_file: Option<String>,
+    /// An event line of a `FileDeleted`: its message (`events::describe`)
+    /// already has one `file=` per file, so no `files=`.
+    deletion: bool,
     result: fmt::Result,
 }
 
 impl<W: fmt::Write> TextFields<'_, W> {
-    /// An event line's hidden `file_id` and `file_ids`: the first is kept,
-    /// the second written as `files=a,b` when it names more than the first.
-    /// Whether `field` was one of them.
+    /// An event line's hidden `event_type`, `file_id` and `file_ids`: the
+    /// first two are kept, the third written as `files=a,b` when it names
+    /// more than `file_id` (and the line is not a deletion's). Whether
+    /// `field` was one of them.
     fn file_fields(&mut self, field: &Field, value: &str) -> bool {
         if !self.hide || self.result.is_err() {
             return false;
         }
         match field.name() {
+            "event_type" => self.deletion = value == "FileDeleted",
             "file_id" => self.main_file = Some(value.to_owned()),
+            "file_ids" if self.deletion => {}
             "file_ids" => {
                 if let Some(files) = other_files(value, self.main_file.as_deref()) {
                     self.text("files", &files);
@@ -682,7 +685,7 @@ impl<W: fmt::Write> TextFields<'_, W> {
     }
 
     fn skip(&self, field: &Field) -> bool {
-        self.result.is_err() || (self.hide && TEXT_HIDDEN.contains(&field.name()))
+        self.result.is_err() || (self.hide && text_hidden(field.name()))
     }
 
     fn text(&mut self, key: &str, text: &str) {
@@ -704,7 +707,7 @@ impl<W: fmt::Write> Visit for TextFields<'_, W> {
             if self.result.is_ok() {
                 self.result = write!(self.out, "{value:?}");
             }
-        } else if self.hide && matches!(field.name(), "file_id" | "file_ids") {
+        } else if self.hide && matches!(field.name(), "event_type" | "file_id" | "file_ids") {
             let mut scratch = std::mem::take(&mut self.scratch);
             scratch.clear();
             let _ = write!(scratch, "{value:?}");

@@ -254,6 +254,29 @@ async fn log_lines_list_every_file_an_event_names() {
                 );
             }
         }
+        // A deletion names each file as `file=`, and only so.
+        let deleted = [
+            "24961954183381008",
+            "24961954183381009",
+            "24961954183381010",
+        ];
+        let response = reqwest::Client::new()
+            .post(&url)
+            .body(crate::helpers::fixture("samples/v3-FileDeleted.json"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let line = daemon.line().await;
+        if format == "json" {
+            let line: Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(line["file_ids"], json!(deleted), "{line}");
+        } else {
+            for file in deleted {
+                assert!(line.contains(&format!(" file={file} ")), "{line}");
+            }
+            assert!(!line.contains("files="), "{line}");
+        }
         daemon.signal("TERM");
         daemon.rest().await;
         assert_eq!(daemon.exit_code().await, 0);
