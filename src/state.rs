@@ -21,7 +21,10 @@ use std::collections::{BTreeMap, HashSet};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::events::model::{MediaProcessTaskResult, ProcedureTask};
+use crate::events::model::{
+    ClipFileInfo2017, ComposeMediaTaskOutput, EditMediaTaskOutput, MediaProcessTaskResult,
+    ProcedureTask,
+};
 use crate::events::{compact, legacy, nonempty, Event, LegacyPayload, Payload, V3Payload};
 
 /// Most entries a state keeps in each of its lists and maps (snapshot URLs,
@@ -417,33 +420,11 @@ fn derive_v3(
             }
             derived.files.push(file);
         }
-        V3Payload::EditMediaComplete(edit) => {
-            let output = edit.output.as_deref();
-            output_file(
-                output.and_then(|o| o.file_id.as_deref()),
-                output.and_then(|o| o.file_url.as_deref()),
-                task,
-                derived,
-            );
-        }
+        V3Payload::EditMediaComplete(edit) => output_file(edit.output.as_deref(), task, derived),
         V3Payload::ComposeMediaComplete(compose) => {
-            let output = compose.output.as_deref();
-            output_file(
-                output.and_then(|o| o.file_id.as_deref()),
-                output.and_then(|o| o.file_url.as_deref()),
-                task,
-                derived,
-            );
+            output_file(compose.output.as_deref(), task, derived);
         }
-        V3Payload::ClipComplete(clip) => {
-            let output = clip.file_info.as_deref();
-            output_file(
-                output.and_then(|o| o.file_id.as_deref()),
-                output.and_then(|o| o.file_url.as_deref()),
-                task,
-                derived,
-            );
-        }
+        V3Payload::ClipComplete(clip) => output_file(clip.file_info.as_deref(), task, derived),
         V3Payload::CreateSnapshotByTimeOffsetComplete(snapshot) => {
             let Some(mut file) = file(snapshot.file_id.as_deref()) else {
                 return;
@@ -462,12 +443,36 @@ fn derive_v3(
 
 /// A task whose product is a new media file: remember the file and point
 /// the task's output at it.
-fn output_file(
-    file_id: Option<&str>,
-    url: Option<&str>,
-    task: &mut Option<TaskState>,
-    derived: &mut Derived,
-) {
+/// The output of a task that makes one new file (an edit, a composition,
+/// a clip): the new file's id and address.
+trait NewFile {
+    fn file_id(&self) -> Option<&str>;
+    fn file_url(&self) -> Option<&str>;
+}
+
+macro_rules! new_file {
+    ($($output:ty),*) => {$(
+        impl NewFile for $output {
+            fn file_id(&self) -> Option<&str> {
+                self.file_id.as_deref()
+            }
+            fn file_url(&self) -> Option<&str> {
+                self.file_url.as_deref()
+            }
+        }
+    )*};
+}
+
+new_file!(
+    EditMediaTaskOutput,
+    ComposeMediaTaskOutput,
+    ClipFileInfo2017
+);
+
+/// The task's output and the new file, from `output`.
+fn output_file(output: Option<&impl NewFile>, task: &mut Option<TaskState>, derived: &mut Derived) {
+    let file_id = output.and_then(NewFile::file_id);
+    let url = output.and_then(NewFile::file_url);
     if let Some(task) = task.as_mut() {
         task.output = nonempty(url).map(|url| json!({ "file_id": file_id, "url": url }));
     }

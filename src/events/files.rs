@@ -242,49 +242,29 @@ impl<'a> Serializer for Walker<'a> {
     }
 }
 
-impl ser::SerializeSeq for Compound<'_> {
-    type Ok = Option<Mode>;
-    type Error = Stop;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Stop> {
-        self.walk(value, self.mode)
-    }
-    fn end(self) -> Result<Option<Mode>, Stop> {
-        Ok(None)
-    }
+/// The compounds whose elements carry no key: each is walked in the mode
+/// of the compound (a list under a `FileIdSet` key is captured).
+macro_rules! unkeyed {
+    ($($trait:ident :: $method:ident),*) => {$(
+        impl ser::$trait for Compound<'_> {
+            type Ok = Option<Mode>;
+            type Error = Stop;
+            fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Stop> {
+                self.walk(value, self.mode)
+            }
+            fn end(self) -> Result<Option<Mode>, Stop> {
+                Ok(None)
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTuple for Compound<'_> {
-    type Ok = Option<Mode>;
-    type Error = Stop;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Stop> {
-        self.walk(value, self.mode)
-    }
-    fn end(self) -> Result<Option<Mode>, Stop> {
-        Ok(None)
-    }
-}
-
-impl ser::SerializeTupleStruct for Compound<'_> {
-    type Ok = Option<Mode>;
-    type Error = Stop;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Stop> {
-        self.walk(value, self.mode)
-    }
-    fn end(self) -> Result<Option<Mode>, Stop> {
-        Ok(None)
-    }
-}
-
-impl ser::SerializeTupleVariant for Compound<'_> {
-    type Ok = Option<Mode>;
-    type Error = Stop;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Stop> {
-        self.walk(value, self.mode)
-    }
-    fn end(self) -> Result<Option<Mode>, Stop> {
-        Ok(None)
-    }
-}
+unkeyed!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field
+);
 
 impl ser::SerializeMap for Compound<'_> {
     type Ok = Option<Mode>;
@@ -305,35 +285,28 @@ impl ser::SerializeMap for Compound<'_> {
     }
 }
 
-impl ser::SerializeStruct for Compound<'_> {
-    type Ok = Option<Mode>;
-    type Error = Stop;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), Stop> {
-        self.walk(value, classify(key))
-    }
-    fn end(self) -> Result<Option<Mode>, Stop> {
-        Ok(None)
-    }
+/// The compounds whose fields have a name: each is walked in the mode its
+/// name says.
+macro_rules! keyed {
+    ($($trait:ident),*) => {$(
+        impl ser::$trait for Compound<'_> {
+            type Ok = Option<Mode>;
+            type Error = Stop;
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                key: &'static str,
+                value: &T,
+            ) -> Result<(), Stop> {
+                self.walk(value, classify(key))
+            }
+            fn end(self) -> Result<Option<Mode>, Stop> {
+                Ok(None)
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeStructVariant for Compound<'_> {
-    type Ok = Option<Mode>;
-    type Error = Stop;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), Stop> {
-        self.walk(value, classify(key))
-    }
-    fn end(self) -> Result<Option<Mode>, Stop> {
-        Ok(None)
-    }
-}
+keyed!(SerializeStruct, SerializeStructVariant);
 
 #[cfg(test)]
 mod tests {

@@ -1027,68 +1027,51 @@ impl MediaProcessTaskResult {
     /// snapshot URLs… (null members dropped). The log line and the derived
     /// task state both show this.
     pub fn output_summary(&self) -> Value {
-        fn definition(input: Option<u64>, output: Option<i64>) -> Value {
-            input
-                .map(Value::from)
-                .or(output.map(Value::from))
-                .unwrap_or(Value::Null)
+        // The summary of a task whose input and output both name the
+        // definition (the input's wins), with the output's `members`.
+        macro_rules! summary {
+            ($task:expr, |$out:ident| {$($key:literal: $value:expr),* $(,)?}) => {
+                if let Some(task) = $task.as_deref() {
+                    let $out = task.output.as_deref();
+                    let definition = task.input.as_deref().and_then(|i| i.definition).map(Value::from);
+                    return compact(json!({
+                        "definition": definition.or($out.and_then(|o| o.definition).map(Value::from)),
+                        $($key: $value),*
+                    }));
+                }
+            };
         }
-        if let Some(t) = self.transcode_task.as_deref() {
-            let out = t.output.as_deref();
-            return compact(json!({
-                "definition": definition(t.input.as_deref().and_then(|i| i.definition), out.and_then(|o| o.definition)),
-                "url": out.and_then(|o| o.url.as_deref()),
-                "file_id": out.and_then(|o| o.file_id.as_deref()),
-            }));
-        }
+        summary!(self.transcode_task, |out| {
+            "url": out.and_then(|o| o.url.as_deref()),
+            "file_id": out.and_then(|o| o.file_id.as_deref()),
+        });
         if let Some(t) = self.cover_by_snapshot_task.as_deref() {
             return compact(json!({
                 "definition": t.input.as_deref().and_then(|i| i.definition),
                 "cover_url": t.output.as_deref().and_then(|o| o.cover_url.as_deref()),
             }));
         }
-        if let Some(t) = self.snapshot_by_time_offset_task.as_deref() {
-            let out = t.output.as_deref();
-            let urls: Vec<&str> = out
+        summary!(self.snapshot_by_time_offset_task, |out| {
+            "urls": out
                 .into_iter()
                 .flat_map(|o| o.pic_info_set.iter().flatten())
                 .filter_map(|p| p.url.as_deref())
-                .collect();
-            return compact(json!({
-                "definition": definition(t.input.as_deref().and_then(|i| i.definition), out.and_then(|o| o.definition)),
-                "urls": urls,
-            }));
-        }
-        if let Some(t) = self.sample_snapshot_task.as_deref() {
-            let out = t.output.as_deref();
-            return compact(json!({
-                "definition": definition(t.input.as_deref().and_then(|i| i.definition), out.and_then(|o| o.definition)),
-                "urls": out.and_then(|o| o.image_url_set.clone()),
-            }));
-        }
-        if let Some(t) = self.image_sprite_task.as_deref() {
-            let out = t.output.as_deref();
-            return compact(json!({
-                "definition": definition(t.input.as_deref().and_then(|i| i.definition), out.and_then(|o| o.definition)),
-                "urls": out.and_then(|o| o.image_url_set.clone()),
-                "webvtt_url": out.and_then(|o| o.web_vtt_url.as_deref()),
-            }));
-        }
-        if let Some(t) = self.animated_graphic_task.as_deref() {
-            let out = t.output.as_deref();
-            return compact(json!({
-                "definition": definition(t.input.as_deref().and_then(|i| i.definition), out.and_then(|o| o.definition)),
-                "url": out.and_then(|o| o.url.as_deref()),
-            }));
-        }
-        if let Some(t) = self.adaptive_dynamic_streaming_task.as_deref() {
-            let out = t.output.as_deref();
-            return compact(json!({
-                "definition": definition(t.input.as_deref().and_then(|i| i.definition), out.and_then(|o| o.definition)),
-                "package": out.and_then(|o| o.package.as_deref()),
-                "url": out.and_then(|o| o.url.as_deref()),
-            }));
-        }
+                .collect::<Vec<&str>>(),
+        });
+        summary!(self.sample_snapshot_task, |out| {
+            "urls": out.and_then(|o| o.image_url_set.clone()),
+        });
+        summary!(self.image_sprite_task, |out| {
+            "urls": out.and_then(|o| o.image_url_set.clone()),
+            "webvtt_url": out.and_then(|o| o.web_vtt_url.as_deref()),
+        });
+        summary!(self.animated_graphic_task, |out| {
+            "url": out.and_then(|o| o.url.as_deref()),
+        });
+        summary!(self.adaptive_dynamic_streaming_task, |out| {
+            "package": out.and_then(|o| o.package.as_deref()),
+            "url": out.and_then(|o| o.url.as_deref()),
+        });
         Value::Null
     }
 }

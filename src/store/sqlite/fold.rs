@@ -9,12 +9,10 @@ use crate::state::{Derived, FileState, TaskState};
 
 /// A state document kept in a table of its own, one row per key, folded
 /// from updates of the same type (`TaskState::merge`,
-/// `FileState::merge`).
+/// `FileState::merge`). Implemented by `document!`.
 pub(super) trait Document: Serialize + DeserializeOwned + Clone {
     /// Reads the stored document of a key: `SELECT state … WHERE key = ?1`.
     const SELECT: &'static str;
-    /// Writes it, inserted or updated ([`Document::upsert`] binds it).
-    const UPSERT: &'static str;
 
     /// The key of this document (or update).
     fn key(&self) -> &str;
@@ -25,7 +23,7 @@ pub(super) trait Document: Serialize + DeserializeOwned + Clone {
     /// Folds `update` in (order-tolerant: `state` decides).
     fn merge(&mut self, update: Self);
 
-    /// Writes the row, `json` being the document.
+    /// Writes the row, inserted or updated, `json` being the document.
     fn upsert(
         &self,
         connection: &Connection,
@@ -35,88 +33,66 @@ pub(super) trait Document: Serialize + DeserializeOwned + Clone {
     ) -> rusqlite::Result<usize>;
 }
 
-impl Document for TaskState {
-    const SELECT: &'static str = "SELECT state FROM tasks WHERE task_id = ?1";
-    const UPSERT: &'static str =
-        "INSERT INTO tasks (task_id, task_type, file_id, status, state, first_event, last_event, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)
-         ON CONFLICT (task_id) DO UPDATE SET task_type = excluded.task_type, file_id = excluded.file_id,
-             status = excluded.status, state = excluded.state, last_event = excluded.last_event,
-             updated_at = excluded.updated_at";
+/// Implements [`Document`] for a state type: its key field, its `SELECT`,
+/// and its upsert with the columns it binds before the document, the
+/// event id and the time (the statement's last three parameters).
+macro_rules! document {
+    ($type:ty, $key:ident, $select:literal, $upsert:literal, [$($column:ident),*]) => {
+        impl Document for $type {
+            const SELECT: &'static str = $select;
 
-    fn key(&self) -> &str {
-        &self.task_id
-    }
+            fn key(&self) -> &str {
+                &self.$key
+            }
 
-    fn empty(key: &str) -> Self {
-        TaskState {
-            task_id: key.to_owned(),
-            ..TaskState::default()
+            fn empty(key: &str) -> Self {
+                Self {
+                    $key: key.to_owned(),
+                    ..Self::default()
+                }
+            }
+
+            fn merge(&mut self, update: Self) {
+                <$type>::merge(self, update);
+            }
+
+            fn upsert(
+                &self,
+                connection: &Connection,
+                json: &str,
+                event_id: i64,
+                at: i64,
+            ) -> rusqlite::Result<usize> {
+                connection
+                    .prepare_cached($upsert)?
+                    .execute(params![$(self.$column,)* json, event_id, at])
+            }
         }
-    }
-
-    fn merge(&mut self, update: Self) {
-        TaskState::merge(self, update);
-    }
-
-    fn upsert(
-        &self,
-        connection: &Connection,
-        json: &str,
-        event_id: i64,
-        at: i64,
-    ) -> rusqlite::Result<usize> {
-        connection.prepare_cached(Self::UPSERT)?.execute(params![
-            self.task_id,
-            self.task_type,
-            self.file_id,
-            self.status,
-            json,
-            event_id,
-            at
-        ])
-    }
+    };
 }
 
-impl Document for FileState {
-    const SELECT: &'static str = "SELECT state FROM files WHERE file_id = ?1";
-    const UPSERT: &'static str =
-        "INSERT INTO files (file_id, deleted, state, first_event, last_event, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?4, ?5)
-         ON CONFLICT (file_id) DO UPDATE SET deleted = excluded.deleted, state = excluded.state,
-             last_event = excluded.last_event, updated_at = excluded.updated_at";
+document!(
+    TaskState,
+    task_id,
+    "SELECT state FROM tasks WHERE task_id = ?1",
+    "INSERT INTO tasks (task_id, task_type, file_id, status, state, first_event, last_event, updated_at)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)
+     ON CONFLICT (task_id) DO UPDATE SET task_type = excluded.task_type, file_id = excluded.file_id,
+         status = excluded.status, state = excluded.state, last_event = excluded.last_event,
+         updated_at = excluded.updated_at",
+    [task_id, task_type, file_id, status]
+);
 
-    fn key(&self) -> &str {
-        &self.file_id
-    }
-
-    fn empty(key: &str) -> Self {
-        FileState {
-            file_id: key.to_owned(),
-            ..FileState::default()
-        }
-    }
-
-    fn merge(&mut self, update: Self) {
-        FileState::merge(self, update);
-    }
-
-    fn upsert(
-        &self,
-        connection: &Connection,
-        json: &str,
-        event_id: i64,
-        at: i64,
-    ) -> rusqlite::Result<usize> {
-        connection.prepare_cached(Self::UPSERT)?.execute(params![
-            self.file_id,
-            self.deleted,
-            json,
-            event_id,
-            at
-        ])
-    }
-}
+document!(
+    FileState,
+    file_id,
+    "SELECT state FROM files WHERE file_id = ?1",
+    "INSERT INTO files (file_id, deleted, state, first_event, last_event, updated_at)
+     VALUES (?1, ?2, ?3, ?4, ?4, ?5)
+     ON CONFLICT (file_id) DO UPDATE SET deleted = excluded.deleted, state = excluded.state,
+         last_event = excluded.last_event, updated_at = excluded.updated_at",
+    [file_id, deleted]
+);
 
 /// Folds one event's updates into the task and file documents.
 pub(super) fn apply_derived(
