@@ -16,7 +16,7 @@ use tokio::sync::{broadcast, Notify};
 
 use crate::actions::Actions;
 use crate::events::{describe, BodyError, Event};
-use crate::log::EVENT_TARGET;
+use crate::log::{JsonStrings, EVENT_TARGET};
 use crate::metrics::Metrics;
 use crate::sign::{SignError, Verifier};
 use crate::store::{self, Rejected, Store, StoreError, Stored};
@@ -266,7 +266,7 @@ fn log_event(received: &Received) {
                 event_type = %event.event_type,
                 format = event.format.as_str(),
                 file_id = event.file_id.as_deref(),
-                file_ids = %serde_json::Value::from(event.file_ids.clone()),
+                file_ids = %JsonStrings(&event.file_ids),
                 task_id = event.task_id.as_deref(),
                 status = event.status.as_deref(),
                 parse_error = event.parse_error.as_deref(),
@@ -274,7 +274,7 @@ fn log_event(received: &Received) {
                 duplicate = stored.duplicate().then_some(true),
                 times_seen = stored.duplicate().then_some(stored.times_seen),
                 source = received.source.as_str(),
-                remote = received.remote.map(|r| r.to_string()),
+                remote = received.remote.map(tracing::field::display),
                 "{}",
                 describe(event)
             )

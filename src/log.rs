@@ -437,6 +437,32 @@ impl<'a> MakeWriter<'a> for Queue {
     }
 }
 
+/// A list of strings written as a JSON array (`["a","b"]`, as
+/// `serde_json` writes it), without building a `Value`: an event line's
+/// `file_ids`.
+#[derive(Debug, Clone, Copy)]
+pub struct JsonStrings<'a>(pub &'a [String]);
+
+impl fmt::Display for JsonStrings<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_char('[')?;
+        for (index, text) in self.0.iter().enumerate() {
+            if index > 0 {
+                f.write_char(',')?;
+            }
+            // serde_json escapes only `"`, `\` and C0; ids have none.
+            if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+                f.write_char('"')?;
+                f.write_str(text)?;
+                f.write_char('"')?;
+            } else {
+                f.write_str(&serde_json::to_string(text).map_err(|_| fmt::Error)?)?;
+            }
+        }
+        f.write_char(']')
+    }
+}
+
 /// Whether `c` is escaped in text for people: C0, DEL, C1, and the Unicode
 /// line and paragraph separators.
 pub fn is_escaped(c: char) -> bool {
@@ -848,6 +874,26 @@ impl Visit for Fields {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_strings_are_written_as_serde_json_writes_them() {
+        for list in [
+            vec![],
+            vec!["5285890784273533167".to_owned()],
+            vec!["a".to_owned(), "b c".to_owned()],
+            vec![
+                "q\"uote".to_owned(),
+                "back\\slash".to_owned(),
+                "nl\n\u{1}".to_owned(),
+            ],
+            vec!["é\u{2028}\u{7f}".to_owned()],
+        ] {
+            assert_eq!(
+                JsonStrings(&list).to_string(),
+                serde_json::Value::from(list.clone()).to_string()
+            );
+        }
+    }
 
     /// A sink for the writer or the notices that tests read back.
     #[derive(Clone, Default)]

@@ -13,10 +13,13 @@ use crate::events::{legacy, Event, LegacyPayload, Payload, V3Payload};
 
 /// One line describing `event`: its type, ids, status and main output.
 pub fn describe(event: &Event) -> String {
-    let mut line = Line(String::with_capacity(160));
-    line.0.push_str(&event.type_label());
+    let mut line = Line {
+        out: String::with_capacity(160),
+        scratch: String::new(),
+    };
+    line.out.push_str(&event.type_label());
     if event.inferred_type {
-        line.0.push_str(" (type inferred)");
+        line.out.push_str(" (type inferred)");
     }
     match &event.payload {
         Payload::V3(payload) => describe_v3(&mut line, event, payload),
@@ -26,22 +29,31 @@ pub fn describe(event: &Event) -> String {
     if let Some(error) = &event.parse_error {
         line.field("parse_error", error);
     }
-    line.0
+    line.out
 }
 
-struct Line(String);
+struct Line {
+    out: String,
+    /// Each value is formatted here first (one buffer for the whole line).
+    scratch: String,
+}
 
 impl Line {
     fn field(&mut self, key: &str, value: impl std::fmt::Display) {
-        let value = value.to_string();
-        if value.is_empty() {
-            return;
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        let _ = write!(scratch, "{value}");
+        if !scratch.is_empty() {
+            if scratch.contains([' ', '"', '\t', '\n']) {
+                let _ = write!(self.out, " {key}={scratch:?}");
+            } else {
+                self.out.push(' ');
+                self.out.push_str(key);
+                self.out.push('=');
+                self.out.push_str(&scratch);
+            }
         }
-        if value.contains([' ', '"', '\t']) || value.contains('\n') {
-            let _ = write!(self.0, " {key}={value:?}");
-        } else {
-            let _ = write!(self.0, " {key}={value}");
-        }
+        self.scratch = scratch;
     }
 
     fn opt(&mut self, key: &str, value: Option<impl std::fmt::Display>) {
@@ -58,8 +70,8 @@ impl Line {
 
     /// A sub-task separator: ` | <what>`.
     fn part(&mut self, what: &str) {
-        self.0.push_str(" | ");
-        self.0.push_str(what);
+        self.out.push_str(" | ");
+        self.out.push_str(what);
     }
 
     /// The error of a task or sub-task, only when it is one.

@@ -17,6 +17,7 @@
 //!
 //! What it leaves to others: signatures (`sign`), storage, logging.
 
+mod canonical;
 mod de;
 mod describe;
 mod files;
@@ -31,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
+pub use canonical::dedup_key;
 pub use describe::{describe, format_size};
 use model::*;
 
@@ -1082,153 +1084,6 @@ pub(crate) fn compact(mut value: Value) -> Value {
         object.retain(|_, v| !v.is_null());
     }
     value
-}
-
-/// The identity of an event across deliveries: SHA-256 of its canonical
-/// JSON (keys sorted, no white space) without the transport fields
-/// (`EventHandle`, `Sign`, `T`). The same event pushed twice, or pushed and
-/// then pulled, has the same key.
-///
-/// `Value` holds an integer beyond 64 bits as an `f64`, so two ids that
-/// differ only in their last digits would give one key and the second
-/// event would be dropped as a duplicate. A body with such an integer is
-/// made canonical from its raw JSON instead, numbers as written (bodies
-/// without one keep the keys they always had).
-pub fn dedup_key(body: &[u8]) -> [u8; 32] {
-    use sha2::{Digest, Sha256};
-    let mut canonical = Vec::with_capacity(body.len());
-    if has_wide_integer(body) {
-        let exact = std::str::from_utf8(body)
-            .ok()
-            .and_then(|text| write_canonical_raw(text, true, &mut canonical).ok());
-        if exact.is_some() {
-            return Sha256::digest(&canonical).into();
-        }
-        canonical.clear();
-    }
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(mut object)) => {
-            for key in Transport::KEYS {
-                object.remove(key);
-            }
-            write_canonical(&Value::Object(object), &mut canonical);
-        }
-        _ => canonical.extend_from_slice(body),
-    }
-    Sha256::digest(&canonical).into()
-}
-
-/// Compact JSON with object keys sorted at every level, whatever the map
-/// type behind `Value` keeps.
-fn write_canonical(value: &Value, out: &mut Vec<u8>) {
-    match value {
-        Value::Object(object) => {
-            let mut entries: Vec<(&String, &Value)> = object.iter().collect();
-            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            out.push(b'{');
-            for (index, (key, value)) in entries.into_iter().enumerate() {
-                if index > 0 {
-                    out.push(b',');
-                }
-                // Writing a string into a Vec cannot fail.
-                let _ = serde_json::to_writer(&mut *out, key);
-                out.push(b':');
-                write_canonical(value, out);
-            }
-            out.push(b'}');
-        }
-        Value::Array(items) => {
-            out.push(b'[');
-            for (index, item) in items.iter().enumerate() {
-                if index > 0 {
-                    out.push(b',');
-                }
-                write_canonical(item, out);
-            }
-            out.push(b']');
-        }
-        scalar => {
-            let _ = serde_json::to_writer(&mut *out, scalar);
-        }
-    }
-}
-
-/// Does `body` hold, outside strings, an integer literal that fits neither
-/// `u64` nor `i64`? A scan without allocation.
-fn has_wide_integer(body: &[u8]) -> bool {
-    let mut index = 0;
-    while index < body.len() {
-        match body[index] {
-            b'"' => {
-                index += 1;
-                while index < body.len() && body[index] != b'"' {
-                    index += if body[index] == b'\\' { 2 } else { 1 };
-                }
-                index += 1;
-            }
-            b'-' | b'0'..=b'9' => {
-                let start = index;
-                while index < body.len()
-                    && matches!(body[index], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
-                {
-                    index += 1;
-                }
-                let token = &body[start..index];
-                let integer = !token.iter().any(|b| matches!(b, b'.' | b'e' | b'E'));
-                let fits = std::str::from_utf8(token)
-                    .is_ok_and(|t| t.parse::<u64>().is_ok() || t.parse::<i64>().is_ok());
-                if integer && !fits {
-                    return true;
-                }
-            }
-            _ => index += 1,
-        }
-    }
-    false
-}
-
-/// Canonical JSON (as [`write_canonical`]) of raw JSON text, numbers as
-/// written; at the top level the transport fields are left out.
-fn write_canonical_raw(text: &str, top: bool, out: &mut Vec<u8>) -> serde_json::Result<()> {
-    let text = text.trim();
-    match text.as_bytes().first() {
-        Some(b'{') => {
-            let mut object: std::collections::BTreeMap<String, &RawValue> =
-                serde_json::from_str(text)?;
-            if top {
-                for key in Transport::KEYS {
-                    object.remove(key);
-                }
-            }
-            out.push(b'{');
-            for (index, (key, value)) in object.into_iter().enumerate() {
-                if index > 0 {
-                    out.push(b',');
-                }
-                serde_json::to_writer(&mut *out, &key)?;
-                out.push(b':');
-                write_canonical_raw(value.get(), false, out)?;
-            }
-            out.push(b'}');
-        }
-        Some(b'[') => {
-            let items: Vec<&RawValue> = serde_json::from_str(text)?;
-            out.push(b'[');
-            for (index, item) in items.into_iter().enumerate() {
-                if index > 0 {
-                    out.push(b',');
-                }
-                write_canonical_raw(item.get(), false, out)?;
-            }
-            out.push(b']');
-        }
-        Some(b'"') => {
-            let string: String = serde_json::from_str(text)?;
-            serde_json::to_writer(&mut *out, &string)?;
-        }
-        _ => out.extend_from_slice(text.trim().as_bytes()),
-    }
-    Ok(())
 }
 
 /// Is this a VOD placeholder time such as `0000-00-00T00:00:00Z` (or empty)?
