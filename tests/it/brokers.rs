@@ -76,12 +76,12 @@ fn publish_action(name: &str, url: &str, topic: &str, format: PublishFormat) -> 
         topic: Some(topic.to_owned()),
         format,
         max_len: None,
-        timeout_secs: 2,
+        timeout_secs: Duration::from_secs(2),
         max_concurrency: 4,
         max_attempts: 1000,
-        backoff_initial_ms: 50,
-        backoff_max_secs: 1,
-        max_age_secs: 3600,
+        backoff_initial_ms: Duration::from_millis(50),
+        backoff_max_secs: Duration::from_secs(1),
+        max_age_secs: Duration::from_secs(3600),
     }
 }
 
