@@ -780,9 +780,9 @@ async fn daemon(
 ) -> Result<(), CliError> {
     let mut config = Config::load(config_path, overrides)?;
     if !http {
+        // `vodhook pull` always runs the consumer, so it needs the
+        // credentials `[pull] enabled` does (checked at load for `serve`).
         config.pull.enabled = true;
-    }
-    if config.pull.enabled {
         config.vod.client_options()?;
     }
     // Held to the end: dropping it writes the lines still queued.

@@ -4,6 +4,8 @@
 //! seconds. Pure functions, no IO; the key and signatures never leave here
 //! except as a yes/no.
 
+use std::sync::Arc;
+
 use md5::{Digest, Md5};
 use subtle::ConstantTimeEq;
 
@@ -40,8 +42,9 @@ impl SignError {
 
 /// The callback key (`auth.sign_key`), validated when it is read and
 /// kept as a [`Secret`]: out of `Debug` output and of `check-config`.
+/// Cheap to clone (the ingest path holds one per handle).
 #[derive(Clone, PartialEq, Eq)]
-pub struct SignKey(Secret);
+pub struct SignKey(Arc<Secret>);
 
 impl SignKey {
     /// Wraps a key (VOD allows up to 32 ASCII letters and digits).
@@ -55,7 +58,7 @@ impl SignKey {
                 "auth.sign_key must be 1 to 32 letters and digits (as VOD requires)".to_owned(),
             );
         }
-        Ok(SignKey(Secret::from(key)))
+        Ok(SignKey(Arc::new(Secret::from(key))))
     }
 }
 
@@ -67,7 +70,7 @@ impl std::fmt::Debug for SignKey {
 
 impl serde::Serialize for SignKey {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(serializer)
+        self.0.as_ref().serialize(serializer)
     }
 }
 
