@@ -48,12 +48,12 @@ fn action(url: &str, topic: &str, concurrency: usize) -> ActionConfig {
         topic: Some(topic.to_owned()),
         format: PublishFormat::Raw,
         max_len: None,
-        timeout_secs: 30,
+        timeout_secs: Duration::from_secs(30),
         max_concurrency: concurrency,
         max_attempts: 10,
-        backoff_initial_ms: 100,
-        backoff_max_secs: 5,
-        max_age_secs: 3600,
+        backoff_initial_ms: Duration::from_millis(100),
+        backoff_max_secs: Duration::from_secs(5),
+        max_age_secs: Duration::from_secs(3600),
     }
 }
 

@@ -354,7 +354,7 @@ fn check_store(store: &crate::config::StoreConfig) -> Check {
             )
         }
     }
-    let busy_timeout = Duration::from_millis(store.busy_timeout_ms.max(1000));
+    let busy_timeout = store.busy_timeout_ms.max(Duration::from_secs(1));
     match crate::store::probe_writable(path, busy_timeout) {
         Ok(None) => Check::pass(
             name,
@@ -471,7 +471,7 @@ async fn check_listener(http: &reqwest::Client, scheme: &str, addr: SocketAddr) 
 /// The admin listener: off, free, or serving vodhook's metrics.
 async fn check_admin(http: &reqwest::Client, config: &Config) -> Check {
     let name = "admin listener";
-    let Ok(Some(addr)) = config.admin.address() else {
+    let Some(addr) = config.admin.listen else {
         return Check::pass(name, "off (admin.listen is empty)");
     };
     match try_bind(addr) {
@@ -502,7 +502,11 @@ async fn check_admin(http: &reqwest::Client, config: &Config) -> Check {
 /// The callback path with `auth.path_token` appended, as the router has it.
 pub fn callback_path(config: &Config) -> String {
     match &config.auth.path_token {
-        Some(token) => format!("{}/{token}", config.server.path.trim_end_matches('/')),
+        Some(token) => format!(
+            "{}/{}",
+            config.server.path.trim_end_matches('/'),
+            token.expose()
+        ),
         None => config.server.path.clone(),
     }
 }
@@ -519,20 +523,16 @@ async fn check_callback(http: &reqwest::Client, scheme: &str, config: &Config) -
         callback_path(config)
     );
     let shown = match &config.auth.path_token {
-        Some(token) => url.replace(token.as_str(), "<path_token>"),
+        Some(token) => url.replace(token.expose(), "<path_token>"),
         None => url.clone(),
     };
-    let request = match config
-        .auth
-        .sign_key
-        .as_deref()
-        .and_then(|key| crate::sign::SignKey::new(key).ok())
-    {
+    let request = match &config.auth.sign_key {
         Some(key) => {
-            let expired = crate::clock::now_secs() - config.auth.clock_skew_secs as i64 - 3600;
+            let expired =
+                crate::clock::now_secs() - config.auth.clock_skew_secs.as_secs() as i64 - 3600;
             let t = expired.to_string();
             http.post(&url)
-                .header("Sign", crate::sign::sign(&key, &t))
+                .header("Sign", crate::sign::sign(key, &t))
                 .header("T", t)
                 .json(&json!({ "EventType": "VodhookDoctorProbe", "Note": "an expired probe from vodhook doctor; never stored" }))
         }
@@ -717,7 +717,7 @@ fn vod_failure(report: &mut Report, config: &Config, error: &VodError, names: &[
             names[4],
             format!(
                 "the VOD API refused the request as expired: this host's clock is off by minutes (auth.clock_skew_secs = {})",
-                config.auth.clock_skew_secs
+                config.auth.clock_skew_secs.as_secs()
             ),
             "enable NTP (timedatectl set-ntp true)",
         )
@@ -790,7 +790,7 @@ async fn check_url(
     let path = callback_path(config);
     let suggestion = format!("{scheme}://<public-ip>:{port}{path}");
     let suggestion = match &config.auth.path_token {
-        Some(token) => suggestion.replace(token.as_str(), "<path_token>"),
+        Some(token) => suggestion.replace(token.expose(), "<path_token>"),
         None => suggestion,
     };
     let fix = format!("vodhook vod config set --url {suggestion}");
@@ -802,7 +802,7 @@ async fn check_url(
         );
     }
     let shown = match &config.auth.path_token {
-        Some(token) => set.replace(token.as_str(), "<path_token>"),
+        Some(token) => set.replace(token.expose(), "<path_token>"),
         None => set.to_owned(),
     };
     let Ok(url) = reqwest::Url::parse(set) else {
@@ -832,8 +832,8 @@ async fn check_url(
         let token_missing = config
             .auth
             .path_token
-            .as_deref()
-            .is_some_and(|token| !url.path().ends_with(&format!("/{token}")));
+            .as_ref()
+            .is_some_and(|token| !url.path().ends_with(&format!("/{}", token.expose())));
         problems.push(if token_missing {
             "a path without auth.path_token".to_owned()
         } else {
@@ -929,7 +929,7 @@ fn check_clock(config: &Config, server_time: Option<i64>) -> Check {
         return Check::skip(name, "the VOD API's answer had no Date header");
     };
     let offset = crate::clock::now_secs() - server;
-    let allowed = config.auth.clock_skew_secs as i64;
+    let allowed = config.auth.clock_skew_secs.as_secs() as i64;
     // The Date header has whole seconds: one more of slack.
     if offset.abs() <= allowed.max(1) + 1 {
         Check::pass(
@@ -993,7 +993,7 @@ mod tests {
     fn callback_paths_include_the_token() {
         let mut config = Config::default();
         assert_eq!(callback_path(&config), "/");
-        config.auth.path_token = Some("abcdefgh".to_owned());
+        config.auth.path_token = Some("abcdefgh".into());
         assert_eq!(callback_path(&config), "/abcdefgh");
         config.server.path = "/vod/".to_owned();
         assert_eq!(callback_path(&config), "/vod/abcdefgh");

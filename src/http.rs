@@ -34,10 +34,11 @@ use http_body_util::BodyExt as _;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use crate::config::{Cidr, Config};
+use crate::config::Config;
 use crate::events::BodyError;
 use crate::ingest::{Delivery, Ingest, IngestError, Source};
 use crate::metrics::Metrics;
+use crate::secret::Secret;
 use crate::server::client_address;
 use crate::sign::{constant_time_eq, SignError};
 
@@ -58,9 +59,9 @@ pub struct App {
     /// has passed; 0 turns the check off.
     pub min_body_rate: u64,
     /// The secret last path segment, when configured.
-    pub path_token: Option<Arc<str>>,
+    pub path_token: Option<Arc<Secret>>,
     /// Networks allowed to post callbacks; empty allows everyone.
-    pub allow: Arc<[Cidr]>,
+    pub allow: Arc<[ipnet::IpNet]>,
     /// Take the client address from `X-Forwarded-For`.
     pub trust_forwarded_for: bool,
     /// Permits for callbacks in flight.
@@ -73,10 +74,10 @@ impl App {
         App {
             ingest,
             max_body_bytes: config.server.max_body_bytes,
-            body_timeout: Duration::from_secs(config.server.request_timeout_secs),
+            body_timeout: config.server.request_timeout_secs,
             min_body_rate: config.server.min_body_rate,
-            path_token: config.auth.path_token.as_deref().map(Arc::from),
-            allow: config.allowed_networks().into(),
+            path_token: config.auth.path_token.clone().map(Arc::new),
+            allow: config.auth.allow_ips.as_slice().into(),
             trust_forwarded_for: config.server.trust_forwarded_for,
             in_flight: Arc::new(Semaphore::new(config.server.max_concurrency)),
         }
@@ -224,7 +225,7 @@ async fn receive_with_token(
     Path(token): Path<String>,
     request: Request,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let expected = app.path_token.as_deref().unwrap_or_default();
+    let expected = app.path_token.as_deref().map_or("", Secret::expose);
     if !constant_time_eq(token.as_bytes(), expected.as_bytes()) {
         // Indistinguishable from any other unknown path.
         return Err(not_found_error());
@@ -442,8 +443,13 @@ async fn not_found() -> ApiError {
 }
 
 /// Is `ip` allowed by `networks` (everyone when empty)?
-pub fn allowed(networks: &[Cidr], ip: Option<IpAddr>) -> bool {
-    networks.is_empty() || ip.is_some_and(|ip| networks.iter().any(|net| net.contains(ip)))
+pub fn allowed(networks: &[ipnet::IpNet], ip: Option<IpAddr>) -> bool {
+    networks.is_empty()
+        || ip.is_some_and(|ip| {
+            networks
+                .iter()
+                .any(|net| crate::config::network_contains(net, ip))
+        })
 }
 
 #[cfg(test)]

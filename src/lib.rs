@@ -14,6 +14,7 @@
 //!   routes, JSON error answers.
 //! - [`server`]: TCP/TLS accept loop and HTTP/1 connection limits.
 //! - [`sign`]: the VOD callback signature (`Sign`, `T`).
+//! - [`secret`]: configured secrets, redacted wherever they are shown.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`vod`]: the VOD API client (TC3 signing, PullEvents, ConfirmEvents, …).
 //! - [`pull`]: the reliable-callback consumer.
@@ -47,6 +48,7 @@ pub mod metrics;
 pub mod pull;
 pub mod redact;
 pub mod replay;
+pub mod secret;
 pub mod send;
 pub mod server;
 pub mod sign;

@@ -780,9 +780,9 @@ async fn daemon(
 ) -> Result<(), CliError> {
     let mut config = Config::load(config_path, overrides)?;
     if !http {
+        // `vodhook pull` always runs the consumer, so it needs the
+        // credentials `[pull] enabled` does (checked at load for `serve`).
         config.pull.enabled = true;
-    }
-    if config.pull.enabled {
         config.vod.client_options()?;
     }
     // Held to the end: dropping it writes the lines still queued.
@@ -808,13 +808,13 @@ async fn daemon(
         None
     };
     // `serve` and `pull` have an admin address each, so that both run on
-    // one host. Validated at load, so neither can fail here.
+    // one host (parsed at load; `None` is off).
     let admin_address = if http {
-        config.admin.address()
+        config.admin.listen
     } else {
-        config.admin.pull_address()
+        config.admin.pull_listen
     };
-    let admin = match admin_address.ok().flatten() {
+    let admin = match admin_address {
         None => None,
         Some(address) => Some(TcpListener::bind(address).await.map_err(|error| {
             let key = if http {
@@ -915,9 +915,11 @@ fn signature(
     }
     let key = match &signing.sign_key {
         Some(key) => Some(key.clone()),
-        None => Config::load_values(config.path().as_deref(), Overrides::from_env())?
-            .verifier()
-            .map(|verifier| verifier.key),
+        None => {
+            Config::load_values(config.path().as_deref(), Overrides::from_env())?
+                .auth
+                .sign_key
+        }
     };
     let now = store::now_ms() / 1000;
     Ok(key.map(|key| send::Signature::new(&key, now)))

@@ -62,13 +62,13 @@ impl PullOptions {
     pub fn from_config(config: &PullConfig) -> Self {
         PullOptions {
             concurrency: config.concurrency,
-            request_timeout: Duration::from_secs(config.request_timeout_secs),
-            confirm_deadline: Duration::from_secs(config.confirm_deadline_secs),
+            request_timeout: config.request_timeout_secs,
+            confirm_deadline: config.confirm_deadline_secs,
             min_backoff: Duration::from_millis(200),
-            max_backoff: Duration::from_secs(config.max_backoff_secs.max(1)),
-            auth_backoff: AUTH_BACKOFF.min(Duration::from_secs(config.max_backoff_secs.max(1))),
-            backlog_every: (config.backlog_poll_secs > 0)
-                .then(|| Duration::from_secs(config.backlog_poll_secs)),
+            max_backoff: config.max_backoff_secs.max(Duration::from_secs(1)),
+            auth_backoff: AUTH_BACKOFF.min(config.max_backoff_secs.max(Duration::from_secs(1))),
+            backlog_every: (!config.backlog_poll_secs.is_zero())
+                .then_some(config.backlog_poll_secs),
         }
     }
 }

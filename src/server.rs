@@ -82,7 +82,7 @@ impl Limits {
             );
         }
         Limits {
-            header_timeout: Duration::from_secs(server.request_timeout_secs),
+            header_timeout: server.request_timeout_secs,
             max_header_bytes: server.max_header_bytes,
             max_connections,
         }

@@ -4,8 +4,12 @@
 //! seconds. Pure functions, no IO; the key and signatures never leave here
 //! except as a yes/no.
 
+use std::sync::Arc;
+
 use md5::{Digest, Md5};
 use subtle::ConstantTimeEq;
+
+use crate::secret::Secret;
 
 /// Why a callback's signature was refused; each maps to its own 401 reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -36,9 +40,11 @@ impl SignError {
     }
 }
 
-/// The callback key, kept out of `Debug` output.
+/// The callback key (`auth.sign_key`), validated when it is read and
+/// kept as a [`Secret`]: out of `Debug` output and of `check-config`.
+/// Cheap to clone (the ingest path holds one per handle).
 #[derive(Clone, PartialEq, Eq)]
-pub struct SignKey(std::sync::Arc<str>);
+pub struct SignKey(Arc<Secret>);
 
 impl SignKey {
     /// Wraps a key (VOD allows up to 32 ASCII letters and digits).
@@ -52,7 +58,7 @@ impl SignKey {
                 "auth.sign_key must be 1 to 32 letters and digits (as VOD requires)".to_owned(),
             );
         }
-        Ok(SignKey(key.into()))
+        Ok(SignKey(Arc::new(Secret::from(key))))
     }
 }
 
@@ -62,13 +68,26 @@ impl std::fmt::Debug for SignKey {
     }
 }
 
+impl serde::Serialize for SignKey {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.as_ref().serialize(serializer)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SignKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let key = Secret::deserialize(deserializer)?;
+        SignKey::new(key.expose()).map_err(serde::de::Error::custom)
+    }
+}
+
 /// The configured check: key and allowed clock skew.
 #[derive(Debug, Clone)]
 pub struct Verifier {
     /// The `SignKey`.
     pub key: SignKey,
-    /// Seconds `T` may lie in the past.
-    pub clock_skew_secs: u64,
+    /// How far `T` may lie in the past (`auth.clock_skew_secs`).
+    pub clock_skew: std::time::Duration,
 }
 
 impl Verifier {
@@ -79,7 +98,7 @@ impl Verifier {
     /// [`SignError`].
     pub fn check(&self, sign_hex: Option<&str>, t: Option<&str>) -> Result<(), SignError> {
         let now = crate::clock::now_secs();
-        verify(&self.key, sign_hex, t, now, self.clock_skew_secs)
+        verify(&self.key, sign_hex, t, now, self.clock_skew.as_secs())
     }
 }
 
@@ -91,7 +110,7 @@ pub fn sign(key: &SignKey, t: &str) -> String {
 /// `MD5(key + t)`, the one computation behind [`sign`] and [`verify`].
 fn digest(key: &SignKey, t: &str) -> [u8; 16] {
     let mut md5 = Md5::new();
-    md5.update(key.0.as_bytes());
+    md5.update(key.0.expose().as_bytes());
     md5.update(t.as_bytes());
     md5.finalize().into()
 }

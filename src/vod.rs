@@ -178,9 +178,9 @@ pub struct Credentials {
     /// SecretId (not secret in itself: it names the key).
     pub secret_id: String,
     /// SecretKey.
-    pub secret_key: String,
+    pub secret_key: crate::secret::Secret,
     /// Session token of temporary credentials (`X-TC-Token`).
-    pub token: Option<String>,
+    pub token: Option<crate::secret::Secret>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -491,7 +491,7 @@ impl VodClient {
         let content_type = "application/json";
         let credentials = &self.options.credentials;
         let signed = tc3::sign(
-            &credentials.secret_key,
+            credentials.secret_key.expose(),
             &tc3::Request {
                 host: &self.host,
                 content_type,
@@ -518,7 +518,7 @@ impl VodClient {
             request = request.header("X-TC-Region", region);
         }
         if let Some(token) = &credentials.token {
-            request = request.header("X-TC-Token", token);
+            request = request.header("X-TC-Token", token.expose());
         }
         let transport = |reason: String| VodError::Transport { action, reason };
         let response = request.send().await.map_err(|error| {

@@ -568,7 +568,7 @@ impl Shared {
         let config = &action.config;
         let started_at = now_ms();
         let started = Instant::now();
-        let timeout = Duration::from_secs(config.timeout_secs);
+        let timeout = config.timeout_secs;
         let mut outcome = match (&config.exec, &config.forward, &action.publisher) {
             (Some(exec), _, _) => run_exec(exec, &config.env, &delivery, timeout, spawner).await,
             (None, Some(url), _) => {
@@ -587,16 +587,14 @@ impl Shared {
         let age = Duration::from_millis(u64::try_from(now_ms() - delivery.created_at).unwrap_or(0));
         let (status, next_at) = if outcome.ok {
             (DeliveryStatus::Ok, now_ms())
-        } else if attempts >= i64::from(config.max_attempts)
-            || age >= Duration::from_secs(config.max_age_secs)
-        {
+        } else if attempts >= i64::from(config.max_attempts) || age >= config.max_age_secs {
             (DeliveryStatus::Dead, now_ms())
         } else {
             // Computed again from the attempt count: the same for the
             // same delivery and attempt, whichever process runs it.
             let wait = Backoff::spread(
-                Duration::from_millis(config.backoff_initial_ms),
-                Duration::from_secs(config.backoff_max_secs),
+                config.backoff_initial_ms,
+                config.backoff_max_secs,
                 delivery.id,
             )
             .after(u32::try_from(attempts).unwrap_or(u32::MAX));

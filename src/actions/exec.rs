@@ -123,7 +123,7 @@ pub fn env_value(value: &str) -> Cow<'_, str> {
 
 pub(crate) async fn run_exec(
     exec: &[String],
-    env: &std::collections::BTreeMap<String, String>,
+    env: &std::collections::BTreeMap<String, crate::secret::Secret>,
     delivery: &DueDelivery,
     timeout: Duration,
     spawner: &Spawner,
@@ -140,7 +140,7 @@ pub(crate) async fn run_exec(
     let text = |value: Option<&str>| env_value(value.unwrap_or_default()).into_owned();
     command
         .args(&exec[1..])
-        .envs(env)
+        .envs(env.iter().map(|(name, value)| (name, value.expose())))
         .env("VODHOOK_EVENT_ID", event.id.to_string())
         .env("VODHOOK_EVENT_TYPE", text(Some(&event.meta.event_type)))
         .env("VODHOOK_FILE_ID", text(event.meta.file_id.as_deref()))

@@ -118,7 +118,10 @@ impl Actions {
             .iter()
             .map(|config| Action {
                 slots: Arc::new(Semaphore::new(config.max_concurrency)),
-                key: config.secret.as_deref().map(webhook_key),
+                key: config
+                    .secret
+                    .as_ref()
+                    .map(|secret| webhook_key(secret.expose())),
                 publisher: config
                     .publish
                     .is_some()
@@ -170,6 +173,7 @@ pub(crate) fn failed(error: String) -> AttemptRow {
 mod tests {
     use super::*;
     use crate::config::When;
+    use std::time::Duration;
 
     fn action(on: &[&str], when: When) -> ActionConfig {
         ActionConfig {
@@ -184,12 +188,12 @@ mod tests {
             topic: None,
             format: crate::config::PublishFormat::Raw,
             max_len: None,
-            timeout_secs: 1,
+            timeout_secs: Duration::from_secs(1),
             max_concurrency: 1,
             max_attempts: 1,
-            backoff_initial_ms: 1,
-            backoff_max_secs: 1,
-            max_age_secs: 60,
+            backoff_initial_ms: Duration::from_millis(1),
+            backoff_max_secs: Duration::from_secs(1),
+            max_age_secs: Duration::from_secs(60),
         }
     }
 

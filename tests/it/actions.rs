@@ -162,7 +162,7 @@ async fn a_hanging_program_is_killed_at_its_timeout() {
         &["*"],
         &format!("echo $$ > {}; exec sleep 60", sh_quote(&pid_file)),
     );
-    action.timeout_secs = 1;
+    action.timeout_secs = Duration::from_secs(1);
     action.max_attempts = 1;
     let mut app = TestApp::spawn_with(with_actions(vec![action])).await;
     app.post_event(fixture("samples/v3-FileDeleted.json")).await;
@@ -219,7 +219,7 @@ async fn a_forward_is_signed_as_a_standard_webhook() {
     let mut action = exec_action("forward", &["NewFileUpload"], "");
     action.exec = None;
     action.forward = Some(format!("http://{receiver_addr}/hook"));
-    action.secret = Some(secret);
+    action.secret = Some(secret.into());
     let mut app = TestApp::spawn_with(with_actions(vec![action])).await;
     let body = fixture("samples/v3-NewFileUpload.json");
     app.post_event(body.clone()).await;
@@ -267,7 +267,7 @@ async fn pending_deliveries_are_completed_after_a_restart() {
         &["*"],
         &format!("test -f {}", sh_quote(&marker)),
     );
-    action.backoff_initial_ms = 50;
+    action.backoff_initial_ms = Duration::from_millis(50);
     action.max_attempts = 1000;
     let config = with_actions(vec![action]);
     let mut app = TestApp::spawn_with(config.clone()).await;
@@ -660,7 +660,7 @@ async fn an_attempt_whose_outcome_cannot_be_written_is_kept_not_run_again() {
         dir = sh_quote(out.path())
     );
     let mut config = with_actions(vec![exec_action("once", &["*"], &script)]);
-    config.store.busy_timeout_ms = 50;
+    config.store.busy_timeout_ms = Duration::from_millis(50);
     let mut app = TestApp::spawn_with(config).await;
     app.post_event(fixture("samples/v3-NewFileUpload.json"))
         .await;
@@ -733,7 +733,7 @@ async fn attempts_whose_outcome_is_kept_count_in_their_attempt_number() {
     let mut action = exec_action("fails", &["*"], &script);
     action.max_attempts = 3;
     let mut config = with_actions(vec![action]);
-    config.store.busy_timeout_ms = 50;
+    config.store.busy_timeout_ms = Duration::from_millis(50);
     let mut app = TestApp::spawn_with(config).await;
     app.post_event(fixture("samples/v3-NewFileUpload.json"))
         .await;
@@ -814,7 +814,7 @@ async fn a_forward_does_not_follow_redirects() {
     tokio::spawn(async move { axum::serve(listener, target).await });
 
     let mut found = forward_action("found", &format!("http://{addr}/found"));
-    found.secret = Some("whsec_c2VjcmV0".to_owned());
+    found.secret = Some("whsec_c2VjcmV0".into());
     let temporary = forward_action("temporary", &format!("http://{addr}/temporary"));
     let mut app = TestApp::spawn_with(with_actions(vec![found, temporary])).await;
     app.post_event(fixture("samples/v3-NewFileUpload.json"))
@@ -945,7 +945,7 @@ async fn programs_get_a_clean_environment_without_the_daemons_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let mut action = exec_action("print-env", &["*"], "");
     action.exec = Some(vec!["/usr/bin/env".to_owned()]);
-    action.env = [("HOOK_TOKEN".to_owned(), "from-the-config".to_owned())].into();
+    action.env = [("HOOK_TOKEN".to_owned(), "from-the-config".into())].into();
     let config = write_config(dir.path(), &with_actions(vec![action]));
     let (mut daemon, first) = Daemon::start_with_env(
         &dir,
@@ -1148,8 +1148,8 @@ async fn a_dispatcher_round_starts_what_is_due_and_nothing_else() {
     let mut config = with_actions(vec![
         exec_action("ok", &["*"], "exit 0"),
         ActionConfig {
-            backoff_initial_ms: 1000,
-            backoff_max_secs: 60,
+            backoff_initial_ms: Duration::from_millis(1000),
+            backoff_max_secs: Duration::from_secs(60),
             ..exec_action("fails", &["*"], "exit 3")
         },
     ]);

@@ -10,7 +10,7 @@ const KEY: &str = "MySignKey123";
 
 fn signed_config() -> Config {
     let mut config = Config::default();
-    config.auth.sign_key = Some(KEY.to_owned());
+    config.auth.sign_key = Some(vodhook::sign::SignKey::new(KEY).unwrap());
     config
 }
 

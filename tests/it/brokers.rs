@@ -69,9 +69,9 @@ fn publish_action(name: &str, url: &str, topic: &str, format: PublishFormat) -> 
         publish: Some(url.to_owned()),
         topic: Some(topic.to_owned()),
         format,
-        timeout_secs: 2,
+        timeout_secs: Duration::from_secs(2),
         max_attempts: 1000,
-        backoff_initial_ms: 50,
+        backoff_initial_ms: Duration::from_millis(50),
         ..exec_action(name, &["*"], "")
     }
 }

@@ -33,8 +33,8 @@ struct Setup {
 impl Setup {
     async fn start() -> Setup {
         let mut config = vodhook::config::Config::default();
-        config.auth.sign_key = Some(SIGN_KEY.to_owned());
-        config.auth.path_token = Some(TOKEN.to_owned());
+        config.auth.sign_key = Some(vodhook::sign::SignKey::new(SIGN_KEY).unwrap());
+        config.auth.path_token = Some(TOKEN.into());
         let app = TestApp::spawn_with(config).await;
         let fake = FakeVod::start(FakeOptions::default()).await;
         fake.set_config(json!({

@@ -23,7 +23,7 @@ fn now() -> i64 {
 
 fn signed_config() -> Config {
     let mut config = Config::default();
-    config.auth.sign_key = Some(KEY.to_owned());
+    config.auth.sign_key = Some(vodhook::sign::SignKey::new(KEY).unwrap());
     config
 }
 
@@ -146,7 +146,7 @@ async fn each_bad_signature_gets_401_with_its_reason_and_is_not_stored() {
 async fn the_path_token_must_match() {
     let mut config = Config::default();
     config.server.path = "/vod".to_owned();
-    config.auth.path_token = Some("s3cret-token".to_owned());
+    config.auth.path_token = Some("s3cret-token".into());
     let app = TestApp::spawn_with(config).await;
     let body = r#"{"EventType":"FileDeleted","FileDeleteEvent":{"FileIdSet":["t1"]}}"#;
     let post = |path: &str| {
@@ -173,7 +173,7 @@ async fn the_path_token_must_match() {
 async fn only_allowed_clients_may_post() {
     let body = r#"{"EventType":"FileDeleted","FileDeleteEvent":{"FileIdSet":["ip"]}}"#;
     let mut config = Config::default();
-    config.auth.allow_ips = vec!["127.0.0.0/8".to_owned()];
+    config.auth.allow_ips = vec!["127.0.0.0/8".parse().unwrap()];
     let app = TestApp::spawn_with(config).await;
     assert_eq!(app.post(body).await.status(), 200);
     // Without trust_forwarded_for the header is ignored.
@@ -189,7 +189,7 @@ async fn only_allowed_clients_may_post() {
     app.stop().await.unwrap();
 
     let mut config = Config::default();
-    config.auth.allow_ips = vec!["203.0.113.0/24".to_owned()];
+    config.auth.allow_ips = vec!["203.0.113.0/24".parse().unwrap()];
     let app = TestApp::spawn_with(config.clone()).await;
     let (status, code, _) = error_of(app.post(body).await).await;
     assert_eq!((status, code), (403, 40300));
@@ -245,7 +245,7 @@ async fn only_allowed_clients_may_post() {
 #[tokio::test]
 async fn a_slow_client_is_cut_off_while_others_are_served() {
     let mut config = Config::default();
-    config.server.request_timeout_secs = 1;
+    config.server.request_timeout_secs = Duration::from_secs(1);
     let mut app = TestApp::spawn_with(config).await;
 
     // A body that never completes.
@@ -290,7 +290,7 @@ async fn callbacks_over_the_concurrency_cap_get_503_at_once() {
     let mut config = Config::default();
     config.server.max_concurrency = 1;
     // A callback waits for the store's lock, holding the only slot.
-    config.store.busy_timeout_ms = 60_000;
+    config.store.busy_timeout_ms = Duration::from_millis(60_000);
     let mut app = TestApp::spawn_with(config).await;
     let body = |id: String| {
         format!(r#"{{"EventType":"FileDeleted","FileDeleteEvent":{{"FileIdSet":["{id}"]}}}}"#)
@@ -437,7 +437,7 @@ async fn https_with_a_self_signed_certificate() {
 #[tokio::test]
 async fn health_checks_and_metrics() {
     let mut config = Config::default();
-    config.store.busy_timeout_ms = 50;
+    config.store.busy_timeout_ms = Duration::from_millis(50);
     let mut app = TestApp::spawn_with(config).await;
     let client = app.client.clone();
     let get = |path: String| client.get(path).send();

@@ -41,12 +41,12 @@ pub fn exec_action(name: &str, on: &[&str], script: &str) -> ActionConfig {
         topic: None,
         format: PublishFormat::Raw,
         max_len: None,
-        timeout_secs: 10,
+        timeout_secs: Duration::from_secs(10),
         max_concurrency: 4,
         max_attempts: 5,
-        backoff_initial_ms: 20,
-        backoff_max_secs: 1,
-        max_age_secs: 3600,
+        backoff_initial_ms: Duration::from_millis(20),
+        backoff_max_secs: Duration::from_secs(1),
+        max_age_secs: Duration::from_secs(3600),
     }
 }
 

@@ -175,7 +175,7 @@ async fn a_body_being_read_holds_no_slot() {
 #[tokio::test]
 async fn a_trickled_body_is_cut_off_for_its_rate() {
     let mut config = Config::default();
-    config.server.request_timeout_secs = 600;
+    config.server.request_timeout_secs = Duration::from_secs(600);
     config.server.min_body_rate = 1024;
     let mut app = TestApp::spawn_with(config).await;
 
@@ -242,7 +242,7 @@ async fn accepted_connection(addr: SocketAddr) -> TcpStream {
 async fn connections_over_the_cap_wait_until_one_ends() {
     let mut config = Config::default();
     config.server.max_connections = 4;
-    config.server.request_timeout_secs = 60;
+    config.server.request_timeout_secs = Duration::from_secs(60);
     let mut app = TestApp::spawn_with(config).await;
     let mut open = Vec::new();
     for _ in 0..4 {
@@ -277,7 +277,7 @@ async fn connections_over_the_cap_wait_until_one_ends() {
 async fn idle_connections_do_not_hold_the_cap() {
     let mut config = Config::default();
     config.server.max_connections = 3;
-    config.server.request_timeout_secs = 1;
+    config.server.request_timeout_secs = Duration::from_secs(1);
     let mut app = TestApp::spawn_with(config).await;
     let mut idle = Vec::new();
     for _ in 0..6 {
@@ -312,7 +312,10 @@ async fn only_the_last_forwarded_entry_is_trusted() {
     let body = r#"{"EventType":"FileDeleted","FileDeleteEvent":{"FileIdSet":["xff"]}}"#;
     let mut config = Config::default();
     config.server.trust_forwarded_for = true;
-    config.auth.allow_ips = vec!["203.0.113.0/24".to_owned(), "2001:db8::/32".to_owned()];
+    config.auth.allow_ips = vec![
+        "203.0.113.0/24".parse().unwrap(),
+        "2001:db8::/32".parse().unwrap(),
+    ];
     let app = TestApp::spawn_with(config).await;
     let status = |forwarded: &'static str| {
         let request = app

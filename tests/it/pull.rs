@@ -49,7 +49,7 @@ fn client_for(fake: &FakeVod, secret_key: &str) -> VodClient {
         endpoint: fake.endpoint.clone(),
         credentials: Credentials {
             secret_id: fake.shared.options.secret_id.clone(),
-            secret_key: secret_key.to_owned(),
+            secret_key: secret_key.into(),
             token: None,
         },
         region: None,
@@ -122,7 +122,7 @@ async fn serve_with_pull_enabled_stores_a_backlog_once_and_confirms_it() {
     config.pull.enabled = true;
     config.vod.endpoint = fake.endpoint.clone();
     config.vod.secret_id = Some(fake.shared.options.secret_id.clone());
-    config.vod.secret_key = Some(fake.shared.options.secret_key.clone());
+    config.vod.secret_key = Some(fake.shared.options.secret_key.as_str().into());
     config.vod.sub_app_id = Some(1_500_000_000);
     let app = TestApp::spawn_with(config).await;
     fake.drained(PATIENCE).await;
@@ -398,7 +398,7 @@ fn client_options(fake: &FakeVod) -> ClientOptions {
         endpoint: fake.endpoint.clone(),
         credentials: Credentials {
             secret_id: fake.shared.options.secret_id.clone(),
-            secret_key: fake.shared.options.secret_key.clone(),
+            secret_key: fake.shared.options.secret_key.as_str().into(),
             token: None,
         },
         region: None,

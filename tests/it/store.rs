@@ -147,7 +147,7 @@ async fn the_file_view_follows_upload_procedure_and_deletion() {
 #[tokio::test]
 async fn a_locked_store_answers_503_and_recovers_by_itself() {
     let mut config = Config::default();
-    config.store.busy_timeout_ms = 50;
+    config.store.busy_timeout_ms = std::time::Duration::from_millis(50);
     let mut app = TestApp::spawn_with(config).await;
     let body = |id: &str| {
         format!(r#"{{"EventType":"FileDeleted","FileDeleteEvent":{{"FileIdSet":["{id}"]}}}}"#)
