@@ -407,19 +407,15 @@ fn derive_v3(
             }
             derived.files.extend(files.into_values());
         }
-        V3Payload::TranscodeComplete(transcode) => {
-            let Some(mut file) = file(transcode.file_id.as_deref()) else {
-                return;
-            };
-            file.name = nonempty(transcode.file_name.as_deref());
-            file.cover_url = nonempty(transcode.cover_url.as_deref());
-            for play in transcode.play_info_set.iter().flatten() {
-                if let (Some(def), Some(url)) = (play.definition, nonempty(play.url.as_deref())) {
-                    file.transcodes.insert(def.to_string(), url);
-                }
-            }
-            derived.files.push(file);
-        }
+        V3Payload::TranscodeComplete(t) => derived.files.extend(transcoded(
+            t.file_id.as_deref(),
+            t.file_name.as_deref(),
+            t.cover_url.as_deref(),
+            t.play_info_set
+                .iter()
+                .flatten()
+                .map(|p| (p.definition, p.url.as_deref())),
+        )),
         V3Payload::EditMediaComplete(edit) => output_file(edit.output.as_deref(), task, derived),
         V3Payload::ComposeMediaComplete(compose) => {
             output_file(compose.output.as_deref(), task, derived);
@@ -441,8 +437,25 @@ fn derive_v3(
     }
 }
 
-/// A task whose product is a new media file: remember the file and point
-/// the task's output at it.
+/// The file a transcode made outputs of (v3 and legacy alike): its name,
+/// cover and one URL per definition (`plays`: definition and URL).
+fn transcoded<'a>(
+    file_id: Option<&str>,
+    name: Option<&str>,
+    cover_url: Option<&str>,
+    plays: impl Iterator<Item = (Option<i64>, Option<&'a str>)>,
+) -> Option<FileState> {
+    let mut file = file(file_id)?;
+    file.name = nonempty(name);
+    file.cover_url = nonempty(cover_url);
+    for (definition, url) in plays {
+        if let (Some(definition), Some(url)) = (definition, nonempty(url)) {
+            file.transcodes.insert(definition.to_string(), url);
+        }
+    }
+    Some(file)
+}
+
 /// The output of a task that makes one new file (an edit, a composition,
 /// a clip): the new file's id and address.
 trait NewFile {
@@ -469,7 +482,8 @@ new_file!(
     ClipFileInfo2017
 );
 
-/// The task's output and the new file, from `output`.
+/// A task whose product is a new media file: remember the file and point
+/// the task's output at it.
 fn output_file(output: Option<&impl NewFile>, task: &mut Option<TaskState>, derived: &mut Derived) {
     let file_id = output.and_then(NewFile::file_id);
     let url = output.and_then(NewFile::file_url);
@@ -667,19 +681,15 @@ fn derive_legacy(
             }
             derived.files.extend(file(data.file_id.as_deref()));
         }
-        LegacyPayload::TranscodeComplete(data) => {
-            let Some(mut file) = file(data.file_id.as_deref()) else {
-                return;
-            };
-            file.name = nonempty(data.file_name.as_deref());
-            file.cover_url = nonempty(data.cover_url.as_deref());
-            for play in data.play_set.iter().flatten() {
-                if let (Some(def), Some(url)) = (play.definition, nonempty(play.url.as_deref())) {
-                    file.transcodes.insert(def.to_string(), url);
-                }
-            }
-            derived.files.push(file);
-        }
+        LegacyPayload::TranscodeComplete(d) => derived.files.extend(transcoded(
+            d.file_id.as_deref(),
+            d.file_name.as_deref(),
+            d.cover_url.as_deref(),
+            d.play_set
+                .iter()
+                .flatten()
+                .map(|p| (p.definition, p.url.as_deref())),
+        )),
         _ => derived.files.extend(file(event.file_id.as_deref())),
     }
 }

@@ -106,6 +106,24 @@ impl Compound<'_> {
     }
 }
 
+/// `Serializer` methods that write the value as text ([`Walker::text`]).
+macro_rules! as_text {
+    ($($method:ident: $type:ty),*) => {$(
+        fn $method(self, v: $type) -> Result<Option<Mode>, Stop> {
+            self.text(v)
+        }
+    )*};
+}
+
+/// `Serializer` methods that start a compound, whatever its arguments.
+macro_rules! compound {
+    ($($method:ident($($arg:ty),*) -> $compound:ident),*) => {$(
+        fn $method(self, $(_: $arg),*) -> Result<Self::$compound, Stop> {
+            Ok(self.compound())
+        }
+    )*};
+}
+
 impl<'a> Serializer for Walker<'a> {
     /// For a map key: how it classifies its value.
     type Ok = Option<Mode>;
@@ -121,36 +139,20 @@ impl<'a> Serializer for Walker<'a> {
     fn serialize_bool(self, _: bool) -> Result<Option<Mode>, Stop> {
         Ok(None)
     }
-    fn serialize_i8(self, v: i8) -> Result<Option<Mode>, Stop> {
-        self.text(v)
-    }
-    fn serialize_i16(self, v: i16) -> Result<Option<Mode>, Stop> {
-        self.text(v)
-    }
-    fn serialize_i32(self, v: i32) -> Result<Option<Mode>, Stop> {
-        self.text(v)
-    }
-    fn serialize_i64(self, v: i64) -> Result<Option<Mode>, Stop> {
-        self.text(v)
-    }
-    fn serialize_i128(self, v: i128) -> Result<Option<Mode>, Stop> {
-        self.text(v)
-    }
-    fn serialize_u8(self, v: u8) -> Result<Option<Mode>, Stop> {
-        self.text(v)
-    }
-    fn serialize_u16(self, v: u16) -> Result<Option<Mode>, Stop> {
-        self.text(v)
-    }
-    fn serialize_u32(self, v: u32) -> Result<Option<Mode>, Stop> {
-        self.text(v)
-    }
-    fn serialize_u64(self, v: u64) -> Result<Option<Mode>, Stop> {
-        self.text(v)
-    }
-    fn serialize_u128(self, v: u128) -> Result<Option<Mode>, Stop> {
-        self.text(v)
-    }
+    // An integer id is kept as its digits.
+    as_text!(
+        serialize_char: char,
+        serialize_i8: i8,
+        serialize_i16: i16,
+        serialize_i32: i32,
+        serialize_i64: i64,
+        serialize_i128: i128,
+        serialize_u8: u8,
+        serialize_u16: u16,
+        serialize_u32: u32,
+        serialize_u64: u64,
+        serialize_u128: u128
+    );
     // A float is no id (an integer beyond 64 bits in raw JSON of an
     // unknown type arrives as one, and its digits are already lost).
     fn serialize_f32(self, _: f32) -> Result<Option<Mode>, Stop> {
@@ -158,9 +160,6 @@ impl<'a> Serializer for Walker<'a> {
     }
     fn serialize_f64(self, _: f64) -> Result<Option<Mode>, Stop> {
         Ok(None)
-    }
-    fn serialize_char(self, v: char) -> Result<Option<Mode>, Stop> {
-        self.text(v)
     }
     fn serialize_str(self, v: &str) -> Result<Option<Mode>, Stop> {
         if self.mode == Mode::Key {
@@ -207,39 +206,16 @@ impl<'a> Serializer for Walker<'a> {
     ) -> Result<Option<Mode>, Stop> {
         value.serialize(self)
     }
-    fn serialize_seq(self, _: Option<usize>) -> Result<Compound<'a>, Stop> {
-        Ok(self.compound())
-    }
-    fn serialize_tuple(self, _: usize) -> Result<Compound<'a>, Stop> {
-        Ok(self.compound())
-    }
-    fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Compound<'a>, Stop> {
-        Ok(self.compound())
-    }
-    fn serialize_tuple_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Compound<'a>, Stop> {
-        Ok(self.compound())
-    }
-    fn serialize_map(self, _: Option<usize>) -> Result<Compound<'a>, Stop> {
-        Ok(self.compound())
-    }
-    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Compound<'a>, Stop> {
-        Ok(self.compound())
-    }
-    fn serialize_struct_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Compound<'a>, Stop> {
-        Ok(self.compound())
-    }
+    // A compound is walked element by element (see `unkeyed!`, `keyed!`).
+    compound!(
+        serialize_seq(Option<usize>) -> SerializeSeq,
+        serialize_tuple(usize) -> SerializeTuple,
+        serialize_tuple_struct(&'static str, usize) -> SerializeTupleStruct,
+        serialize_tuple_variant(&'static str, u32, &'static str, usize) -> SerializeTupleVariant,
+        serialize_map(Option<usize>) -> SerializeMap,
+        serialize_struct(&'static str, usize) -> SerializeStruct,
+        serialize_struct_variant(&'static str, u32, &'static str, usize) -> SerializeStructVariant
+    );
 }
 
 /// The compounds whose elements carry no key: each is walked in the mode
