@@ -127,6 +127,11 @@ pub struct AdminConfig {
     /// Address of the admin listener of `vodhook pull` (`admin.pull_listen`,
     /// default `127.0.0.1:9102`); empty turns it off.
     pub pull_listen: String,
+    /// The token the web console and `/metrics` ask for (`admin.token`, or
+    /// `VODHOOK_ADMIN_TOKEN`); required when an admin listener is not on a
+    /// loopback address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 impl Default for AdminConfig {
@@ -134,6 +139,7 @@ impl Default for AdminConfig {
         AdminConfig {
             listen: "127.0.0.1:9101".to_owned(),
             pull_listen: "127.0.0.1:9102".to_owned(),
+            token: None,
         }
     }
 }
@@ -155,6 +161,35 @@ impl AdminConfig {
     /// Not a socket address.
     pub fn pull_address(&self) -> Result<Option<SocketAddr>, ConfigError> {
         admin_address("admin.pull_listen", &self.pull_listen)
+    }
+
+    /// Refuses an admin listener off loopback without `admin.token`: the
+    /// console can retry deliveries and re-POST events, and `/metrics`
+    /// names the actions.
+    ///
+    /// # Errors
+    ///
+    /// An address is invalid, or not on loopback while no token is set.
+    fn check_token(&self) -> Result<(), ConfigError> {
+        if let Some(token) = &self.token {
+            if token.len() < 16 || token.chars().any(char::is_whitespace) {
+                return Err(ConfigError::Invalid(
+                    "admin.token must be at least 16 characters without white space".to_owned(),
+                ));
+            }
+            return Ok(());
+        }
+        for (key, address) in [
+            ("admin.listen", self.address()?),
+            ("admin.pull_listen", self.pull_address()?),
+        ] {
+            if let Some(address) = address.filter(|a| !a.ip().is_loopback()) {
+                return Err(ConfigError::Invalid(format!(
+                    "{key} {address} is not a loopback address: set admin.token (or VODHOOK_ADMIN_TOKEN) so that the console and /metrics ask for it"
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -645,6 +680,8 @@ pub struct Overrides {
     /// `TENCENTCLOUD_SECRET_ID`, `TENCENTCLOUD_SECRET_KEY`,
     /// `TENCENTCLOUD_SESSION_TOKEN` from the environment.
     pub tencentcloud: [Option<String>; 3],
+    /// `VODHOOK_ADMIN_TOKEN` from the environment.
+    pub admin_token: Option<String>,
 }
 
 impl Overrides {
@@ -653,6 +690,7 @@ impl Overrides {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         Overrides {
             sign_key: var("VODHOOK_SIGN_KEY"),
+            admin_token: var("VODHOOK_ADMIN_TOKEN"),
             tencentcloud: [
                 var("TENCENTCLOUD_SECRET_ID"),
                 var("TENCENTCLOUD_SECRET_KEY"),
@@ -668,6 +706,7 @@ impl Overrides {
         let [secret_id, secret_key, token] = &self.tencentcloud;
         [
             ("auth.sign_key", "VODHOOK_SIGN_KEY", &self.sign_key),
+            ("admin.token", "VODHOOK_ADMIN_TOKEN", &self.admin_token),
             ("vod.secret_id", "TENCENTCLOUD_SECRET_ID", secret_id),
             ("vod.secret_key", "TENCENTCLOUD_SECRET_KEY", secret_key),
             ("vod.session_token", "TENCENTCLOUD_SESSION_TOKEN", token),
@@ -943,6 +982,9 @@ impl Config {
         if let Some(key) = overrides.sign_key.filter(|key| !key.is_empty()) {
             self.auth.sign_key = Some(key);
         }
+        if let Some(token) = overrides.admin_token.filter(|token| !token.is_empty()) {
+            self.admin.token = Some(token);
+        }
     }
 
     /// Checks values that the types alone do not constrain.
@@ -1011,6 +1053,7 @@ impl Config {
         }
         self.admin.address()?;
         self.admin.pull_address()?;
+        self.admin.check_token()?;
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return Err(ConfigError::Invalid(
                 "tls.cert and tls.key must be set together".to_owned(),
@@ -1191,6 +1234,7 @@ impl Config {
             &mut shown.auth.path_token,
             &mut shown.vod.secret_key,
             &mut shown.vod.session_token,
+            &mut shown.admin.token,
         ] {
             if secret.is_some() {
                 *secret = Some("<redacted>".to_owned());

@@ -41,6 +41,8 @@ use crate::metrics::Metrics;
 use crate::server::client_address;
 use crate::sign::{constant_time_eq, SignError};
 
+pub mod console;
+
 /// How long a body may take before `server.min_body_rate` applies: a
 /// callback's few KiB arrive well within it, whatever the network.
 pub const BODY_GRACE: Duration = Duration::from_secs(2);
@@ -113,9 +115,10 @@ pub fn router(app: App, path: &str) -> Router {
         .with_state(app)
 }
 
-/// The admin router: `GET /metrics` in the Prometheus text format.
-pub fn admin_router(metrics: Metrics) -> Router {
-    Router::new()
+/// The admin router: the web console (`console`) and `GET /metrics` in
+/// the Prometheus text format, both behind `admin.token` when one is set.
+pub fn admin_router(metrics: Metrics, console: console::Console) -> Router {
+    let metrics = Router::new()
         .route(
             "/metrics",
             get(|State(metrics): State<Metrics>| async move {
@@ -128,7 +131,8 @@ pub fn admin_router(metrics: Metrics) -> Router {
                 )
             }),
         )
-        .with_state(metrics)
+        .with_state(metrics);
+    console::router(console, metrics)
 }
 
 /// Times every request and counts every refusal.

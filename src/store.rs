@@ -50,6 +50,11 @@ use crate::events::{self, Event};
 use crate::metrics::Metrics;
 use crate::state::{self, Derived, FileState, TaskState};
 
+mod console;
+pub use console::{
+    ActionCounts, ConsoleWrite, EventQuery, Overview, Page, SCAN_WINDOW, TIMELINE_LIMIT,
+};
+
 /// Most requests written in one transaction.
 pub const MAX_BATCH: usize = 512;
 
@@ -175,6 +180,13 @@ DROP INDEX deliveries_event_id;
 CREATE INDEX deliveries_retrying ON deliveries (next_at) WHERE status = 'retrying';
 "#,
     MIGRATION_IDS_NEVER_REUSED,
+    r#"
+-- The web console (issue 14): an event's deliveries, and the deliveries
+-- not done (pending, retrying, dead) by status and action. `ok` rows leave
+-- `deliveries_open`, so it stays the size of the outbox.
+CREATE INDEX deliveries_event_id ON deliveries (event_id);
+CREATE INDEX deliveries_open ON deliveries (status, action, id) WHERE status <> 'ok';
+"#,
 ];
 
 /// Schema 4 (the store helper's migration): ids are never handed out twice,
@@ -389,6 +401,10 @@ enum Command {
     Reject(Box<Rejected>, oneshot::Sender<Result<(), StoreError>>),
     Prune(i64, oneshot::Sender<Result<usize, StoreError>>),
     Probe(oneshot::Sender<Result<(), StoreError>>),
+    Console(
+        Box<console::ConsoleWrite>,
+        oneshot::Sender<Result<usize, StoreError>>,
+    ),
 }
 
 /// A cheap-clone handle to the writer thread.
@@ -910,6 +926,11 @@ impl Writer {
                 Command::Probe(reply) => {
                     let _ = reply.send(self.probe());
                 }
+                Command::Console(write, reply) => {
+                    let _ = reply.send(
+                        console::apply(&mut self.connection, &write).map_err(|e| unavailable(&e)),
+                    );
+                }
                 write => writes.push(write),
             }
         }
@@ -968,7 +989,7 @@ impl Writer {
                 Command::Reject(_, reply) | Command::Attempt(_, reply) => {
                     let _ = reply.send(result.map(|_| ()));
                 }
-                Command::Prune(..) | Command::Probe(_) => {}
+                Command::Prune(..) | Command::Probe(_) | Command::Console(..) => {}
             }
         }
     }
@@ -998,7 +1019,7 @@ impl Writer {
                         times_seen: 1,
                     })
                 }
-                Command::Prune(..) | Command::Probe(_) => continue,
+                Command::Prune(..) | Command::Probe(_) | Command::Console(..) => continue,
             };
             match result {
                 Ok(stored) => {
@@ -1098,7 +1119,7 @@ fn answer_all(writes: Vec<Command>, error: &StoreError) {
             Command::Reject(_, reply) | Command::Attempt(_, reply) => {
                 let _ = reply.send(Err(error.clone()));
             }
-            Command::Prune(..) | Command::Probe(_) => {}
+            Command::Prune(..) | Command::Probe(_) | Command::Console(..) => {}
         }
     }
 }

@@ -8,6 +8,7 @@ mod actions;
 mod brokers;
 mod catalog;
 mod cli;
+mod console;
 mod doctor;
 mod durability;
 mod errors;
