@@ -219,7 +219,7 @@ fn layout(frame: &Frame<'_>, body: Markup) -> Markup {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
-                meta name="referrer" content="no-referrer";
+                meta name="referrer" content="same-origin";
                 title { (frame.title) " · vodhook" }
                 link rel="stylesheet" href="/static/console.css";
                 script src="/static/console.js" defer {}
@@ -413,11 +413,11 @@ pub fn events(frame: &Frame<'_>, page: &EventsPage) -> Markup {
         @if page.live {
             div.live {
                 button #pause type="button" data-stream={ "/events/stream?" (base) } { "Pause" }
-                span #live-status { "live: new events appear at the top" }
+                span #live-status { "connecting to live updates…" }
             }
         }
         div.scroll { table #events {
-            thead { tr { th { "Id" } th { "Received" } th { "Type" } th { "File" } th { "Task" } th { "Status" } th { "Source" } th.num { "Seen" } } }
+            thead { tr { th { "Id" } th.wide { "Received" } th { "Type" } th { "File" } th.wide { "Task" } th { "Status" } th.wide { "Source" } th.num.wide { "Seen" } } }
             tbody {
                 @for row in &page.page.rows { (event_row(row)) }
             }
@@ -450,13 +450,13 @@ fn event_row(row: &EventRow) -> Markup {
     html! {
         tr {
             td { a href={ "/events/" (row.id) } { (row.id) } }
-            td { (time(row.received_at)) }
+            td.wide { (time(row.received_at)) }
             td { (row.meta.event_type) @if row.meta.parse_error.is_some() { " " span.badge.bad title="parse error" { "parse error" } } }
             td { @if let Some(file) = &row.meta.file_id { (file_link(file)) } }
-            td { @if let Some(task) = &row.meta.task_id { (task_link(task)) } }
+            td.wide { @if let Some(task) = &row.meta.task_id { (task_link(task)) } }
             td { @if let Some(status) = &row.meta.status { (status_badge(status)) } }
-            td { (row.source) }
-            td.num { (row.times_seen) }
+            td.wide { (row.source) }
+            td.num.wide { (row.times_seen) }
         }
     }
 }
@@ -612,19 +612,28 @@ pub fn timeline(frame: &Frame<'_>, page: &TimelinePage) -> Markup {
     let body = html! {
         @if page.kind == "file" { h1 { "File " (page.id) } } @else { h1 { "Task " (page.id) } }
         @if let Some(file) = &page.file {
-            section.state {
-                h2 { "State" }
-                @let state = serde_json::to_value(&file.state).unwrap_or(Value::Null);
+            @let state = serde_json::to_value(&file.state).unwrap_or(Value::Null);
+            details.state {
+                summary {
+                    "File "
+                    @if let Some(name) = &file.state.name { "“" (name) "” " }
+                    @if let Some(category) = &file.state.category { (category) " " }
+                    @if file.state.deleted { span.badge.bad { "deleted" } } @else { span.badge.good { "stored" } }
+                    " · " (file.state.transcodes.len()) " transcodes · updated " (time(file.updated_at))
+                }
                 div.scroll { (value_table("", &state)) }
-                p.muted { "Updated " (time(file.updated_at)) }
             }
         }
         @for task in &page.tasks {
-            section.state {
-                h2 { "Task " (task_link(&task.state.task_id)) " " @if let Some(s) = &task.state.status { (status_badge(s)) } }
-                @let state = serde_json::to_value(&task.state).unwrap_or(Value::Null);
+            @let state = serde_json::to_value(&task.state).unwrap_or(Value::Null);
+            details.state {
+                summary {
+                    "Task " (task.state.task_id) " "
+                    @if let Some(s) = &task.state.status { (status_badge(s)) }
+                    " · " (task.state.subtasks.len()) " sub-tasks · updated " (time(task.updated_at))
+                }
+                p { (task_link(&task.state.task_id)) }
                 div.scroll { (value_table("", &state)) }
-                p.muted { "Updated " (time(task.updated_at)) }
             }
         }
         @if page.file.is_none() && page.tasks.is_empty() {

@@ -38,14 +38,14 @@
     var tr = document.createElement("tr");
     tr.className = "new";
     cell(tr, link("/events/" + encodeURIComponent(e.id), e.id));
-    cell(tr, timeOf(e.received_at));
+    cell(tr, timeOf(e.received_at)).className = "wide";
     var type = cell(tr, e.event_type);
     if (e.parse_error) { type.appendChild(document.createTextNode(" ")); var b = badge("parse error"); b.className = "badge bad"; type.appendChild(b); }
     cell(tr, e.file_id ? link("/files/" + encodeURIComponent(e.file_id), e.file_id) : null);
-    cell(tr, e.task_id ? link("/tasks/" + encodeURIComponent(e.task_id), e.task_id) : null);
+    cell(tr, e.task_id ? link("/tasks/" + encodeURIComponent(e.task_id), e.task_id) : null).className = "wide";
     cell(tr, e.status ? badge(e.status) : null);
-    cell(tr, e.source);
-    cell(tr, e.times_seen).className = "num";
+    cell(tr, e.source).className = "wide";
+    cell(tr, e.times_seen).className = "num wide";
     return tr;
   }
 

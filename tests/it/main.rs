@@ -6,6 +6,7 @@
 
 mod actions;
 mod brokers;
+mod browser;
 mod catalog;
 mod cli;
 mod console;
