@@ -20,9 +20,10 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use vodhook::config::Config;
 use vodhook::events::Event;
-use vodhook::ingest::Ingest;
 use vodhook::metrics::Metrics;
-use vodhook::store::{self, AttemptRecord, AttemptRow, NewEvent, Store, StoreOptions};
+use vodhook::store::{
+    self, AttemptRecord, AttemptRow, DeliveryStatus, NewEvent, Store, StoreOptions,
+};
 
 const UPLOAD: &str = include_str!("../tests/fixtures/samples/v3-NewFileUpload.json");
 const UPLOAD_FILE: &str = "5285890784273533167";
@@ -67,7 +68,12 @@ fn event(n: usize, count: usize, now: i64) -> NewEvent {
         }
     };
     let parsed = Event::parse(raw.as_bytes()).expect("the sample parses");
-    let mut new = store::new_event(&parsed, raw.into(), "push", Some("192.0.2.7:443".to_owned()));
+    let mut new = store::new_event(
+        &parsed,
+        raw.into(),
+        "push",
+        Some("192.0.2.7:443".to_owned()),
+    );
     // Oldest first, 30 days back; the last 2,000 within the last hour.
     let recent = count.saturating_sub(2_000);
     new.received_at = if n >= recent {
@@ -128,7 +134,11 @@ async fn generate(path: &PathBuf, count: usize) {
                     stdout: Some("done\n".to_owned()),
                     ..AttemptRow::default()
                 },
-                status: if dead { "dead" } else { "ok" },
+                status: if dead {
+                    DeliveryStatus::Dead
+                } else {
+                    DeliveryStatus::Ok
+                },
                 next_at: now,
             })
             .await
@@ -169,9 +179,7 @@ fn main() {
         .expect("config");
         config.store.path = path.clone();
         config.store.retention_days = 0;
-        let metrics = Metrics::default();
-        let store = Store::open(&config.store.options(), metrics.clone()).expect("open");
-        let ingest = Ingest::new(store, metrics, None);
+        let app = vodhook::App::build(config).expect("build");
         let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", admin.local_addr().expect("address"));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -179,7 +187,7 @@ fn main() {
             main: None,
             admin: Some(admin),
         };
-        let server = tokio::spawn(vodhook::run(config, listeners, ingest, async move {
+        let server = tokio::spawn(app.run(listeners, async move {
             let _ = stopped.await;
         }));
         let client = reqwest::Client::new();

@@ -16,7 +16,8 @@ use serde_json::Value;
 use crate::inspect::format_ms;
 use crate::metrics::Summary;
 use crate::store::{
-    AttemptRow, DeliveryRow, EventRow, FileRecord, Overview, Page, RejectedRow, TaskRecord,
+    AttemptRow, DeliveryRow, DeliveryStatus, EventRow, FileRecord, Overview, Page, RejectedRow,
+    TaskRecord,
 };
 
 /// The stylesheet, served at `/static/console.css`.
@@ -287,7 +288,7 @@ pub fn overview(frame: &Frame<'_>, page: &OverviewPage) -> Markup {
     let body = html! {
         h1 { "Overview" }
         section.cards {
-            div.card { span.label { "Events stored" } span.value { (store.events) } }
+            div.card { span.label { "Events stored" } span.value { (store.events.unwrap_or(0)) } }
             div.card { span.label { "Store size" } span.value { (crate::events::format_size(i64::try_from(store.store_bytes).unwrap_or(i64::MAX))) } }
             div.card { span.label { "Duplicates" } span.value { (process.duplicates) } }
             div.card { span.label { "Rejected bodies" } span.value { (process.bodies_rejected) } span.sub { (store.rejected) " kept" } }
@@ -596,7 +597,7 @@ fn deliveries_table(rows: &[DeliveryRow]) -> Markup {
                         td { a href={ "/deliveries/" (d.id) } { (d.id) } }
                         td { (d.action) }
                         td { a href={ "/events/" (d.event_id) } { (d.event_id) } " " span.muted { (d.event_type) } }
-                        td { (status_badge(&d.status)) }
+                        td { (status_badge(d.status.as_str())) }
                         td.num { (d.attempts) }
                         td { (time(d.created_at)) }
                         td.error-text { (d.last_error.as_deref().unwrap_or("")) }
@@ -709,14 +710,14 @@ pub fn delivery(frame: &Frame<'_>, page: &DeliveryPage) -> Markup {
         table.kv {
             tr { th { "Action" } td { (d.action) } }
             tr { th { "Event" } td { a href={ "/events/" (d.event_id) } { (d.event_type) " #" (d.event_id) } } }
-            tr { th { "Status" } td #delivery-status { (status_badge(&d.status)) } }
+            tr { th { "Status" } td #delivery-status { (status_badge(d.status.as_str())) } }
             tr { th { "Attempts" } td { (d.attempts) } }
             tr { th { "Queued" } td { (time(d.created_at)) } }
             tr { th { "Updated" } td { (time(d.updated_at)) } }
-            @if matches!(d.status.as_str(), "pending" | "retrying") { tr { th { "Next attempt" } td { (time(d.next_at)) } } }
+            @if d.status.waiting() { tr { th { "Next attempt" } td { (time(d.next_at)) } } }
             @if let Some(error) = &d.last_error { tr { th { "Last error" } td.error-text { (error) } } }
         }
-        @if matches!(d.status.as_str(), "dead" | "retrying") {
+        @if matches!(d.status, DeliveryStatus::Dead | DeliveryStatus::Retrying) {
             form method="post" action={ "/deliveries/" (d.id) "/retry" } {
                 input type="hidden" name="csrf" value=(frame.csrf);
                 button #retry type="submit" { "Retry" }

@@ -24,16 +24,20 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
 
+use crate::actions::Actions;
 use crate::config::Config;
 use crate::console::{self as pages, EventFilters, Frame};
 use crate::events::{describe, Event};
 use crate::ingest::{Ingest, Received};
 use crate::metrics::Metrics;
 use crate::sign::constant_time_eq;
-use crate::store::{self, ConsoleWrite, EventQuery, Reader};
+use crate::store::{self, ConsoleWrite, DeliveryStatus, EventQuery, Reader};
 
 /// Rows on one page of a list.
 pub const PAGE_SIZE: u32 = 50;
+
+/// How long the overview reuses its count of events stored.
+pub const COUNT_EVERY: Duration = Duration::from_secs(10);
 
 /// The session cookie's name.
 pub const COOKIE: &str = "vodhook_session";
@@ -57,13 +61,20 @@ impl std::fmt::Debug for Console {
 struct Inner {
     ingest: Ingest,
     metrics: Metrics,
-    readers: Mutex<Vec<Reader>>,
+    readers: Mutex<Vec<Arc<Reader>>>,
+    /// The last count of events stored, and when it was made: counting
+    /// reads an index entry per event, so the overview counts at most
+    /// every [`COUNT_EVERY`].
+    counted: Mutex<Option<(std::time::Instant, i64)>>,
     token: Option<String>,
     /// The session cookie's value (`HMAC(key, token)`), with a token.
     session: Option<String>,
     csrf: String,
     config: String,
-    actions: Vec<String>,
+    actions: Actions,
+    action_names: Vec<String>,
+    /// Signs re-POSTs as VOD would, when `auth.sign_key` is set.
+    sign_key: Option<crate::sign::SignKey>,
     stop: CancellationToken,
 }
 
@@ -77,6 +88,7 @@ impl Console {
     pub fn new(
         config: &Config,
         ingest: Ingest,
+        actions: Actions,
         stop: CancellationToken,
     ) -> anyhow::Result<Console> {
         let mut key = [0u8; 32];
@@ -97,24 +109,36 @@ impl Console {
                 metrics: ingest.metrics().clone(),
                 ingest,
                 readers: Mutex::new(Vec::new()),
+                counted: Mutex::new(None),
                 session: token
                     .as_ref()
                     .map(|token| mac(&format!("session\0{token}"))),
                 token,
                 csrf: mac("csrf"),
                 config: config.to_toml_redacted(),
-                actions: config.actions.iter().map(|a| a.name.clone()).collect(),
+                actions,
+                sign_key: config
+                    .auth
+                    .sign_key
+                    .as_deref()
+                    .and_then(|key| crate::sign::SignKey::new(key).ok()),
+                action_names: config.actions.iter().map(|a| a.name.clone()).collect(),
                 stop,
             }),
         })
     }
 
-    /// Runs `read` on a pooled read-only connection, off the runtime.
-    async fn read<T: Send + 'static>(
-        &self,
-        read: impl FnOnce(&Reader) -> anyhow::Result<T> + Send + 'static,
-    ) -> Result<T, Failure> {
+    /// Runs `read` on a pooled read-only connection, on a blocking
+    /// thread: SQLite's queries run inline and must not hold up the
+    /// runtime that receives callbacks.
+    async fn read<T, F, Fut>(&self, read: F) -> Result<T, Failure>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Reader>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = anyhow::Result<T>> + Send + 'static,
+    {
         let inner = Arc::clone(&self.inner);
+        let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
             let pooled = inner
                 .readers
@@ -123,9 +147,11 @@ impl Console {
                 .pop();
             let reader = match pooled {
                 Some(reader) => reader,
-                None => Reader::open(inner.ingest.store().path())?,
+                None => Arc::new(
+                    runtime.block_on(Reader::open(inner.ingest.store().location().clone()))?,
+                ),
             };
-            let result = read(&reader);
+            let result = runtime.block_on(read(Arc::clone(&reader)));
             if let Ok(mut pool) = inner.readers.lock() {
                 if pool.len() < 4 {
                     pool.push(reader);
@@ -493,13 +519,29 @@ async fn overview(
 ) -> Response {
     let ask = Ask::of(&console, &query, &headers);
     let now = store::now_ms();
-    let store = match console
-        .read(move |reader| reader.console_overview(now))
+    let cached = console
+        .inner
+        .counted
+        .lock()
+        .ok()
+        .and_then(|counted| *counted)
+        .filter(|(at, _)| at.elapsed() < COUNT_EVERY)
+        .map(|(_, count)| count);
+    let mut store = match console
+        .read(move |reader| async move { reader.console_overview(now, cached.is_none()).await })
         .await
     {
         Ok(store) => store,
         Err(failure) => return failure.json(ask.json).into_response(),
     };
+    match (store.events, cached) {
+        (Some(count), _) => {
+            if let Ok(mut counted) = console.inner.counted.lock() {
+                *counted = Some((std::time::Instant::now(), count));
+            }
+        }
+        (None, cached) => store.events = cached,
+    }
     let page = pages::OverviewPage {
         version: version(),
         process: console.inner.metrics.summary(),
@@ -577,7 +619,7 @@ async fn events(
         Ok(event_query) => {
             let live = event_query.before.is_none();
             match console
-                .read(move |reader| reader.console_events(&event_query))
+                .read(move |reader| async move { reader.console_events(&event_query).await })
                 .await
             {
                 Ok(page) => (
@@ -724,9 +766,9 @@ async fn event(
             .into_response();
     };
     let found = console
-        .read(move |reader| {
-            Ok(match reader.event(id)? {
-                Some((row, raw)) => Some((row, raw, reader.console_event_deliveries(id)?)),
+        .read(move |reader| async move {
+            Ok(match reader.event(id).await? {
+                Some((row, raw)) => Some((row, raw, reader.console_event_deliveries(id).await?)),
                 None => None,
             })
         })
@@ -747,7 +789,7 @@ async fn event(
         typed,
         raw: pretty(&raw),
         deliveries,
-        actions: console.inner.actions.clone(),
+        actions: console.inner.action_names.clone(),
     };
     let title = format!("Event {id}");
     ask.answer(&console, &page, pages::event, &title, "Events")
@@ -756,17 +798,21 @@ async fn event(
 async fn timeline(console: Console, kind: &'static str, id: String, ask: Ask) -> Response {
     let key = id.clone();
     let found = console
-        .read(move |reader| {
+        .read(move |reader| async move {
             if kind == "file" {
-                let file = reader.file(&key)?;
-                let tasks = reader.tasks_of_file(&key)?;
-                Ok((file, tasks, reader.console_timeline(Some(&key), None)?))
+                let file = reader.file(&key).await?;
+                let tasks = reader.tasks_of_file(&key).await?;
+                Ok((
+                    file,
+                    tasks,
+                    reader.console_timeline(Some(&key), None).await?,
+                ))
             } else {
-                let task = reader.task(&key)?;
+                let task = reader.task(&key).await?;
                 Ok((
                     None,
                     task.into_iter().collect(),
-                    reader.console_timeline(None, Some(&key))?,
+                    reader.console_timeline(None, Some(&key)).await?,
                 ))
             }
         })
@@ -826,13 +872,20 @@ async fn deliveries(
     let ask = Ask::of(&console, &query, &headers);
     let action = param(&query, "action");
     let status = param(&query, "status");
-    if !status.is_empty() && !["pending", "retrying", "ok", "dead"].contains(&status.as_str()) {
-        return Failure::bad_request(format!(
-            "status must be pending, retrying, ok or dead, got {status:?}"
-        ))
-        .json(ask.json)
-        .into_response();
-    }
+    let wanted = if status.is_empty() {
+        None
+    } else {
+        match status.parse::<DeliveryStatus>() {
+            Ok(wanted) => Some(wanted),
+            Err(_) => {
+                return Failure::bad_request(format!(
+                    "status must be pending, retrying, ok or dead, got {status:?}"
+                ))
+                .json(ask.json)
+                .into_response()
+            }
+        }
+    };
     let before = match query
         .get("before")
         .filter(|b| !b.is_empty())
@@ -846,15 +899,17 @@ async fn deliveries(
         Some(Ok(before)) => Some(before),
         None => None,
     };
-    let (a, s) = (action.clone(), status.clone());
+    let a = action.clone();
     let page = match console
-        .read(move |reader| {
-            reader.console_deliveries(
-                (!a.is_empty()).then_some(a.as_str()),
-                (!s.is_empty()).then_some(s.as_str()),
-                before,
-                PAGE_SIZE,
-            )
+        .read(move |reader| async move {
+            reader
+                .console_deliveries(
+                    (!a.is_empty()).then_some(a.as_str()),
+                    wanted,
+                    before,
+                    PAGE_SIZE,
+                )
+                .await
         })
         .await
     {
@@ -865,7 +920,7 @@ async fn deliveries(
         action,
         status,
         page,
-        actions: console.inner.actions.clone(),
+        actions: console.inner.action_names.clone(),
     };
     ask.answer(
         &console,
@@ -888,7 +943,10 @@ async fn delivery(
             .json(ask.json)
             .into_response();
     };
-    let found = match console.read(move |reader| reader.delivery(id)).await {
+    let found = match console
+        .read(move |reader| async move { reader.delivery(id).await })
+        .await
+    {
         Ok(found) => found,
         Err(failure) => return failure.json(ask.json).into_response(),
     };
@@ -910,7 +968,7 @@ async fn rejected(
     let ask = Ask::of(&console, &query, &headers);
     let before = query.get("before").and_then(|b| b.parse::<i64>().ok());
     let page = match console
-        .read(move |reader| reader.console_rejected(before, PAGE_SIZE))
+        .read(move |reader| async move { reader.console_rejected(before, PAGE_SIZE).await })
         .await
     {
         Ok(page) => page,
@@ -997,7 +1055,7 @@ async fn retry(
     {
         Ok(count) => {
             if count > 0 {
-                console.inner.ingest.dispatcher_wake().notify_one();
+                console.inner.ingest.wake_dispatcher();
                 tracing::info!(delivery = id, "delivery retried from the console");
             }
             done(
@@ -1021,7 +1079,7 @@ async fn retry_dead(
         return failure.into_response();
     }
     let json = wants_json(None, &headers);
-    if !console.inner.actions.contains(&posted.action) {
+    if !console.inner.action_names.contains(&posted.action) {
         return Failure::bad_request(format!("no action named {:?} is configured", posted.action))
             .json(json)
             .into_response();
@@ -1041,7 +1099,7 @@ async fn retry_dead(
     match console.inner.ingest.store().console_write(write).await {
         Ok(count) => {
             if count > 0 {
-                console.inner.ingest.dispatcher_wake().notify_one();
+                console.inner.ingest.wake_dispatcher();
                 tracing::info!(action = %posted.action, count, "dead deliveries retried from the console");
             }
             let path = format!(
@@ -1067,7 +1125,10 @@ async fn replay(
         return failure.into_response();
     }
     let json = wants_json(None, &headers);
-    let found = match console.read(move |reader| reader.event(id)).await {
+    let found = match console
+        .read(move |reader| async move { reader.event(id).await })
+        .await
+    {
         Ok(found) => found,
         Err(failure) => return failure.json(json).into_response(),
     };
@@ -1084,8 +1145,7 @@ async fn replay(
     let derived = crate::state::derive(&event);
     let pairs: Vec<(i64, String)> = console
         .inner
-        .ingest
-        .actions()
+        .actions
         .matching(&event, &derived)
         .into_iter()
         .map(|name| (id, name))
@@ -1101,7 +1161,7 @@ async fn replay(
         {
             return write_failed(&error).into_response();
         }
-        console.inner.ingest.dispatcher_wake().notify_one();
+        console.inner.ingest.wake_dispatcher();
         tracing::info!(event = id, count, "actions run again from the console");
     }
     done(
@@ -1128,7 +1188,10 @@ async fn repost(
             .json(json)
             .into_response();
     };
-    let found = match console.read(move |reader| reader.event(id)).await {
+    let found = match console
+        .read(move |reader| async move { reader.event(id).await })
+        .await
+    {
         Ok(found) => found,
         Err(failure) => return failure.json(json).into_response(),
     };
@@ -1138,7 +1201,12 @@ async fn repost(
             .into_response();
     };
     tracing::info!(event = id, url = %crate::redact::redact(&url), "event re-POSTed from the console");
-    match crate::send::post(&url, raw, Duration::from_secs(10)).await {
+    let signature = console
+        .inner
+        .sign_key
+        .as_ref()
+        .map(|key| crate::send::Signature::new(key, crate::clock::now_secs()));
+    match crate::send::post(&url, raw, signature.as_ref(), Duration::from_secs(10)).await {
         Ok(answer) => {
             if json {
                 return Json(json!({ "done": "posted", "status": answer.status })).into_response();

@@ -1,4 +1,5 @@
-//! The web console's queries and writes (`crate::console` renders them).
+//! The web console's queries and writes (`crate::console` renders them,
+//! `http::console` serves them), on every backend.
 //!
 //! Every read is bounded, whatever the store holds: lists are keyset
 //! pages (`id < before`, newest first) read through an index, and a
@@ -6,21 +7,22 @@
 //! errors, text in the raw body) looks at one window of [`SCAN_WINDOW`]
 //! ids at a time; a page that found fewer matches says where the search
 //! stopped, and the next page searches on from there. Writes go through
-//! the writer thread (`Command::Console`), like every other write.
-
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+//! the store's writer, like every other write.
 
 use serde::Serialize;
 
 use super::{
-    delivery_row, event_row, insert_deliveries, now_ms, DeliveryRow, EventRow, Reader, Store,
-    StoreError, EVENT_COLUMNS,
+    DeliveryRow, DeliveryStatus, EventRow, Reader, ReaderBackend, RejectedRow, Store, StoreBackend,
+    StoreError,
 };
-use crate::store::Command;
 
 /// Ids one page of a filtered list looks at, at most, when no index
 /// serves the filter.
-pub const SCAN_WINDOW: i64 = 20_000;
+pub const SCAN_WINDOW: i64 = 10_000;
+
+/// Ids one page looks at when it searches text in the raw bodies (each
+/// body is read whole).
+pub const TEXT_WINDOW: i64 = 4_000;
 
 /// Most events a file or task timeline shows.
 pub const TIMELINE_LIMIT: u32 = 500;
@@ -55,7 +57,8 @@ pub struct EventQuery {
 }
 
 impl EventQuery {
-    fn needs_scan(&self) -> bool {
+    /// Whether a filter no index serves is set.
+    pub fn needs_scan(&self) -> bool {
         self.event_type.is_some()
             || self.status.is_some()
             || self.source.is_some()
@@ -85,8 +88,9 @@ pub struct Overview {
     pub per_minute: Vec<(i64, i64)>,
     /// `(event type, events, of which received more than once)`, last 24 hours.
     pub by_type: Vec<(String, i64, i64)>,
-    /// Events stored.
-    pub events: i64,
+    /// Events stored, when counted (a count reads an index of every event:
+    /// the caller asks for it at most now and then).
+    pub events: Option<i64>,
     /// Refused bodies kept.
     pub rejected: i64,
     /// Per action: `(action, pending, retrying, dead)`.
@@ -125,49 +129,18 @@ pub enum ConsoleWrite {
 }
 
 impl Store {
-    /// Applies a console change in one transaction of the writer thread;
-    /// returns how many deliveries it retried or queued.
+    /// Applies a console change in one transaction of the writer; returns
+    /// how many deliveries it retried or queued.
     ///
     /// # Errors
     ///
     /// [`StoreError`]: nothing changed.
     pub async fn console_write(&self, write: ConsoleWrite) -> Result<usize, StoreError> {
-        self.call(|reply| Command::Console(Box::new(write), reply))
-            .await
+        match &self.backend {
+            StoreBackend::Sqlite(writes) => writes.console(write).await,
+        }
     }
 }
-
-/// Runs `write` on the writer's connection (the writer thread).
-pub(super) fn apply(connection: &mut Connection, write: &ConsoleWrite) -> rusqlite::Result<usize> {
-    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let now = now_ms();
-    let changed = match write {
-        ConsoleWrite::RetryDelivery(id) => transaction.execute(
-            "UPDATE deliveries SET status = 'retrying', next_at = ?2, updated_at = ?2
-             WHERE id = ?1 AND status IN ('dead', 'retrying')",
-            params![id, now],
-        )?,
-        ConsoleWrite::RetryDead { action, since_ms } => transaction.execute(
-            "UPDATE deliveries SET status = 'retrying', next_at = ?3, updated_at = ?3
-             WHERE id IN (SELECT id FROM deliveries INDEXED BY deliveries_open
-                          WHERE status = 'dead' AND status <> 'ok' AND action = ?1)
-               AND created_at >= ?2",
-            params![action, since_ms, now],
-        )?,
-        ConsoleWrite::Enqueue(pairs) => {
-            for (event_id, action) in pairs {
-                insert_deliveries(&transaction, *event_id, std::slice::from_ref(action), now)?;
-            }
-            pairs.len()
-        }
-    };
-    transaction.commit()?;
-    Ok(changed)
-}
-
-const DELIVERY_COLUMNS: &str =
-    "d.id, d.event_id, coalesce(e.event_type, '?'), d.action, d.status, d.attempts,
-     d.next_at, d.created_at, d.updated_at, d.last_error";
 
 impl Reader {
     /// A page of events matching `query`, newest first.
@@ -175,112 +148,8 @@ impl Reader {
     /// # Errors
     ///
     /// The query fails.
-    pub fn console_events(&self, query: &EventQuery) -> anyhow::Result<Page<EventRow>> {
-        let limit = i64::from(query.limit.max(1));
-        let top = match query.before {
-            Some(before) => before,
-            None => self.max_event_id()? + 1,
-        };
-        // A time range becomes an id range: ids and reception times grow
-        // together, and `events_received_at` finds the bounds.
-        let top = match query.until_ms {
-            Some(until) => top.min(self.first_event_at(until)?.unwrap_or(i64::MAX)),
-            None => top,
-        };
-        let floor = match query.since_ms {
-            Some(since) => self.first_event_at(since)?.unwrap_or(top),
-            None => 0,
-        };
-        let indexed = query.file_id.is_some() || query.task_id.is_some();
-        let bottom = if indexed || !query.needs_scan() {
-            floor
-        } else {
-            floor.max(top - SCAN_WINDOW)
-        };
-        let source = if query.file_id.is_some() {
-            "(SELECT * FROM events WHERE id IN
-                (SELECT id FROM events WHERE file_id = ?1 UNION SELECT event_id FROM event_files WHERE file_id = ?1))"
-        } else if query.task_id.is_some() {
-            "(SELECT * FROM events WHERE task_id = ?2)"
-        } else {
-            "events"
-        };
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM {source}
-             WHERE id < ?3 AND id >= ?4
-               AND (?2 IS NULL OR task_id = ?2)
-               AND (?5 IS NULL OR event_type = ?5)
-               AND (?6 IS NULL OR status = ?6)
-               AND (?7 IS NULL OR source = ?7)
-               AND (?8 = 0 OR times_seen > 1)
-               AND (?9 = 0 OR parse_error IS NOT NULL)
-               AND (?10 IS NULL OR instr(raw, CAST(?10 AS BLOB)) > 0)
-               AND (?11 IS NULL OR received_at >= ?11)
-               AND (?12 IS NULL OR received_at < ?12)
-             ORDER BY id DESC LIMIT ?13"
-        );
-        let mut statement = self.connection.prepare_cached(&sql)?;
-        let rows = statement.query_map(
-            params![
-                query.file_id,
-                query.task_id,
-                top,
-                bottom,
-                query.event_type,
-                query.status,
-                query.source,
-                query.duplicates,
-                query.parse_errors,
-                query.text,
-                query.since_ms,
-                query.until_ms,
-                limit + 1
-            ],
-            event_row,
-        )?;
-        let mut rows: Vec<EventRow> = rows.collect::<Result<_, _>>()?;
-        let full = rows.len() as i64 > limit;
-        rows.truncate(limit as usize);
-        for row in &mut rows {
-            self.fill_file_ids(row)?;
-        }
-        let (next_before, searched_down_to) = if full {
-            (rows.last().map(|row| row.id), None)
-        } else if bottom > floor && bottom > self.min_event_id()? {
-            (Some(bottom), Some(bottom))
-        } else {
-            (None, None)
-        };
-        Ok(Page {
-            rows,
-            next_before,
-            searched_down_to,
-        })
-    }
-
-    fn max_event_id(&self) -> anyhow::Result<i64> {
-        Ok(self
-            .connection
-            .prepare_cached("SELECT coalesce(max(id), 0) FROM events")?
-            .query_row([], |row| row.get(0))?)
-    }
-
-    fn min_event_id(&self) -> anyhow::Result<i64> {
-        Ok(self
-            .connection
-            .prepare_cached("SELECT coalesce(min(id), 0) FROM events")?
-            .query_row([], |row| row.get(0))?)
-    }
-
-    /// The id of the first event received at or after `at_ms`.
-    fn first_event_at(&self, at_ms: i64) -> anyhow::Result<Option<i64>> {
-        Ok(self
-            .connection
-            .prepare_cached(
-                "SELECT id FROM events WHERE received_at >= ?1 ORDER BY received_at, id LIMIT 1",
-            )?
-            .query_row(params![at_ms], |row| row.get(0))
-            .optional()?)
+    pub async fn console_events(&self, query: &EventQuery) -> anyhow::Result<Page<EventRow>> {
+        read!(self, console_events(query))
     }
 
     /// The events naming a file (or of a task), oldest first, at most
@@ -289,28 +158,12 @@ impl Reader {
     /// # Errors
     ///
     /// The query fails.
-    pub fn console_timeline(
+    pub async fn console_timeline(
         &self,
         file_id: Option<&str>,
         task_id: Option<&str>,
     ) -> anyhow::Result<Vec<(EventRow, Vec<u8>)>> {
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS}, raw FROM events WHERE id IN
-                 (SELECT id FROM events WHERE file_id = ?1
-                  UNION SELECT event_id FROM event_files WHERE file_id = ?1
-                  UNION SELECT id FROM events WHERE task_id = ?2)
-             ORDER BY id DESC LIMIT ?3"
-        );
-        let mut statement = self.connection.prepare_cached(&sql)?;
-        let rows = statement.query_map(params![file_id, task_id, TIMELINE_LIMIT], |row| {
-            Ok((event_row(row)?, row.get::<_, Vec<u8>>(12)?))
-        })?;
-        let mut rows: Vec<(EventRow, Vec<u8>)> = rows.collect::<Result<_, _>>()?;
-        rows.reverse();
-        for (row, _) in &mut rows {
-            self.fill_file_ids(row)?;
-        }
-        Ok(rows)
+        read!(self, console_timeline(file_id, task_id))
     }
 
     /// The deliveries an event triggered, oldest first.
@@ -318,14 +171,11 @@ impl Reader {
     /// # Errors
     ///
     /// The query fails.
-    pub fn console_event_deliveries(&self, event_id: i64) -> anyhow::Result<Vec<DeliveryRow>> {
-        let sql = format!(
-            "SELECT {DELIVERY_COLUMNS} FROM deliveries d LEFT JOIN events e ON e.id = d.event_id
-             WHERE d.event_id = ?1 ORDER BY d.id"
-        );
-        let mut statement = self.connection.prepare_cached(&sql)?;
-        let rows = statement.query_map(params![event_id], delivery_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+    pub async fn console_event_deliveries(
+        &self,
+        event_id: i64,
+    ) -> anyhow::Result<Vec<DeliveryRow>> {
+        read!(self, console_event_deliveries(event_id))
     }
 
     /// A page of deliveries, newest first, by action and status.
@@ -333,63 +183,14 @@ impl Reader {
     /// # Errors
     ///
     /// The query fails.
-    pub fn console_deliveries(
+    pub async fn console_deliveries(
         &self,
         action: Option<&str>,
-        status: Option<&str>,
+        status: Option<DeliveryStatus>,
         before: Option<i64>,
         limit: u32,
     ) -> anyhow::Result<Page<DeliveryRow>> {
-        let limit = i64::from(limit.max(1));
-        let (max, min): (i64, i64) = self
-            .connection
-            .prepare_cached("SELECT coalesce(max(id), 0), coalesce(min(id), 0) FROM deliveries")?
-            .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))?;
-        let top = before.unwrap_or(max + 1);
-        // Deliveries not done are in `deliveries_open`; `ok` ones are most
-        // of the table and found by scanning a window.
-        let indexed = matches!(status, Some("pending" | "retrying" | "dead"));
-        let bottom = if indexed || (action.is_none() && status.is_none()) {
-            0
-        } else {
-            (top - SCAN_WINDOW).max(0)
-        };
-        let sql = if indexed {
-            format!(
-                "SELECT {DELIVERY_COLUMNS} FROM deliveries d INDEXED BY deliveries_open
-                 LEFT JOIN events e ON e.id = d.event_id
-                 WHERE d.status = ?1 AND d.status <> 'ok' AND (?2 IS NULL OR d.action = ?2)
-                   AND d.id < ?3 AND d.id >= ?4
-                 ORDER BY d.id DESC LIMIT ?5"
-            )
-        } else {
-            format!(
-                "SELECT {DELIVERY_COLUMNS} FROM deliveries d LEFT JOIN events e ON e.id = d.event_id
-                 WHERE (?1 IS NULL OR d.status = ?1) AND (?2 IS NULL OR d.action = ?2)
-                   AND d.id < ?3 AND d.id >= ?4
-                 ORDER BY d.id DESC LIMIT ?5"
-            )
-        };
-        let mut statement = self.connection.prepare_cached(&sql)?;
-        let rows = statement.query_map(
-            params![status, action, top, bottom, limit + 1],
-            delivery_row,
-        )?;
-        let mut rows: Vec<DeliveryRow> = rows.collect::<Result<_, _>>()?;
-        let full = rows.len() as i64 > limit;
-        rows.truncate(limit as usize);
-        let (next_before, searched_down_to) = if full {
-            (rows.last().map(|row| row.id), None)
-        } else if bottom > min {
-            (Some(bottom), Some(bottom))
-        } else {
-            (None, None)
-        };
-        Ok(Page {
-            rows,
-            next_before,
-            searched_down_to,
-        })
+        read!(self, console_deliveries(action, status, before, limit))
     }
 
     /// A page of refused bodies, newest first.
@@ -397,140 +198,21 @@ impl Reader {
     /// # Errors
     ///
     /// The query fails.
-    pub fn console_rejected(
+    pub async fn console_rejected(
         &self,
         before: Option<i64>,
         limit: u32,
-    ) -> anyhow::Result<Page<super::RejectedRow>> {
-        let limit = i64::from(limit.max(1));
-        let mut statement = self.connection.prepare_cached(
-            "SELECT id, received_at, source, remote, reason, length, body FROM rejected
-             WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
-        )?;
-        let rows = statement.query_map(params![before.unwrap_or(i64::MAX), limit + 1], |row| {
-            Ok(super::RejectedRow {
-                id: row.get(0)?,
-                received_at: row.get(1)?,
-                source: row.get(2)?,
-                remote: row.get(3)?,
-                reason: row.get(4)?,
-                length: row.get(5)?,
-                body: String::from_utf8_lossy(&row.get::<_, Vec<u8>>(6)?).into_owned(),
-            })
-        })?;
-        let mut rows: Vec<super::RejectedRow> = rows.collect::<Result<_, _>>()?;
-        let full = rows.len() as i64 > limit;
-        rows.truncate(limit as usize);
-        Ok(Page {
-            next_before: if full {
-                rows.last().map(|row| row.id)
-            } else {
-                None
-            },
-            rows,
-            searched_down_to: None,
-        })
+    ) -> anyhow::Result<Page<RejectedRow>> {
+        read!(self, console_rejected(before, limit))
     }
 
-    /// The overview's counts at `now_ms`.
+    /// The overview's counts at `now_ms`; the events stored only when
+    /// `count`.
     ///
     /// # Errors
     ///
     /// The query fails.
-    pub fn console_overview(&self, now_ms: i64) -> anyhow::Result<Overview> {
-        const MINUTE: i64 = 60_000;
-        let first_minute = (now_ms / MINUTE - 59) * MINUTE;
-        let mut counts = std::collections::BTreeMap::new();
-        {
-            let mut statement = self.connection.prepare_cached(
-                "SELECT received_at / 60000, count(*) FROM events WHERE received_at >= ?1 GROUP BY 1",
-            )?;
-            let rows = statement.query_map(params![first_minute], |row| {
-                Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
-            })?;
-            for row in rows {
-                let (minute, count) = row?;
-                counts.insert(minute * MINUTE, count);
-            }
-        }
-        let per_minute = (0..60)
-            .map(|i| {
-                let minute = first_minute + i * MINUTE;
-                (minute, counts.get(&minute).copied().unwrap_or(0))
-            })
-            .collect();
-        let by_type = self
-            .connection
-            .prepare_cached(
-                "SELECT event_type, count(*), sum(times_seen > 1) FROM events
-                 WHERE id >= ?1 GROUP BY event_type ORDER BY count(*) DESC, event_type",
-            )?
-            .query_map(
-                params![self
-                    .first_event_at(now_ms - 86_400_000)?
-                    .unwrap_or(i64::MAX)],
-                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-            )?
-            .collect::<Result<_, _>>()?;
-        let events = self
-            .connection
-            .query_row("SELECT count(*) FROM events", [], |row| row.get(0))?;
-        let rejected = self
-            .connection
-            .query_row("SELECT count(*) FROM rejected", [], |row| row.get(0))?;
-        let mut deliveries: Vec<ActionCounts> = Vec::new();
-        {
-            let mut statement = self.connection.prepare_cached(
-                "SELECT action, status, count(*) FROM deliveries INDEXED BY deliveries_open
-                 WHERE status <> 'ok' GROUP BY action, status ORDER BY action",
-            )?;
-            let rows = statement.query_map([], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, i64>(2)?,
-                ))
-            })?;
-            for row in rows {
-                let (action, status, count) = row?;
-                if deliveries.last().is_none_or(|last| last.action != action) {
-                    deliveries.push(ActionCounts {
-                        action: action.clone(),
-                        ..ActionCounts::default()
-                    });
-                }
-                if let Some(last) = deliveries.last_mut() {
-                    match status.as_str() {
-                        "pending" => last.pending += count,
-                        "retrying" => last.retrying += count,
-                        _ => last.dead += count,
-                    }
-                }
-            }
-        }
-        let (pages, page_size): (i64, i64) = self.connection.query_row(
-            "SELECT page_count, page_size FROM pragma_page_count(), pragma_page_size()",
-            [],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )?;
-        let path: Option<String> = self
-            .connection
-            .query_row(
-                "SELECT file FROM pragma_database_list WHERE name = 'main'",
-                [],
-                |row| row.get(0),
-            )
-            .optional()?;
-        let wal = path
-            .map(|path| std::fs::metadata(format!("{path}-wal")).map_or(0, |m| m.len()))
-            .unwrap_or(0);
-        Ok(Overview {
-            per_minute,
-            by_type,
-            events,
-            rejected,
-            deliveries,
-            store_bytes: u64::try_from(pages * page_size).unwrap_or(0) + wal,
-        })
+    pub async fn console_overview(&self, now_ms: i64, count: bool) -> anyhow::Result<Overview> {
+        read!(self, console_overview(now_ms, count))
     }
 }

@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use vodhook::config::Config;
+use vodhook::store::DeliveryStatus;
 
 use crate::helpers::{vodhook, TestApp, PATIENCE};
 
@@ -170,33 +171,61 @@ async fn the_console_in_a_browser_shows_live_events_and_retries_a_delivery() {
     c.goto(&format!("{base}/events")).await.unwrap();
     browser
         .until("the live stream connected", async |b| {
-            b.texts("#live-status").await.first().is_some_and(|t| t.starts_with("live:"))
+            b.texts("#live-status")
+                .await
+                .first()
+                .is_some_and(|t| t.starts_with("live:"))
         })
         .await;
     browser.script("window.vodhookMarker = 42;").await;
     let file_id = "5285890799999999999";
-    let (code, out, err) = vodhook(&["send", "--story", "--file-id", file_id, "--to", &app.url]).await;
+    let (code, out, err) =
+        vodhook(&["send", "--story", "--file-id", file_id, "--to", &app.url]).await;
     assert_eq!(code, 0, "{out}{err}");
     let (code, out, err) = vodhook(&["send", "FileDeleted", "--to", &app.url]).await;
     assert_eq!(code, 0, "{out}{err}");
     browser
-        .until("three live rows", async |b| b.texts("#events tbody tr").await.len() == 3)
+        .until("three live rows", async |b| {
+            b.texts("#events tbody tr").await.len() == 3
+        })
         .await;
-    assert_eq!(browser.script("return window.vodhookMarker;").await, json!(42), "no reload");
+    assert_eq!(
+        browser.script("return window.vodhookMarker;").await,
+        json!(42),
+        "no reload"
+    );
     let rows = browser.texts("#events tbody tr").await;
     assert!(rows[0].contains("FileDeleted"), "{rows:?}");
-    assert!(rows[1].contains("ProcedureStateChanged") && rows[1].contains(file_id), "{rows:?}");
-    assert!(rows[2].contains("NewFileUpload") && rows[2].contains(file_id), "{rows:?}");
+    assert!(
+        rows[1].contains("ProcedureStateChanged") && rows[1].contains(file_id),
+        "{rows:?}"
+    );
+    assert!(
+        rows[2].contains("NewFileUpload") && rows[2].contains(file_id),
+        "{rows:?}"
+    );
 
     // Pause: a new event waits until resumed.
-    c.find(Locator::Css("#pause")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css("#pause"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     let (code, _, _) = vodhook(&["send", "NewFileUpload", "--to", &app.url]).await;
     assert_eq!(code, 0);
     browser
-        .until("the paused count", async |b| b.texts("#live-status").await == ["paused: 1 new"])
+        .until("the paused count", async |b| {
+            b.texts("#live-status").await == ["paused: 1 new"]
+        })
         .await;
     assert_eq!(browser.texts("#events tbody tr").await.len(), 3);
-    c.find(Locator::Css("#pause")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css("#pause"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     assert_eq!(browser.texts("#events tbody tr").await.len(), 4);
     // A bad body for the rejected page.
     assert_eq!(app.post("not json at all").await.status(), 400);
@@ -204,25 +233,57 @@ async fn the_console_in_a_browser_shows_live_events_and_retries_a_delivery() {
     // Filter by file id.
     let input = c.find(Locator::Css("input[name=file]")).await.unwrap();
     input.send_keys(file_id).await.unwrap();
-    c.find(Locator::Css("form.filters button[type=submit]")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css("form.filters button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     browser
         .until("the filtered list", async |b| {
-            b.client.current_url().await.unwrap().as_str().contains("file=5285890799999999999")
+            b.client
+                .current_url()
+                .await
+                .unwrap()
+                .as_str()
+                .contains("file=5285890799999999999")
                 && b.texts("#events tbody tr").await.len() == 2
         })
         .await;
     browser.shot("events").await;
 
     // Open the event, then follow it to its file's timeline.
-    c.find(Locator::Css("#events tbody tr:first-child td:first-child a")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css(
+        "#events tbody tr:first-child td:first-child a",
+    ))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
     browser
-        .until("the event page", async |b| b.texts("h1").await.first().is_some_and(|h| h.contains("ProcedureStateChanged")))
+        .until("the event page", async |b| {
+            b.texts("h1")
+                .await
+                .first()
+                .is_some_and(|h| h.contains("ProcedureStateChanged"))
+        })
         .await;
-    assert!(!browser.texts("table.nested").await.is_empty(), "the typed view");
+    assert!(
+        !browser.texts("table.nested").await.is_empty(),
+        "the typed view"
+    );
     browser.shot("event").await;
-    c.find(Locator::Css(&format!("a[href='/files/{file_id}']"))).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css(&format!("a[href='/files/{file_id}']")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     browser
-        .until("the file timeline", async |b| b.texts("h1").await == [format!("File {file_id}")])
+        .until("the file timeline", async |b| {
+            b.texts("h1").await == [format!("File {file_id}")]
+        })
         .await;
     let entries = browser.texts("ol.timeline li").await;
     assert_eq!(entries.len(), 2, "{entries:?}");
@@ -231,17 +292,45 @@ async fn the_console_in_a_browser_shows_live_events_and_retries_a_delivery() {
 
     // A dead delivery: retry it, and see the new attempt.
     let started = std::time::Instant::now();
-    while app.reader().deliveries(Some("dead"), None, 10).unwrap().len() < 4 {
+    while app
+        .reader()
+        .await
+        .deliveries(Some(DeliveryStatus::Dead), None, 10)
+        .await
+        .unwrap()
+        .len()
+        < 4
+    {
         assert!(started.elapsed() < PATIENCE, "deliveries not dead in time");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    c.goto(&format!("{base}/deliveries?status=dead")).await.unwrap();
+    c.goto(&format!("{base}/deliveries?status=dead"))
+        .await
+        .unwrap();
     browser.shot("deliveries").await;
-    c.find(Locator::Css("table.deliveries tbody tr:first-child td:first-child a")).await.unwrap().click().await.unwrap();
-    browser.until("the delivery page", async |b| b.texts("#attempts li").await.len() == 1).await;
-    c.find(Locator::Css("#retry")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css(
+        "table.deliveries tbody tr:first-child td:first-child a",
+    ))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
     browser
-        .until("the notice", async |b| b.texts("p.notice").await == ["1 delivery to be tried again now."])
+        .until("the delivery page", async |b| {
+            b.texts("#attempts li").await.len() == 1
+        })
+        .await;
+    c.find(Locator::Css("#retry"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .until("the notice", async |b| {
+            b.texts("p.notice").await == ["1 delivery to be tried again now."]
+        })
         .await;
     browser
         .until("a second attempt", async |b| {
@@ -264,8 +353,14 @@ async fn the_console_in_a_browser_shows_live_events_and_retries_a_delivery() {
     // Phone width.
     c.set_window_size(390, 844).await.unwrap();
     c.goto(&format!("{base}/")).await.unwrap();
-    let overflow = browser.script("return document.documentElement.scrollWidth <= window.innerWidth + 1;").await;
-    assert_eq!(overflow, json!(true), "no sideways scrolling of the page at phone width");
+    let overflow = browser
+        .script("return document.documentElement.scrollWidth <= window.innerWidth + 1;")
+        .await;
+    assert_eq!(
+        overflow,
+        json!(true),
+        "no sideways scrolling of the page at phone width"
+    );
     browser.shot("overview-phone").await;
     c.goto(&format!("{base}/events")).await.unwrap();
     browser.shot("events-phone").await;
@@ -304,15 +399,26 @@ async fn markup_in_every_field_runs_nothing_in_the_browser() {
     c.goto(&format!("{base}/events")).await.unwrap();
     browser
         .until("the live stream connected", async |b| {
-            b.texts("#live-status").await.first().is_some_and(|t| t.starts_with("live:"))
+            b.texts("#live-status")
+                .await
+                .first()
+                .is_some_and(|t| t.starts_with("live:"))
         })
         .await;
     let id = app.post_event(body.to_string()).await.stored.id;
-    browser.until("the live row", async |b| b.texts("#events tbody tr").await.len() == 1).await;
+    browser
+        .until("the live row", async |b| {
+            b.texts("#events tbody tr").await.len() == 1
+        })
+        .await;
     // Unknown fields and an unknown type hold markup too.
     let unknown = json!({"EventType": markup, "Whatever": {"Url": url, "Note": markup}});
     app.post_event(unknown.to_string()).await;
-    browser.until("the second live row", async |b| b.texts("#events tbody tr").await.len() == 2).await;
+    browser
+        .until("the second live row", async |b| {
+            b.texts("#events tbody tr").await.len() == 2
+        })
+        .await;
 
     let encoded = vodhook::console::encode(markup);
     let pages = [
@@ -339,7 +445,10 @@ async fn markup_in_every_field_runs_nothing_in_the_browser() {
     }
     c.goto(&format!("{base}/events/{}", id + 1)).await.unwrap();
     let text = browser.texts("h1").await;
-    assert!(text[0].contains("<script>window.pwned"), "shown as text: {text:?}");
+    assert!(
+        text[0].contains("<script>window.pwned"),
+        "shown as text: {text:?}"
+    );
     browser.stop().await;
     app.stop().await.unwrap();
 }

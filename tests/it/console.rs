@@ -448,7 +448,7 @@ async fn run_actions_again_queues_a_delivery_and_repost_sends_the_raw_body() {
         .to_str()
         .unwrap()
         .ends_with("done=posted&n=1&status=200"));
-    let (stored, body) = receiver.reader().event(1).unwrap().unwrap();
+    let (stored, body) = receiver.reader().await.event(1).await.unwrap().unwrap();
     assert_eq!(body, raw, "the exact bytes");
     assert_eq!(stored.meta.event_type, "NewFileUpload");
 

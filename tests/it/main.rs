@@ -5,10 +5,12 @@
 #![allow(unreachable_pub)]
 
 mod actions;
+mod app;
 mod brokers;
 mod browser;
 mod catalog;
 mod cli;
+mod config_checks;
 mod console;
 mod doctor;
 mod durability;
@@ -27,4 +29,5 @@ mod robustness;
 mod samples;
 mod shutdown;
 mod store;
+mod systemd;
 mod ux;
