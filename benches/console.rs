@@ -13,7 +13,7 @@
 //! HTTP from the admin listener, as HTML and as JSON, `BENCH_REPEAT`
 //! times (default 20); the median and the slowest are printed.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -87,9 +87,9 @@ fn event(n: usize, count: usize, now: i64) -> NewEvent {
     new
 }
 
-async fn generate(path: &PathBuf, count: usize) {
+async fn generate(path: &Path, count: usize) {
     let options = StoreOptions {
-        path: path.clone(),
+        path: path.to_path_buf(),
         busy_timeout: Duration::from_secs(5),
         ..Default::default()
     };
