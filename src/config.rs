@@ -139,6 +139,11 @@ pub struct AdminConfig {
     /// default `127.0.0.1:9102`); empty (`None`) turns it off.
     #[serde(with = "admin_pull_listen")]
     pub pull_listen: Option<SocketAddr>,
+    /// The token the web console and `/metrics` ask for (`admin.token`, or
+    /// `VODHOOK_ADMIN_TOKEN`); required when an admin listener is not on a
+    /// loopback address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<Secret>,
 }
 
 impl Default for AdminConfig {
@@ -146,7 +151,41 @@ impl Default for AdminConfig {
         AdminConfig {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 9101))),
             pull_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9102))),
+            token: None,
         }
+    }
+}
+
+impl AdminConfig {
+    /// Refuses an admin listener off loopback without `admin.token`: the
+    /// console can retry deliveries and re-POST events, and `/metrics`
+    /// names the actions.
+    ///
+    /// # Errors
+    ///
+    /// A token too short, or an address not on loopback while no token is
+    /// set.
+    fn check_token(&self) -> Result<(), ConfigError> {
+        if let Some(token) = &self.token {
+            let token = token.expose();
+            if token.len() < 16 || token.chars().any(char::is_whitespace) {
+                return Err(ConfigError::Invalid(
+                    "admin.token must be at least 16 characters without white space".to_owned(),
+                ));
+            }
+            return Ok(());
+        }
+        for (key, address) in [
+            ("admin.listen", self.listen),
+            ("admin.pull_listen", self.pull_listen),
+        ] {
+            if let Some(address) = address.filter(|a| !a.ip().is_loopback()) {
+                return Err(ConfigError::Invalid(format!(
+                    "{key} {address} is not a loopback address: set admin.token (or VODHOOK_ADMIN_TOKEN) so that the console and /metrics ask for it"
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -712,14 +751,17 @@ pub struct Overrides {
     /// `TENCENTCLOUD_SECRET_ID`, `TENCENTCLOUD_SECRET_KEY`,
     /// `TENCENTCLOUD_SESSION_TOKEN` from the environment.
     pub tencentcloud: [Option<String>; 3],
+    /// `VODHOOK_ADMIN_TOKEN` from the environment.
+    pub admin_token: Option<String>,
     /// Secret variables that are set but empty (`VODHOOK_SIGN_KEY=`): a
     /// configuration error, rather than silently no key.
     pub empty_variables: Vec<&'static str>,
 }
 
 /// The secret variables vodhook reads, each with the key it sets.
-const SECRET_VARIABLES: [(&str, &str); 4] = [
+const SECRET_VARIABLES: [(&str, &str); 5] = [
     ("VODHOOK_SIGN_KEY", "auth.sign_key"),
+    ("VODHOOK_ADMIN_TOKEN", "admin.token"),
     ("TENCENTCLOUD_SECRET_ID", "vod.secret_id"),
     ("TENCENTCLOUD_SECRET_KEY", "vod.secret_key"),
     ("TENCENTCLOUD_SESSION_TOKEN", "vod.session_token"),
@@ -737,6 +779,7 @@ impl Overrides {
         Overrides {
             empty_variables,
             sign_key: var("VODHOOK_SIGN_KEY"),
+            admin_token: var("VODHOOK_ADMIN_TOKEN"),
             tencentcloud: [
                 var("TENCENTCLOUD_SECRET_ID"),
                 var("TENCENTCLOUD_SECRET_KEY"),
@@ -752,6 +795,7 @@ impl Overrides {
         let [secret_id, secret_key, token] = &self.tencentcloud;
         [
             ("auth.sign_key", "VODHOOK_SIGN_KEY", &self.sign_key),
+            ("admin.token", "VODHOOK_ADMIN_TOKEN", &self.admin_token),
             ("vod.secret_id", "TENCENTCLOUD_SECRET_ID", secret_id),
             ("vod.secret_key", "TENCENTCLOUD_SECRET_KEY", secret_key),
             ("vod.session_token", "TENCENTCLOUD_SESSION_TOKEN", token),
@@ -1339,6 +1383,9 @@ impl Config {
         if let Some(key) = overrides.sign_key.filter(|key| !key.is_empty()) {
             self.auth.sign_key = Some(SignKey::new(&key).map_err(ConfigError::Invalid)?);
         }
+        if let Some(token) = overrides.admin_token.filter(|token| !token.is_empty()) {
+            self.admin.token = Some(Secret::from(token));
+        }
         Ok(())
     }
 
@@ -1405,6 +1452,7 @@ impl Config {
                 ));
             }
         }
+        self.admin.check_token()?;
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return Err(ConfigError::Invalid(
                 "tls.cert and tls.key must be set together".to_owned(),

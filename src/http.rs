@@ -42,6 +42,8 @@ use crate::secret::Secret;
 use crate::server::client_address;
 use crate::sign::{constant_time_eq, SignError};
 
+pub mod console;
+
 /// How long a body may take before `server.min_body_rate` applies: a
 /// callback's few KiB arrive well within it, whatever the network.
 pub const BODY_GRACE: Duration = Duration::from_secs(2);
@@ -114,9 +116,10 @@ pub fn router(app: App, path: &str) -> Router {
         .with_state(app)
 }
 
-/// The admin router: `GET /metrics` in the Prometheus text format.
-pub fn admin_router(metrics: Metrics) -> Router {
-    Router::new()
+/// The admin router: the web console (`console`) and `GET /metrics` in
+/// the Prometheus text format, both behind `admin.token` when one is set.
+pub fn admin_router(metrics: Metrics, console: console::Console) -> Router {
+    let metrics = Router::new()
         .route(
             "/metrics",
             get(|State(metrics): State<Metrics>| async move {
@@ -129,7 +132,8 @@ pub fn admin_router(metrics: Metrics) -> Router {
                 )
             }),
         )
-        .with_state(metrics)
+        .with_state(metrics);
+    console::router(console, metrics)
 }
 
 /// Times every request and counts every refusal.

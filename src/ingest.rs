@@ -249,6 +249,12 @@ impl Ingest {
         }
     }
 
+    /// Wakes the action dispatcher: deliveries were queued or made due
+    /// outside an event's transaction (the console's retries).
+    pub fn wake_dispatcher(&self) {
+        self.wake_dispatcher.notify_one();
+    }
+
     /// A receiver of every event accepted from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Received>> {
         self.accepted.subscribe()

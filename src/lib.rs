@@ -10,6 +10,8 @@
 //! - [`store`]: the SQLite event store (the only module with SQL).
 //! - [`state`]: derived task and file state, merged order-tolerantly.
 //! - [`inspect`]: the query commands' text and JSON output.
+//! - [`console`]: the web console's pages (served by `http::console` on
+//!   the admin listener).
 //! - [`http`]: the axum router, access controls, limits, health and metrics
 //!   routes, JSON error answers.
 //! - [`server`]: TCP/TLS accept loop and HTTP/1 connection limits.
@@ -37,6 +39,7 @@ pub mod actions;
 pub mod backoff;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod doctor;
 pub mod events;
 pub mod http;
@@ -278,10 +281,22 @@ impl App {
             let admin_address = admin
                 .local_addr()
                 .context("admin listener has no local address")?;
-            tracing::info!(address = %admin_address, url = format!("http://{admin_address}/metrics"), "metrics listening");
+            tracing::info!(
+                address = %admin_address,
+                url = format!("http://{admin_address}/metrics"),
+                console = format!("http://{admin_address}/"),
+                token = if config.admin.token.is_some() { "required" } else { "off" },
+                "metrics listening"
+            );
+            let console = http::console::Console::new(
+                &config,
+                ingest.clone(),
+                checked.actions.clone(),
+                stop.clone(),
+            )?;
             tasks.spawn(server::serve(
                 admin,
-                http::admin_router(metrics),
+                http::admin_router(metrics, console),
                 limits.for_admin(),
                 None,
                 stop.clone(),

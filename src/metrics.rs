@@ -59,6 +59,36 @@ struct Inner {
     outbox_oldest: Gauge<f64, std::sync::atomic::AtomicU64>,
     outcomes_unrecorded: Gauge,
     record_failures: Counter,
+    /// Refusals for the callback signature (all `sign_*` reasons), for the
+    /// console; not exported on its own (`vodhook_requests_rejected_total`
+    /// has them by reason).
+    sign_failures: Counter,
+    /// Bodies refused as not JSON objects, for the console.
+    bodies_rejected: Counter,
+    started: std::time::Instant,
+}
+
+/// Counters of this process, as the console's overview shows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    /// Duplicate deliveries recognised.
+    pub duplicates: u64,
+    /// Callbacks refused for their signature.
+    pub signature_failures: u64,
+    /// Bodies refused as not JSON objects.
+    pub bodies_rejected: u64,
+    /// Events waiting in the VOD queue, as last seen by `pull`.
+    pub pull_backlog: i64,
+    /// Events confirmed to VOD by `pull`.
+    pub pull_confirmed: u64,
+    /// Pulled events that had been stored before.
+    pub pull_redeliveries: u64,
+    /// The store commits writes.
+    pub store_writable: bool,
+    /// Deliveries pending or retrying, as the dispatcher last counted.
+    pub outbox_waiting: i64,
+    /// Seconds since the process started.
+    pub uptime_secs: u64,
 }
 
 /// The process's metrics.
@@ -215,6 +245,9 @@ impl Default for Metrics {
                 outbox_oldest,
                 outcomes_unrecorded,
                 record_failures,
+                sign_failures: Counter::default(),
+                bodies_rejected: Counter::default(),
+                started: std::time::Instant::now(),
             }),
         }
     }
@@ -235,6 +268,12 @@ impl Metrics {
 
     /// A request was refused for `reason`.
     pub fn rejected(&self, reason: &str) {
+        if reason.starts_with("sign_") {
+            self.inner.sign_failures.inc();
+        }
+        if matches!(reason, "empty_body" | "invalid_json" | "not_an_object") {
+            self.inner.bodies_rejected.inc();
+        }
         self.inner
             .rejected
             .get_or_create(&ReasonLabels {
@@ -311,6 +350,22 @@ impl Metrics {
     /// Writing an attempt outcome failed.
     pub fn record_failed(&self) {
         self.inner.record_failures.inc();
+    }
+
+    /// The figures the console's overview shows, since this process started.
+    pub fn summary(&self) -> Summary {
+        let inner = &self.inner;
+        Summary {
+            duplicates: inner.duplicates.get(),
+            signature_failures: inner.sign_failures.get(),
+            bodies_rejected: inner.bodies_rejected.get(),
+            pull_backlog: inner.backlog.get(),
+            pull_confirmed: inner.confirmed.get(),
+            pull_redeliveries: inner.redeliveries.get(),
+            store_writable: inner.store_writable.get() == 1,
+            outbox_waiting: inner.outbox_waiting.get(),
+            uptime_secs: inner.started.elapsed().as_secs(),
+        }
     }
 
     /// The Prometheus text exposition of every metric.

@@ -10,6 +10,8 @@
 //!   client answers them without blocking a runtime thread.
 //! - [`reindex`] and [`enqueue_deliveries`], the two batch writes of the
 //!   CLI.
+//! - `console.rs`: the web console's queries (bounded pages) and writes
+//!   (through the writer).
 //!
 //! Where the data lives is a [`Location`]; each backend is one variant of
 //! the private enums behind `Store` and `Reader` (enum dispatch: no boxed
@@ -271,6 +273,12 @@ macro_rules! read {
         }
     };
 }
+
+mod console;
+pub use console::{
+    ActionCounts, ConsoleWrite, EventQuery, Overview, Page, SCAN_WINDOW, TEXT_WINDOW,
+    TIMELINE_LIMIT,
+};
 
 impl Reader {
     /// Opens the store at `location` for queries.

@@ -7,9 +7,11 @@
 mod actions;
 mod app;
 mod brokers;
+mod browser;
 mod catalog;
 mod cli;
 mod config_checks;
+mod console;
 mod doctor;
 mod durability;
 mod errors;

@@ -430,6 +430,8 @@ async fn a_database_of_an_older_schema_is_migrated_and_keeps_its_events() {
     connection
         .execute_batch(
             "DROP INDEX deliveries_retrying;
+             DROP INDEX deliveries_event_id;
+             DROP INDEX deliveries_open;
              CREATE INDEX deliveries_due ON deliveries (next_at) WHERE status IN ('pending', 'retrying');
              CREATE INDEX deliveries_event_id ON deliveries (event_id);
              CREATE INDEX deliveries_status ON deliveries (status, action);
@@ -444,15 +446,22 @@ async fn a_database_of_an_older_schema_is_migrated_and_keeps_its_events() {
     let version: i64 = connection
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
     let indexes: Vec<String> = connection
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'deliveries'")
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'deliveries' ORDER BY name")
         .unwrap()
         .query_map([], |row| row.get(0))
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(indexes, ["deliveries_retrying"]);
+    assert_eq!(
+        indexes,
+        [
+            "deliveries_event_id",
+            "deliveries_open",
+            "deliveries_retrying"
+        ]
+    );
     let reader = Reader::open(&options.path).await.unwrap();
     assert_eq!(reader.counts().await.unwrap(), (2, 2));
     for id in ids {

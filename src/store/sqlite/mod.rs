@@ -14,8 +14,10 @@
 //! - `prune.rs`: retention.
 //! - `reindex.rs`: `vodhook reindex`.
 //! - `read.rs`: [`Reads`], the query connection.
+//! - `console.rs`: the web console's queries and writes.
 
 mod checkpoint;
+mod console;
 mod fold;
 mod locks;
 mod outage;

@@ -98,7 +98,7 @@ pub(crate) fn enqueue_deliveries(
     Ok(pairs.len())
 }
 
-fn delivery_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRow> {
+pub(super) fn delivery_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRow> {
     Ok(DeliveryRow {
         id: row.get(0)?,
         event_id: row.get(1)?,

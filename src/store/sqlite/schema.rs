@@ -116,6 +116,13 @@ DROP INDEX deliveries_event_id;
 CREATE INDEX deliveries_retrying ON deliveries (next_at) WHERE status = 'retrying';
 "#,
     MIGRATION_IDS_NEVER_REUSED,
+    r#"
+-- The web console (issue 14): an event's deliveries, and the deliveries
+-- not done (pending, retrying, dead) by status and action. `ok` rows leave
+-- `deliveries_open`, so it stays the size of the outbox.
+CREATE INDEX deliveries_event_id ON deliveries (event_id);
+CREATE INDEX deliveries_open ON deliveries (status, action, id) WHERE status <> 'ok';
+"#,
 ];
 
 /// Schema 4 (the store helper's migration): ids are never handed out twice,

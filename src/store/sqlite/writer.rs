@@ -31,7 +31,8 @@ use super::schema::{migrate, open_connection, schema_version};
 use super::{prune, write};
 use crate::metrics::Metrics;
 use crate::store::{
-    AttemptRecord, NewEvent, Rejected, StoreError, Stored, REJECTED_BUDGET, REJECTED_KEPT,
+    AttemptRecord, ConsoleWrite, NewEvent, Rejected, StoreError, Stored, REJECTED_BUDGET,
+    REJECTED_KEPT,
 };
 
 /// Most requests written in one transaction.
@@ -71,6 +72,8 @@ enum Control {
     Prune(i64, Reply<usize>),
     /// `/readyz`.
     Probe(Reply<()>),
+    /// A change asked for in the web console, in a transaction of its own.
+    Console(Box<ConsoleWrite>, Reply<usize>),
 }
 
 /// One item to write, its result once written, and who waits for it.
@@ -168,6 +171,7 @@ impl std::fmt::Debug for Command {
             Command::Write(Write::Attempt(_)) => "Attempt",
             Command::Control(Control::Prune(..)) => "Prune",
             Command::Control(Control::Probe(_)) => "Probe",
+            Command::Control(Control::Console(..)) => "Console",
         })
     }
 }
@@ -302,6 +306,12 @@ impl Writes {
         self.call(|reply| Command::Control(Control::Probe(reply)))
             .await
     }
+
+    /// See [`Store::console_write`](crate::store::Store::console_write).
+    pub(crate) async fn console(&self, write: ConsoleWrite) -> Result<usize, StoreError> {
+        self.call(|reply| Command::Control(Control::Console(Box::new(write), reply)))
+            .await
+    }
 }
 
 struct Writer {
@@ -402,6 +412,12 @@ impl Writer {
                 }
                 Command::Control(Control::Probe(reply)) => {
                     let _ = reply.send(self.probe());
+                }
+                Command::Control(Control::Console(write, reply)) => {
+                    let _ = reply.send(
+                        super::console::apply(&mut self.connection, &write)
+                            .map_err(|error| unavailable(&error)),
+                    );
                 }
                 Command::Write(write) => writes.push(write),
             }
