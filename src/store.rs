@@ -50,6 +50,8 @@ use crate::events::{self, Event};
 use crate::metrics::Metrics;
 use crate::state::{self, Derived, FileState, TaskState};
 
+pub mod pg;
+
 /// Most requests written in one transaction.
 pub const MAX_BATCH: usize = 512;
 
