@@ -40,6 +40,7 @@ mod copy;
 mod read;
 mod reindex;
 mod schema;
+mod tls;
 mod write;
 
 use std::sync::{Arc, Mutex};
@@ -47,7 +48,7 @@ use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::sync::{mpsc, oneshot, Notify};
-use tokio_postgres::NoTls;
+use tokio_postgres_rustls::MakeRustlsConnect;
 use tokio_util::sync::CancellationToken;
 
 use super::{now_ms, AttemptRecord, DueDelivery, NewEvent, Rejected, StoreError, Stored};
@@ -90,15 +91,33 @@ pub fn is_url(location: &str) -> bool {
     location.starts_with("postgres://") || location.starts_with("postgresql://")
 }
 
+/// Where to connect and how: the settings of a URL and its TLS connector.
+#[derive(Clone)]
+struct Target {
+    config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // tokio_postgres::Config's Debug redacts the password.
+        f.debug_struct("Target")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The connection settings of `url` (libpq URL syntax): the password from
 /// `PGPASSWORD` when the URL has none, `synchronous_commit = on` for every
-/// session, and vodhook's application name and connect timeout unless the
-/// URL sets them.
+/// session, vodhook's application name and connect timeout unless the URL
+/// sets them, and TLS as `sslmode` says ([`tls`]).
 ///
 /// # Errors
 ///
 /// The URL does not parse (the message shows it without its password).
-pub fn connect_config(url: &str) -> anyhow::Result<tokio_postgres::Config> {
+fn target(url: &str) -> anyhow::Result<Target> {
+    let (url, verify) = tls::split_verify(url);
+    let url = url.as_str();
     let mut config: tokio_postgres::Config =
         url.parse().map_err(|error: tokio_postgres::Error| {
             anyhow::anyhow!(
@@ -124,7 +143,10 @@ pub fn connect_config(url: &str) -> anyhow::Result<tokio_postgres::Config> {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
     config.keepalives(true);
-    Ok(config)
+    Ok(Target {
+        config,
+        tls: tls::connector(verify)?,
+    })
 }
 
 /// An error naming the database without its password.
@@ -197,7 +219,7 @@ fn clean_opt(text: Option<&str>) -> Option<String> {
 /// What the writer tasks and the handles share.
 struct Shared {
     pool: Pool,
-    config: tokio_postgres::Config,
+    target: Target,
     /// The URL without its password.
     location: String,
     metrics: Metrics,
@@ -318,11 +340,11 @@ impl std::fmt::Debug for PgStore {
     }
 }
 
-/// A pool of `size` connections to `config`.
-fn pool(config: &tokio_postgres::Config, size: usize) -> anyhow::Result<Pool> {
+/// A pool of `size` connections to `target`.
+fn pool(target: &Target, size: usize) -> anyhow::Result<Pool> {
     let manager = Manager::from_config(
-        config.clone(),
-        NoTls,
+        target.config.clone(),
+        target.tls.clone(),
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -338,12 +360,10 @@ fn pool(config: &tokio_postgres::Config, size: usize) -> anyhow::Result<Pool> {
 }
 
 /// Connects once, outside the pool (migrations, `LISTEN`, tools).
-async fn connect(
-    config: &tokio_postgres::Config,
-    location: &str,
-) -> anyhow::Result<tokio_postgres::Client> {
-    let (client, connection) = config
-        .connect(NoTls)
+async fn connect(target: &Target, location: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, connection) = target
+        .config
+        .connect(target.tls.clone())
         .await
         .map_err(|e| location_error(location, &e))?;
     tokio::spawn(async move {
@@ -356,8 +376,8 @@ async fn connect(
 
 /// Opens a connection, checks and migrates the schema: the prologue of
 /// every command that uses the database.
-async fn open_migrated(url: &str) -> anyhow::Result<(tokio_postgres::Config, String)> {
-    let config = connect_config(url)?;
+async fn open_migrated(url: &str) -> anyhow::Result<(Target, String)> {
+    let config = target(url)?;
     let location = redact(url).into_owned();
     let mut client = connect(&config, &location).await?;
     schema::migrate(&mut client, &location).await?;
@@ -373,12 +393,12 @@ impl PgStore {
     /// The URL is invalid, the database cannot be reached, holds another
     /// application's tables, or has a newer schema.
     pub async fn open(url: &str, metrics: Metrics) -> anyhow::Result<PgStore> {
-        let (config, location) = open_migrated(url).await?;
-        let pool = pool(&config, POOL_SIZE)?;
+        let (target, location) = open_migrated(url).await?;
+        let pool = pool(&target, POOL_SIZE)?;
         metrics.store_writable(true);
         let shared = Arc::new(Shared {
             pool,
-            config,
+            target,
             location,
             metrics,
             outage: Mutex::new(None),
@@ -594,14 +614,14 @@ impl PgStore {
     /// when it fails it is made again after a backoff, and `wake` is
     /// notified once it is back (a notification may have been missed).
     pub fn listen(&self, wake: Arc<Notify>, stop: CancellationToken) {
-        let config = self.shared.config.clone();
+        let target = self.shared.target.clone();
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(250);
             let mut down_logged = false;
             loop {
                 let listened = tokio::select! {
                     () = stop.cancelled() => return,
-                    result = listen_once(&config, &wake) => result,
+                    result = listen_once(&target, &wake) => result,
                 };
                 if let Err(error) = listened {
                     if !down_logged {
@@ -624,11 +644,8 @@ impl PgStore {
 }
 
 /// One `LISTEN` connection, until it fails.
-async fn listen_once(
-    config: &tokio_postgres::Config,
-    wake: &Notify,
-) -> Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = config.connect(NoTls).await?;
+async fn listen_once(target: &Target, wake: &Notify) -> Result<(), tokio_postgres::Error> {
+    let (client, mut connection) = target.config.connect(target.tls.clone()).await?;
     let (sender, mut messages) = mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
         loop {
@@ -821,9 +838,9 @@ pub async fn enqueue_deliveries(url: &str, pairs: &[(i64, String)]) -> anyhow::R
 ///
 /// The database cannot be reached, or holds another application's tables.
 pub async fn probe_writable(url: &str) -> anyhow::Result<Option<i64>> {
-    let config = connect_config(url)?;
+    let target = target(url)?;
     let location = redact(url).into_owned();
-    let mut client = connect(&config, &location).await?;
+    let mut client = connect(&target, &location).await?;
     let version = schema::version(&client, &location).await?;
     let transaction = client
         .transaction()

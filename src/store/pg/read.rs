@@ -4,7 +4,7 @@
 use deadpool_postgres::{GenericClient, Object, Pool};
 use tokio_postgres::Row;
 
-use super::{connect, connect_config, pool, schema};
+use super::{connect, pool, schema, target};
 use crate::redact::redact;
 use crate::state::{FileState, TaskState};
 use crate::store::{
@@ -79,7 +79,7 @@ impl PgReader {
     /// The database cannot be reached, has no vodhook schema yet, or a
     /// newer one.
     pub async fn open(url: &str) -> anyhow::Result<PgReader> {
-        let config = connect_config(url)?;
+        let config = target(url)?;
         let location = redact(url).into_owned();
         let client = connect(&config, &location).await?;
         let version = schema::version(&client, &location).await?;

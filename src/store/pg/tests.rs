@@ -48,9 +48,7 @@ impl TestDb {
             now_ms(),
             COUNT.fetch_add(1, Ordering::Relaxed)
         );
-        let client = connect(&connect_config(&admin).unwrap(), "admin")
-            .await
-            .unwrap();
+        let client = connect(&target(&admin).unwrap(), "admin").await.unwrap();
         client
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
@@ -72,7 +70,7 @@ impl Drop for TestDb {
                 .build()
                 .unwrap();
             runtime.block_on(async move {
-                if let Ok(client) = connect(&connect_config(&admin).unwrap(), "admin").await {
+                if let Ok(client) = connect(&target(&admin).unwrap(), "admin").await {
                     let _ = client
                         .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                         .await;
@@ -128,7 +126,7 @@ fn database_names_are_replaced_in_urls() {
 
 #[test]
 fn a_bad_url_is_refused_without_its_password() {
-    let error = connect_config("postgres://user:hunter2@host:notaport/db")
+    let error = target("postgres://user:hunter2@host:notaport/db")
         .unwrap_err()
         .to_string();
     assert!(error.contains("invalid PostgreSQL URL"), "{error}");
@@ -399,9 +397,7 @@ async fn a_newer_schema_or_another_application_is_refused() {
         return;
     };
     drop(store(&db).await);
-    let client = connect(&connect_config(&db.url).unwrap(), "t")
-        .await
-        .unwrap();
+    let client = connect(&target(&db.url).unwrap(), "t").await.unwrap();
     client
         .batch_execute("UPDATE vodhook_schema SET version = 99")
         .await
@@ -442,9 +438,7 @@ async fn reindex_rebuilds_the_state_from_the_events() {
             .await
             .unwrap();
     }
-    let client = connect(&connect_config(&db.url).unwrap(), "t")
-        .await
-        .unwrap();
+    let client = connect(&target(&db.url).unwrap(), "t").await.unwrap();
     client
         .batch_execute("UPDATE tasks SET state = '{\"task_id\":\"r1\"}'; DELETE FROM files WHERE file_id = 'rf2'")
         .await
@@ -539,4 +533,51 @@ async fn store_copy_copies_everything_once() {
     let (_, attempts) = reader.delivery(deliveries[0].id).await.unwrap().unwrap();
     assert_eq!(attempts[0].stdout.as_deref(), Some("out"));
     assert_eq!(reader.rejected(10).await.unwrap()[0].body, "[1]");
+}
+
+#[tokio::test]
+async fn sslmode_is_honoured() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let plain = connect(&target(&db.url).unwrap(), "t").await.unwrap();
+    let ssl: String = plain.query_one("SHOW ssl", &[]).await.unwrap().get(0);
+    if ssl != "on" {
+        eprintln!("skipped: the test server has ssl = off");
+        return;
+    }
+    let separator = if db.url.contains('?') { '&' } else { '?' };
+    let require = format!("{}{separator}sslmode=require", db.url);
+    let store = PgStore::open(&require, Metrics::default()).await.unwrap();
+    store.insert(event(upload("tls"), &[])).await.unwrap();
+    let client = connect(&target(&require).unwrap(), "t").await.unwrap();
+    let encrypted: bool = client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(encrypted);
+    let disabled = format!("{}{separator}sslmode=disable", db.url);
+    let client = connect(&target(&disabled).unwrap(), "t").await.unwrap();
+    let encrypted: bool = client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!encrypted);
+    // The local server's certificate is self-signed: verification fails.
+    let verify = format!("{}{separator}sslmode=verify-full", db.url);
+    let error = PgStore::open(&verify, Metrics::default())
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{error:#}").to_lowercase().contains("certificate"),
+        "{error:#}"
+    );
 }
