@@ -86,6 +86,39 @@ const LOCK_HOUSEKEEPING: i64 = 0x766f_6468_6f6f_6b02;
 /// Times a batch is tried again after a deadlock or serialization failure.
 const CONFLICT_RETRIES: usize = 5;
 
+/// Claim ids. A claim id is `<pid>-<start ms>.<store>:<n>`: unique across
+/// processes and hosts sharing a database (a pid and a start time), and
+/// telling which process (and which store handle of it) holds a claim. A
+/// holder may claim again what it holds itself (an outcome it could not
+/// write yet, retried).
+pub mod claims {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+
+    /// A new holder: `<pid>-<start ms>.<n>`.
+    pub fn holder() -> String {
+        static STARTED: OnceLock<i64> = OnceLock::new();
+        static HOLDERS: AtomicU64 = AtomicU64::new(1);
+        format!(
+            "{}-{}.{}",
+            std::process::id(),
+            STARTED.get_or_init(crate::store::now_ms),
+            HOLDERS.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// A new claim id of `holder`.
+    pub fn next(holder: &str) -> String {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        format!("{holder}:{}", NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// A `LIKE` pattern matching the claim ids of `holder`.
+    pub fn of(holder: &str) -> String {
+        format!("{holder}:%")
+    }
+}
+
 /// Whether `location` names a PostgreSQL database rather than a file.
 pub fn is_url(location: &str) -> bool {
     location.starts_with("postgres://") || location.starts_with("postgresql://")
@@ -330,6 +363,8 @@ pub struct Claimed {
 pub struct PgStore {
     commands: mpsc::UnboundedSender<Write>,
     shared: Arc<Shared>,
+    /// The claim holder this handle (and its clones) claims as.
+    holder: Arc<str>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -409,7 +444,11 @@ impl PgStore {
             let (shared, receiver) = (Arc::clone(&shared), Arc::clone(&receiver));
             tokio::spawn(async move { run_writer(&shared, &receiver).await });
         }
-        Ok(PgStore { commands, shared })
+        Ok(PgStore {
+            commands,
+            shared,
+            holder: claims::holder().into(),
+        })
     }
 
     /// The database, as it may be shown: the URL without its password.
@@ -497,7 +536,7 @@ impl PgStore {
     ) -> Result<Option<Claimed>, StoreError> {
         let client = self.shared.client().await?;
         let lease_until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
-        let claimed = write::claim(&client, id, now, lease_until)
+        let claimed = write::claim(&client, &self.holder, id, now, lease_until)
             .await
             .map_err(|e| self.shared.error(&e))?;
         let Some(claim) = claimed else {
@@ -530,7 +569,7 @@ impl PgStore {
     ) -> Result<Vec<(i64, String)>, StoreError> {
         let client = self.shared.client().await?;
         let lease_until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
-        write::claim_due(&client, now, lease_until, i64::from(limit))
+        write::claim_due(&client, &self.holder, now, lease_until, i64::from(limit))
             .await
             .map_err(|e| self.shared.error(&e))
     }

@@ -304,6 +304,10 @@ async fn each_delivery_is_claimed_by_one_instance() {
     assert!(outbox.due.is_empty(), "{outbox:?}");
     let (id, claim) = from_a[0].clone();
     assert!(b.claim(id, now_ms(), lease).await.unwrap().is_none());
+    // Its holder may claim it again (a retry of an outcome it kept).
+    let (again, _) = from_a[1].clone();
+    let reclaimed = a.claim(again, now_ms(), lease).await.unwrap().unwrap();
+    assert_ne!(reclaimed.claim, from_a[1].1);
     // A stale claim id changes nothing; the holder's finishes it.
     b.record_claimed(outcome(id, true), "not-the-claim".to_owned())
         .await

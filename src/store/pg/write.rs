@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use deadpool_postgres::{GenericClient, Object};
 use tokio_postgres::Error;
 
-use super::{clean, clean_opt, Write, CHANNEL};
+use super::{claims, clean, clean_opt, Write, CHANNEL};
 use crate::state::{Derived, FileState, TaskState};
 use crate::store::{
     now_ms, to_json, AttemptRecord, EventMeta, NewEvent, Rejected, Stored, EVENT_GONE,
@@ -545,22 +545,32 @@ async fn record_attempts<C: GenericClient>(
 /// is claiming it. Returns the claim id.
 pub(super) async fn claim<C: GenericClient>(
     client: &C,
+    holder: &str,
     id: i64,
     now: i64,
     lease_until: i64,
 ) -> Result<Option<String>, Error> {
     let statement = client
         .prepare_cached(
-            "UPDATE deliveries SET claim = gen_random_uuid()::text, lease_until = $3
+            "UPDATE deliveries SET claim = $4, lease_until = $3
              WHERE id = (SELECT id FROM deliveries
                          WHERE id = $1 AND status IN ('pending', 'retrying') AND next_at <= $2
-                           AND (lease_until IS NULL OR lease_until <= $2)
+                           AND (lease_until IS NULL OR lease_until <= $2 OR claim LIKE $5)
                          FOR UPDATE SKIP LOCKED)
              RETURNING claim",
         )
         .await?;
     Ok(client
-        .query_opt(&statement, &[&id, &now, &lease_until])
+        .query_opt(
+            &statement,
+            &[
+                &id,
+                &now,
+                &lease_until,
+                &claims::next(holder),
+                &claims::of(holder),
+            ],
+        )
         .await?
         .map(|row| row.get(0)))
 }
@@ -569,6 +579,7 @@ pub(super) async fn claim<C: GenericClient>(
 /// then pending ones by id.
 pub(super) async fn claim_due<C: GenericClient>(
     client: &C,
+    holder: &str,
     now: i64,
     lease_until: i64,
     limit: i64,
@@ -577,23 +588,33 @@ pub(super) async fn claim_due<C: GenericClient>(
         .prepare_cached(
             "WITH retries AS (
                  SELECT id, next_at FROM deliveries
-                 WHERE status = 'retrying' AND next_at <= $1 AND (lease_until IS NULL OR lease_until <= $1)
+                 WHERE status = 'retrying' AND next_at <= $1
+                   AND (lease_until IS NULL OR lease_until <= $1 OR claim LIKE $5)
                  ORDER BY next_at, id LIMIT $3 FOR UPDATE SKIP LOCKED),
              pending AS (
                  SELECT id FROM deliveries
-                 WHERE status = 'pending' AND (lease_until IS NULL OR lease_until <= $1)
+                 WHERE status = 'pending' AND (lease_until IS NULL OR lease_until <= $1 OR claim LIKE $5)
                  ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED),
              due AS (
                  SELECT id FROM (SELECT id, 0 AS k, next_at AS o FROM retries
                                  UNION ALL SELECT id, 1, id FROM pending) c
                  ORDER BY k, o LIMIT $3)
-             UPDATE deliveries d SET claim = gen_random_uuid()::text, lease_until = $2
+             UPDATE deliveries d SET claim = $4 || '/' || d.id, lease_until = $2
              FROM due WHERE d.id = due.id
              RETURNING d.id, d.claim",
         )
         .await?;
     let mut claimed: Vec<(i64, String)> = client
-        .query(&statement, &[&now, &lease_until, &limit])
+        .query(
+            &statement,
+            &[
+                &now,
+                &lease_until,
+                &limit,
+                &claims::next(holder),
+                &claims::of(holder),
+            ],
+        )
         .await?
         .iter()
         .map(|row| (row.get(0), row.get(1)))
