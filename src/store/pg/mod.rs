@@ -259,6 +259,11 @@ struct Shared {
     /// Why the database cannot be written, while it cannot (logged once,
     /// when it starts).
     outage: Mutex<Option<String>>,
+    /// The runtime the writers, the pool's connections and every statement
+    /// of the store run on, whichever runtime calls it (the dispatcher has
+    /// one of its own): a connection is never driven by a runtime that may
+    /// stop or block.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Shared {
@@ -429,6 +434,38 @@ impl PgStore {
     /// application's tables, or has a newer schema.
     pub async fn open(url: &str, metrics: Metrics) -> anyhow::Result<PgStore> {
         let (target, location) = open_migrated(url).await?;
+        PgStore::start(target, location, metrics, tokio::runtime::Handle::current())
+    }
+
+    /// [`PgStore::open`] for a caller that is not `async` but runs inside a
+    /// tokio runtime (the writers run there): connecting and migrating
+    /// happen on a thread of their own, which this one waits for.
+    ///
+    /// # Errors
+    ///
+    /// As [`PgStore::open`], or no runtime.
+    pub fn open_blocking(url: &str, metrics: Metrics) -> anyhow::Result<PgStore> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| anyhow::anyhow!("the PostgreSQL store needs a tokio runtime"))?;
+        let url = url.to_owned();
+        let (target, location) = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|runtime| runtime.block_on(open_migrated(&url)))
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("opening the PostgreSQL store panicked"))??;
+        PgStore::start(target, location, metrics, runtime)
+    }
+
+    fn start(
+        target: Target,
+        location: String,
+        metrics: Metrics,
+        runtime: tokio::runtime::Handle,
+    ) -> anyhow::Result<PgStore> {
         let pool = pool(&target, POOL_SIZE)?;
         metrics.store_writable(true);
         let shared = Arc::new(Shared {
@@ -437,12 +474,15 @@ impl PgStore {
             location,
             metrics,
             outage: Mutex::new(None),
+            runtime,
         });
         let (commands, receiver) = mpsc::unbounded_channel();
         let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
         for _ in 0..WRITERS {
-            let (shared, receiver) = (Arc::clone(&shared), Arc::clone(&receiver));
-            tokio::spawn(async move { run_writer(&shared, &receiver).await });
+            let (writer, receiver) = (Arc::clone(&shared), Arc::clone(&receiver));
+            shared
+                .runtime
+                .spawn(async move { run_writer(&writer, &receiver).await });
         }
         Ok(PgStore {
             commands,
@@ -451,12 +491,25 @@ impl PgStore {
         })
     }
 
+    /// Runs `work` on the store's runtime (see `Shared::runtime`).
+    async fn on_runtime<T, F, Fut>(&self, work: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(PgStore) -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        match self.shared.runtime.spawn(work(self.clone())).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Closed),
+        }
+    }
+
     /// The database, as it may be shown: the URL without its password.
     pub fn location(&self) -> &str {
         &self.shared.location
     }
 
-    /// A reader on this store's pool.
+    /// A reader on this store's pool (to be used on the store's runtime).
     pub fn reader(&self) -> PgReader {
         PgReader::from_pool(self.shared.pool.clone())
     }
@@ -534,6 +587,16 @@ impl PgStore {
         now: i64,
         lease: Duration,
     ) -> Result<Option<Claimed>, StoreError> {
+        self.on_runtime(move |this| async move { this.claim_here(id, now, lease).await })
+            .await
+    }
+
+    async fn claim_here(
+        &self,
+        id: i64,
+        now: i64,
+        lease: Duration,
+    ) -> Result<Option<Claimed>, StoreError> {
         let client = self.shared.client().await?;
         let lease_until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
         let claimed = write::claim(&client, &self.holder, id, now, lease_until)
@@ -567,6 +630,16 @@ impl PgStore {
         limit: u32,
         lease: Duration,
     ) -> Result<Vec<(i64, String)>, StoreError> {
+        self.on_runtime(move |this| async move { this.claim_due_here(now, limit, lease).await })
+            .await
+    }
+
+    async fn claim_due_here(
+        &self,
+        now: i64,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
         let client = self.shared.client().await?;
         let lease_until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
         write::claim_due(&client, &self.holder, now, lease_until, i64::from(limit))
@@ -581,6 +654,12 @@ impl PgStore {
     ///
     /// [`StoreError`].
     pub async fn release(&self, id: i64, claim: &str) -> Result<(), StoreError> {
+        let claim = claim.to_owned();
+        self.on_runtime(move |this| async move { this.release_here(id, &claim).await })
+            .await
+    }
+
+    async fn release_here(&self, id: i64, claim: &str) -> Result<(), StoreError> {
         let client = self.shared.client().await?;
         client
             .execute(
@@ -601,6 +680,11 @@ impl PgStore {
     ///
     /// [`StoreError`].
     pub async fn prune(&self, cutoff_ms: i64) -> Result<usize, StoreError> {
+        self.on_runtime(move |this| async move { this.prune_here(cutoff_ms).await })
+            .await
+    }
+
+    async fn prune_here(&self, cutoff_ms: i64) -> Result<usize, StoreError> {
         let mut client = self.shared.client().await?;
         let got: bool = client
             .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_HOUSEKEEPING])
@@ -629,6 +713,11 @@ impl PgStore {
     ///
     /// [`StoreError`].
     pub async fn probe(&self) -> Result<(), StoreError> {
+        self.on_runtime(move |this| async move { this.probe_here().await })
+            .await
+    }
+
+    async fn probe_here(&self) -> Result<(), StoreError> {
         let mut client = self.shared.client().await?;
         let probed = if self.shared.in_outage() {
             write::probe_write(&mut client).await
@@ -654,7 +743,7 @@ impl PgStore {
     /// notified once it is back (a notification may have been missed).
     pub fn listen(&self, wake: Arc<Notify>, stop: CancellationToken) {
         let target = self.shared.target.clone();
-        tokio::spawn(async move {
+        self.shared.runtime.spawn(async move {
             let mut backoff = Duration::from_millis(250);
             let mut down_logged = false;
             loop {
