@@ -225,8 +225,10 @@ async fn run_vodhook(duration: Duration, config: Option<&str>) -> (Run, f64) {
     }
     let (mut child, addr) = start(command).await;
     let run = load(addr, "/", duration).await;
-    let reader = vodhook::store::Reader::open(&db).expect("open the bench store");
-    let (events, received) = reader.counts().expect("count");
+    let reader = vodhook::store::Reader::open(&db)
+        .await
+        .expect("open the bench store");
+    let (events, received) = reader.counts().await.expect("count");
     // Warm-up requests were acknowledged too: every request acknowledged
     // in the measured window must be among the committed rows.
     assert!(
@@ -239,6 +241,7 @@ async fn run_vodhook(duration: Duration, config: Option<&str>) -> (Run, f64) {
         loop {
             let waiting = reader
                 .outbox_stats(0, vodhook::store::now_ms())
+                .await
                 .expect("outbox")
                 .waiting;
             if waiting == 0 {
@@ -251,7 +254,8 @@ async fn run_vodhook(duration: Duration, config: Option<&str>) -> (Run, f64) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let done = reader
-            .deliveries(Some("ok"), None, u32::MAX)
+            .deliveries(Some(vodhook::store::DeliveryStatus::Ok), None, u32::MAX)
+            .await
             .expect("deliveries")
             .len();
         println!(

@@ -157,7 +157,9 @@ async fn bench(kind: &str, url: &str, events: usize, concurrency: usize) {
     let metrics = Metrics::default();
     let store = Store::open(&config.store.options(), metrics.clone()).unwrap();
     let actions = Actions::new(&config.actions);
-    let ingest = Ingest::new(store.clone(), metrics.clone(), None).with_actions(actions.clone());
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let ingest = Ingest::new(store.clone(), metrics.clone(), None)
+        .with_actions(actions.clone(), Arc::clone(&wake));
     let mut tasks = tokio::task::JoinSet::new();
     let per_task = events.div_ceil(64);
     for task in 0..64 {
@@ -182,18 +184,12 @@ async fn bench(kind: &str, url: &str, events: usize, concurrency: usize) {
     // A fresh arrivals counter: the ingest above is not a burst to wait out.
     let stop = tokio_util::sync::CancellationToken::new();
     let started = Instant::now();
-    let dispatcher = Dispatcher::new(
-        actions,
-        store.clone(),
-        metrics,
-        ingest.dispatcher_wake(),
-        Arc::default(),
-    )
-    .spawn(stop.clone())
-    .unwrap();
-    let reader = Reader::open(&config.store.path).unwrap();
+    let dispatcher = Dispatcher::new(actions, store.clone(), metrics, wake, Arc::default())
+        .spawn(stop.clone())
+        .unwrap();
+    let reader = Reader::open(&config.store.path).await.unwrap();
     loop {
-        let stats = reader.outbox_stats(0, store::now_ms()).unwrap();
+        let stats = reader.outbox_stats(0, store::now_ms()).await.unwrap();
         if stats.waiting == 0 {
             break;
         }
@@ -208,7 +204,12 @@ async fn bench(kind: &str, url: &str, events: usize, concurrency: usize) {
     stop.cancel();
     dispatcher.await;
     let ok = reader
-        .deliveries(Some("ok"), None, u32::try_from(events * 2).unwrap())
+        .deliveries(
+            Some(store::DeliveryStatus::Ok),
+            None,
+            u32::try_from(events * 2).unwrap(),
+        )
+        .await
         .unwrap()
         .len();
     let held = count(kind, url, &topic, false).await;

@@ -10,7 +10,8 @@
 //! stored once and confirmed within its window (delivered exactly once).
 //! Goal (issue #5): ≥ 1,500 events/s (ceiling 100 req/s × 16 = 1,600/s).
 
-#[allow(unreachable_pub)]
+// The tests' fake, of which the bench uses the pull and confirm half only.
+#[allow(unreachable_pub, dead_code)]
 #[path = "../tests/it/fake_vod.rs"]
 mod fake_vod;
 
@@ -83,8 +84,8 @@ fn main() {
         latencies.sort_unstable();
         let percentile = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
         let deliveries = fake.deliveries();
-        let reader = vodhook::store::Reader::open(&db).expect("store");
-        let (rows, seen) = reader.counts().expect("counts");
+        let reader = vodhook::store::Reader::open(&db).await.expect("store");
+        let (rows, seen) = reader.counts().await.expect("counts");
         println!("{count} events, 20 ms API latency, 100 requests/s per action, pull.concurrency 8");
         println!(
             "drained in {:.2} s: {:.0} events/s   confirm latency p50 {:.0} ms, p99 {:.0} ms   PullEvents {}  ConfirmEvents {}  rate-limited {}",

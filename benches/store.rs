@@ -70,8 +70,10 @@ async fn run(count: usize, with_action: bool) -> f64 {
     }
     let rate = count as f64 / started.elapsed().as_secs_f64();
     let (events, _) = store::Reader::open(&options.path)
+        .await
         .expect("reader")
         .counts()
+        .await
         .expect("count");
     assert_eq!(events as usize, count, "every event is stored");
     let _ = std::process::Command::new("sync").status();

@@ -503,56 +503,45 @@ impl When {
     }
 }
 
-/// A network in CIDR notation, e.g. `203.0.113.0/24` or `2001:db8::/32`.
+/// A network in CIDR notation, e.g. `203.0.113.0/24` or `2001:db8::/32`
+/// (`ipnet`), or a bare address for a single host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    network: IpAddr,
-    prefix: u8,
-}
+pub struct Cidr(ipnet::IpNet);
 
 impl Cidr {
     /// Parses `a.b.c.d/n`, `x::y/n`, or a bare address (a single host).
+    /// An IPv4-mapped IPv6 network (`::ffff:a.b.c.d/n`) is its IPv4 network.
     ///
     /// # Errors
     ///
     /// Not an address, or a prefix longer than the address.
     pub fn parse(text: &str) -> Result<Cidr, String> {
-        let invalid = || format!("auth.allow_ips: {text:?} is not an address or CIDR");
-        let (address, prefix) = match text.trim().split_once('/') {
-            Some((address, prefix)) => (address, Some(prefix)),
-            None => (text.trim(), None),
+        let invalid = || {
+            format!("auth.allow_ips: {text:?} is not an address or CIDR (e.g. \"203.0.113.0/24\" or \"2001:db8::1\")")
         };
-        let network: IpAddr = address.parse().map_err(|_| invalid())?;
-        let network = network.to_canonical();
-        let bits = if network.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            Some(prefix) => prefix
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= bits)
-                .ok_or_else(invalid)?,
-            None => bits,
+        let text = text.trim();
+        let net = match text.parse::<ipnet::IpNet>() {
+            Ok(net) => net,
+            Err(_) if !text.contains('/') => {
+                ipnet::IpNet::from(text.parse::<IpAddr>().map_err(|_| invalid())?)
+            }
+            Err(_) => return Err(invalid()),
         };
-        Ok(Cidr { network, prefix })
+        let net = match net {
+            ipnet::IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+                Some(v4) => ipnet::IpNet::new(IpAddr::V4(v4), v6.prefix_len() - 96)
+                    .map_err(|_| invalid())?,
+                None => net,
+            },
+            net => net,
+        };
+        Ok(Cidr(net))
     }
 
-    /// Is `address` inside this network?
+    /// Is `address` inside this network? An IPv4-mapped IPv6 address is
+    /// its IPv4 address.
     pub fn contains(&self, address: IpAddr) -> bool {
-        match (self.network, address.to_canonical()) {
-            (IpAddr::V4(network), IpAddr::V4(address)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(network) & mask == u32::from(address) & mask
-            }
-            (IpAddr::V6(network), IpAddr::V6(address)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(network) & mask == u128::from(address) & mask
-            }
-            _ => false,
-        }
+        self.0.contains(&address.to_canonical())
     }
 }
 
@@ -645,13 +634,30 @@ pub struct Overrides {
     /// `TENCENTCLOUD_SECRET_ID`, `TENCENTCLOUD_SECRET_KEY`,
     /// `TENCENTCLOUD_SESSION_TOKEN` from the environment.
     pub tencentcloud: [Option<String>; 3],
+    /// Secret variables that are set but empty (`VODHOOK_SIGN_KEY=`): a
+    /// configuration error, rather than silently no key.
+    pub empty_variables: Vec<&'static str>,
 }
+
+/// The secret variables vodhook reads, each with the key it sets.
+const SECRET_VARIABLES: [(&str, &str); 4] = [
+    ("VODHOOK_SIGN_KEY", "auth.sign_key"),
+    ("TENCENTCLOUD_SECRET_ID", "vod.secret_id"),
+    ("TENCENTCLOUD_SECRET_KEY", "vod.secret_key"),
+    ("TENCENTCLOUD_SESSION_TOKEN", "vod.session_token"),
+];
 
 impl Overrides {
     /// The secrets vodhook reads from the environment.
     pub fn from_env() -> Overrides {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let empty_variables = SECRET_VARIABLES
+            .iter()
+            .map(|(variable, _)| *variable)
+            .filter(|variable| std::env::var_os(variable).is_some_and(|v| v.is_empty()))
+            .collect();
         Overrides {
+            empty_variables,
             sign_key: var("VODHOOK_SIGN_KEY"),
             tencentcloud: [
                 var("TENCENTCLOUD_SECRET_ID"),
@@ -676,6 +682,46 @@ impl Overrides {
         .filter(|(_, _, value)| value.as_deref().is_some_and(|v| !v.is_empty()))
         .map(|(key, variable, _)| (key, variable))
         .collect()
+    }
+
+    /// The dotted keys these overrides set (flags and environment): their
+    /// values are not in the file, so an error about them names no line.
+    fn keys(&self) -> Vec<&'static str> {
+        let mut keys: Vec<&'static str> = [
+            ("server.listen", self.listen.is_some()),
+            ("server.path", self.path.is_some()),
+            ("log.format", self.log_format.is_some()),
+            ("server.max_body_bytes", self.max_body_bytes.is_some()),
+            ("store.path", self.db.is_some()),
+            ("admin.listen", self.admin_listen.is_some()),
+            ("admin.pull_listen", self.pull_admin_listen.is_some()),
+        ]
+        .into_iter()
+        .filter(|(_, set)| *set)
+        .map(|(key, _)| key)
+        .collect();
+        keys.extend(self.from_environment().into_iter().map(|(key, _)| key));
+        keys
+    }
+
+    /// An empty secret variable is an error naming it: `VODHOOK_SIGN_KEY=`
+    /// would otherwise turn signing off without a word.
+    fn check_empty(&self) -> Result<(), ConfigError> {
+        let Some(variable) = self.empty_variables.first() else {
+            return Ok(());
+        };
+        let key = SECRET_VARIABLES
+            .iter()
+            .find(|(name, _)| name == variable)
+            .map_or("", |(_, key)| key);
+        let advice = if *variable == "VODHOOK_SIGN_KEY" {
+            "give it a key (e.g. from `openssl rand -hex 16`, the same as in VOD's event configuration) or remove the variable"
+        } else {
+            "give it a value or remove the variable"
+        };
+        Err(ConfigError::Invalid(format!(
+            "{variable} is set but empty ({key}): {advice}"
+        )))
     }
 }
 
@@ -719,7 +765,7 @@ pub enum ConfigError {
     Read {
         /// The file.
         path: PathBuf,
-        /// Why.
+        /// The error of the read (not found, permission denied, …).
         source: std::io::Error,
     },
     /// The file is not valid TOML or has a wrong or unknown key.
@@ -736,16 +782,42 @@ pub enum ConfigError {
 }
 
 /// Is `key` (dotted, e.g. `auth.sign_key` or `action.secret`) a secret? Its
-/// value is never printed: not by `check-config`, not in an error. Any key
-/// named `secret`, `*_secret`, `*_key`, `*token` or `*password` is one
-/// (`tls.key` is a file path, not a secret).
+/// value is never printed: not by `check-config` (the one list
+/// [`Config::to_toml_redacted`] goes by), not in an error. Any key named
+/// `secret`, `*_secret`, `*_key`, `*token` or `*password` is one (`tls.key`
+/// is a file path, not a secret), and every variable of an action's `env`.
 pub fn is_secret_key(key: &str) -> bool {
     let leaf = key.rsplit('.').next().unwrap_or(key);
-    leaf == "secret"
+    key.starts_with("action.env.")
+        || leaf == "secret"
         || leaf.ends_with("_secret")
         || leaf.ends_with("_key")
         || leaf.ends_with("token")
         || leaf.contains("password")
+}
+
+/// Replaces the value of every secret key under `value` (dotted `key`)
+/// with `"<redacted>"`; an array of tables shares its key (`action.secret`).
+fn redact_secret_keys(value: &mut toml::Value, key: &str) {
+    match value {
+        toml::Value::Table(table) => {
+            for (name, value) in table.iter_mut() {
+                let dotted = if key.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{key}.{name}")
+                };
+                redact_secret_keys(value, &dotted);
+            }
+        }
+        toml::Value::Array(items) if items.iter().all(toml::Value::is_table) => {
+            for item in items {
+                redact_secret_keys(item, key);
+            }
+        }
+        _ if is_secret_key(key) => *value = toml::Value::String("<redacted>".to_owned()),
+        _ => {}
+    }
 }
 
 /// One line for a TOML error: `line N: key: what is wrong`, without the
@@ -765,19 +837,24 @@ fn parse_error(text: &str, error: &toml::de::Error) -> String {
             // Valid TOML: a wrong type or value; find whose value it is.
             Ok(document) => value_at(document.as_table(), "", start),
             // A syntax error: the key written on that line, if any.
-            Err(_) => key_on_line(text, start).map(|key| (key, None)),
+            Err(_) => key_on_line(text, start).map(|key| (key, None, None)),
         },
         None => None,
     };
-    if let Some((key, kind)) = found {
+    if let Some((key, kind, raw)) = found {
         if is_secret_key(&key) {
             message = match kind {
                 Some("a string") => "invalid value (not shown)".to_owned(),
                 Some(kind) => format!("must be a string in quotes, got {kind} (value not shown)"),
                 None => "invalid value (not shown); a string goes in quotes".to_owned(),
             };
+        } else if let Some(explained) = explain(&key, &message, raw.as_deref()) {
+            message = explained;
         }
         message = format!("{key}: {message}");
+    } else if let Some(explained) = start.and_then(|start| explain_unplaced(text, start, &message))
+    {
+        message = explained;
     }
     match line {
         Some(line) => format!("line {line}: {message}"),
@@ -785,12 +862,154 @@ fn parse_error(text: &str, error: &toml::de::Error) -> String {
     }
 }
 
+/// What `key` expects, in user words with an example value; `None` for a
+/// secret (its example would invite copying) or an unknown key.
+fn expected(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "server" | "log" | "store" | "auth" | "admin" | "tls" | "vod" | "pull" => {
+            "a table: a [section] line followed by its keys (see config.example.toml)"
+        }
+        "action" => "one [[action]] table per action (two brackets), e.g. [[action]] then name = \"notify\"",
+        "server.listen" => "an address and port in quotes, e.g. \"0.0.0.0:8080\"",
+        "server.path" => "a URL path in quotes, e.g. \"/vod/callback\"",
+        "server.max_body_bytes" => "a number of bytes, e.g. 1048576",
+        "server.request_timeout_secs" => "a number of seconds, e.g. 10",
+        "server.max_concurrency" => "a whole number, e.g. 256",
+        "server.max_header_bytes" => "a number of bytes, e.g. 16384",
+        "server.trust_forwarded_for" | "pull.enabled" => "true or false",
+        "server.max_connections" => "a whole number, e.g. 1024",
+        "server.min_body_rate" => "a number of bytes per second, e.g. 1024 (0 turns it off)",
+        "log.format" => "\"text\" or \"json\"",
+        "store.path" => "a file path in quotes, e.g. \"/var/lib/vodhook/vodhook.db\"",
+        "store.retention_days" => "a number of days, e.g. 90 (0 keeps events forever)",
+        "store.busy_timeout_ms" => "a number of milliseconds, e.g. 2000",
+        "store.max_size_mb" => "a size in MiB, e.g. 1024 (0: no limit)",
+        "auth.clock_skew_secs" => "a number of seconds, e.g. 60",
+        "auth.allow_ips" => "a list of networks in quotes, e.g. [\"203.0.113.0/24\", \"2001:db8::/32\"]",
+        "admin.listen" => "an address and port in quotes, e.g. \"127.0.0.1:9101\", or \"\" to turn it off",
+        "admin.pull_listen" => "an address and port in quotes, e.g. \"127.0.0.1:9102\", or \"\" to turn it off",
+        "tls.cert" => "a file path in quotes, e.g. \"/etc/vodhook/cert.pem\"",
+        "tls.key" => "a file path in quotes, e.g. \"/etc/vodhook/key.pem\"",
+        "vod.endpoint" => "a URL in quotes, e.g. \"https://vod.tencentcloudapi.com\"",
+        "vod.secret_id" => "a SecretId in quotes, e.g. \"AKID...\"",
+        "vod.sub_app_id" => "a number, e.g. 1500000000",
+        "vod.region" => "a region in quotes, e.g. \"ap-guangzhou\"",
+        "vod.requests_per_second" => "a whole number, e.g. 100",
+        "pull.concurrency" => "a whole number from 1 to 64, e.g. 4",
+        "pull.request_timeout_secs" => "a number of seconds, e.g. 10",
+        "pull.confirm_deadline_secs" => "a number of seconds from 1 to 29, e.g. 25",
+        "pull.max_backoff_secs" => "a number of seconds, e.g. 60",
+        "pull.backlog_poll_secs" => "a number of seconds, e.g. 30 (0 turns it off)",
+        "action.name" => "a name in quotes, e.g. \"notify\"",
+        "action.on" => "an event type or a list of them, e.g. [\"NewFileUpload\"], or \"*\" for all",
+        "action.when" => "a table, e.g. { status = \"FINISH\" }",
+        "action.when.status" | "action.when.subtask_status" => "a status in quotes, e.g. \"FINISH\"",
+        "action.when.subtask_type" => "a sub-task type in quotes, e.g. \"Transcode\"",
+        "action.exec" => "a program and its arguments as a list, e.g. [\"/usr/local/bin/on-event\", \"--verbose\"]",
+        "action.env" => "a table of variables, e.g. { MODE = \"prod\" }",
+        "action.forward" => "a URL in quotes, e.g. \"https://example.com/hook\"",
+        "action.publish" => "a broker URL in quotes, e.g. \"amqp://localhost/%2f\"",
+        "action.topic" => "a topic in quotes, e.g. \"vod-events\"",
+        "action.format" => "\"raw\" or \"envelope\"",
+        "action.max_len" => "a whole number, e.g. 1000000",
+        "action.timeout_secs" => "a number of seconds, e.g. 30",
+        "action.max_concurrency" => "a whole number, e.g. 4",
+        "action.max_attempts" => "a whole number, e.g. 10",
+        "action.backoff_initial_ms" => "a number of milliseconds, e.g. 1000",
+        "action.backoff_max_secs" => "a number of seconds, e.g. 600",
+        "action.max_age_secs" => "a number of seconds, e.g. 86400",
+        _ => return None,
+    })
+}
+
+/// `message` (serde's, e.g. `invalid type: string "1MiB", expected usize`)
+/// in user words: what `key` expects, with an example, and what was found.
+fn explain(key: &str, message: &str, raw: Option<&str>) -> Option<String> {
+    if message.starts_with("unknown field") || message.starts_with("missing field") {
+        return None;
+    }
+    let expected = expected(key)?;
+    let found = raw.map(str::to_owned).or_else(|| {
+        let rest = message
+            .strip_prefix("invalid type: ")
+            .or_else(|| message.strip_prefix("invalid value: "))?;
+        let (found, _) = rest.split_once(", expected")?;
+        Some(if found == "map" {
+            "a table".to_owned()
+        } else {
+            found.to_owned()
+        })
+    });
+    Some(match found {
+        Some(found) => format!("expected {expected}; got {found}"),
+        None => format!("expected {expected}"),
+    })
+}
+
+/// Errors serde places on a table rather than a value: `[action]` written
+/// for `[[action]]`, and unknown or missing keys (with the closest known
+/// key, when one is close).
+fn explain_unplaced(text: &str, at: usize, message: &str) -> Option<String> {
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or_default().trim();
+    if message.contains("expected a sequence")
+        && (line.starts_with("[action]") || line.starts_with("action"))
+    {
+        return Some(
+            "action: each action is a [[action]] table (two brackets), not [action]".to_owned(),
+        );
+    }
+    if let Some(rest) = message.strip_prefix("missing field `") {
+        let missing = rest.split('`').next()?;
+        // The error points at the table's header, which is this line.
+        let table = line
+            .trim_start_matches('[')
+            .split(']')
+            .next()
+            .unwrap_or_default()
+            .trim();
+        let header = if line.starts_with("[[") {
+            format!("[[{table}]]")
+        } else {
+            format!("[{table}]")
+        };
+        return Some(match expected(&format!("{table}.{missing}")) {
+            Some(expected) => format!("{header} needs `{missing}`: {expected}"),
+            None => format!("{header} needs `{missing}`"),
+        });
+    }
+    let rest = message.strip_prefix("unknown field `")?;
+    let (unknown, rest) = rest.split_once('`')?;
+    let known: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+    let header = text[..line_start]
+        .lines()
+        .rev()
+        .map(|line| line.split('#').next().unwrap_or_default().trim())
+        .find(|line| line.starts_with('['));
+    let place = match header {
+        Some(header) => format!(" in {header}"),
+        None => String::new(),
+    };
+    let closest = known
+        .iter()
+        .map(|name| (strsim::jaro_winkler(unknown, name), *name))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    Some(match closest {
+        Some((_, name)) => format!("unknown key `{unknown}`{place}; did you mean `{name}`?"),
+        None => format!(
+            "unknown key `{unknown}`{place}; the keys are {}",
+            known.join(", ")
+        ),
+    })
+}
+
 /// The dotted key whose value spans byte `at`, and the kind of that value.
 fn value_at(
     table: &dyn toml_edit::TableLike,
     prefix: &str,
     at: usize,
-) -> Option<(String, Option<&'static str>)> {
+) -> Option<(String, Option<&'static str>, Option<String>)> {
     use toml_edit::{Item, Value};
     for (key, item) in table.iter() {
         let key = if prefix.is_empty() {
@@ -804,7 +1023,7 @@ fn value_at(
             Item::ArrayOfTables(tables) => tables.iter().find_map(|t| value_at(t, &key, at)),
             Item::Value(value) if !value.span().is_some_and(|span| span.contains(&at)) => None,
             Item::Value(Value::InlineTable(inline)) => {
-                value_at(inline, &key, at).or_else(|| Some((key.clone(), Some("a table"))))
+                value_at(inline, &key, at).or_else(|| Some((key.clone(), Some("a table"), None)))
             }
             Item::Value(value) => {
                 let kind = match value {
@@ -816,7 +1035,8 @@ fn value_at(
                     Value::Array(_) => "an array",
                     Value::InlineTable(_) => "a table",
                 };
-                Some((key.clone(), Some(kind)))
+                let raw = value.clone().decorated("", "").to_string();
+                Some((key.clone(), Some(kind), Some(raw)))
             }
         };
         if found.is_some() {
@@ -858,6 +1078,69 @@ pub const MAX_BODY_LIMIT: usize = 64 * 1024 * 1024;
 /// The largest `server.max_connections`.
 pub const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
 
+/// Would binding `a` and then `b` fail for the address in use? Port 0 is
+/// a new port each time; an unspecified address takes its port on every
+/// address of its family, and `[::]` on IPv4 too (dual stack).
+fn addresses_collide(a: SocketAddr, b: SocketAddr) -> bool {
+    let unspecified_v6 = |address: SocketAddr| address.ip() == IpAddr::from([0u16; 8]);
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip()
+            || (a.is_ipv4() == b.is_ipv4() && (a.ip().is_unspecified() || b.ip().is_unspecified()))
+            || unspecified_v6(a)
+            || unspecified_v6(b))
+}
+
+/// The sections of the file.
+const SECTIONS: [&str; 9] = [
+    "server", "log", "store", "auth", "admin", "tls", "vod", "pull", "action",
+];
+
+/// The dotted keys (`server.path`) a validation message names, in order.
+fn keys_named(message: &str) -> Vec<&str> {
+    message
+        .split(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.'))
+        .map(|word| word.trim_end_matches('.'))
+        .filter(|word| {
+            word.split_once('.').is_some_and(|(section, key)| {
+                SECTIONS.contains(&section) && section != "action" && !key.is_empty()
+            })
+        })
+        .collect()
+}
+
+/// The line of the file a validation message is about: the value of the
+/// key it names, or for `action "name": …` the action's key it mentions
+/// (else its name).
+fn line_of_problem(text: &str, key: Option<&str>, message: &str) -> Option<usize> {
+    let document = toml_edit::ImDocument::parse(text).ok()?;
+    let root = document.as_table();
+    let span = if let Some(name) = message
+        .strip_prefix("action \"")
+        .and_then(|rest| rest.split_once("\":"))
+        .map(|(name, _)| name)
+    {
+        let action = root
+            .get("action")?
+            .as_array_of_tables()?
+            .iter()
+            .find(|table| table.get("name").and_then(|n| n.as_str()) == Some(name))?;
+        let mentioned = message
+            .split(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+            .skip(2)
+            .find(|word| !word.is_empty() && action.contains_key(word))
+            .unwrap_or("name");
+        action
+            .get(mentioned)?
+            .span()
+            .or_else(|| action.get("name")?.span())?
+    } else {
+        let (section, leaf) = key?.split_once('.')?;
+        root.get(section)?.as_table_like()?.get(leaf)?.span()?
+    };
+    Some(text[..span.start.min(text.len())].matches('\n').count() + 1)
+}
+
 impl Config {
     /// Reads `path` (or starts from the defaults when `None`), applies the
     /// overrides and validates the result.
@@ -867,30 +1150,73 @@ impl Config {
     /// The file cannot be read or parsed, has an unknown key, or a value is
     /// invalid.
     pub fn load(path: Option<&Path>, overrides: Overrides) -> Result<Config, ConfigError> {
-        let mut config = match path {
-            None => Config::default(),
+        Config::load_with(path, overrides, true)
+    }
+
+    /// [`Config::load`] without [`Config::check_startup`]: for commands that
+    /// only read the store or call the VOD API, which need neither the TLS
+    /// files nor the listeners (and may run as a user who cannot read them).
+    ///
+    /// # Errors
+    ///
+    /// As [`Config::load`], but for the start-up checks.
+    pub fn load_values(path: Option<&Path>, overrides: Overrides) -> Result<Config, ConfigError> {
+        Config::load_with(path, overrides, false)
+    }
+
+    fn load_with(
+        path: Option<&Path>,
+        overrides: Overrides,
+        startup: bool,
+    ) -> Result<Config, ConfigError> {
+        overrides.check_empty()?;
+        let (mut config, text) = match path {
+            None => (Config::default(), None),
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                     path: path.to_owned(),
                     source,
                 })?;
-                Config::parse(&text).map_err(|message| ConfigError::Parse {
+                let config = Config::parse(&text).map_err(|message| ConfigError::Parse {
                     path: path.to_owned(),
                     message,
-                })?
+                })?;
+                (config, Some(text))
             }
         };
         let sources = overrides.from_environment();
+        let overridden = overrides.keys();
         config.apply(overrides);
-        config.validate().map_err(|error| match error {
-            // Say so when the value was not in the file.
-            ConfigError::Invalid(message) => match sources
-                .iter()
-                .find(|(key, _)| message.contains(key))
-            {
-                Some((_, variable)) => ConfigError::Invalid(format!("{message} (from {variable})")),
-                None => ConfigError::Invalid(message),
-            },
+        let checked = config.validate().and_then(|()| {
+            if startup {
+                config.check_startup()
+            } else {
+                Ok(())
+            }
+        });
+        checked.map_err(|error| match error {
+            // Say where the value came from: a variable, or a line of the file.
+            ConfigError::Invalid(message) => {
+                let keys = keys_named(&message);
+                if let Some((_, variable)) = sources
+                    .iter()
+                    .find(|(source, _)| keys.first() == Some(source))
+                {
+                    return ConfigError::Invalid(format!("{message} (from {variable})"));
+                }
+                let line = text.as_deref().and_then(|text| {
+                    if message.starts_with("action \"") {
+                        return line_of_problem(text, None, &message);
+                    }
+                    keys.iter()
+                        .filter(|key| !overridden.contains(key))
+                        .find_map(|key| line_of_problem(text, Some(key), &message))
+                });
+                match line {
+                    Some(line) => ConfigError::Invalid(format!("line {line}: {message}")),
+                    None => ConfigError::Invalid(message),
+                }
+            }
             error => error,
         })?;
         Ok(config)
@@ -974,10 +1300,14 @@ impl Config {
                 "server.path {path:?} is reserved for health checks"
             )));
         }
-        if self.server.request_timeout_secs == 0 || self.server.max_concurrency == 0 {
+        if self.server.request_timeout_secs == 0 {
             return Err(ConfigError::Invalid(
-                "server.request_timeout_secs and server.max_concurrency must be at least 1"
-                    .to_owned(),
+                "server.request_timeout_secs must be at least 1 (seconds, e.g. 10)".to_owned(),
+            ));
+        }
+        if self.server.max_concurrency == 0 {
+            return Err(ConfigError::Invalid(
+                "server.max_concurrency must be at least 1 (e.g. 256)".to_owned(),
             ));
         }
         if !(1..=MAX_CONNECTIONS_LIMIT).contains(&self.server.max_connections) {
@@ -1169,34 +1499,97 @@ impl Config {
         Ok(())
     }
 
-    /// The effective configuration as TOML, secrets redacted.
+    /// What `serve` and `pull` need beyond valid values, checked before
+    /// anything starts so that `check-config` finds what `serve` would
+    /// stop on: credentials for `[pull] enabled`, readable TLS files that
+    /// fit together, and listeners that do not share an address.
+    ///
+    /// # Errors
+    ///
+    /// The first problem, named by its key.
+    pub fn check_startup(&self) -> Result<(), ConfigError> {
+        if self.pull.enabled {
+            self.vod.client_options().map_err(|error| match error {
+                ConfigError::Invalid(message) => {
+                    ConfigError::Invalid(format!("pull.enabled is true, but {message}"))
+                }
+                error => error,
+            })?;
+        }
+        if let (Some(cert), Some(key)) = (&self.tls.cert, &self.tls.key) {
+            for (name, path) in [("tls.cert", cert), ("tls.key", key)] {
+                // The file first, named by its key; then whether the two fit.
+                std::fs::File::open(path).map_err(|error| {
+                    let (what, example) = if name == "tls.cert" {
+                        ("certificate", "cert.pem")
+                    } else {
+                        ("key", "key.pem")
+                    };
+                    ConfigError::Invalid(format!(
+                        "{name}: cannot read TLS {what} {}: {error} (expected a PEM file, e.g. /etc/vodhook/{example})",
+                        path.display(),
+                    ))
+                })?;
+            }
+            crate::server::tls_acceptor(cert, key).map_err(|error| {
+                ConfigError::Invalid(format!("tls.cert and tls.key: {error:#}"))
+            })?;
+        }
+        let listeners = [
+            ("server.listen", Some(self.server.listen)),
+            ("admin.listen", self.admin.address()?),
+            ("admin.pull_listen", self.admin.pull_address()?),
+        ];
+        for (i, (first, a)) in listeners.iter().enumerate() {
+            for (second, b) in &listeners[i + 1..] {
+                let (Some(a), Some(b)) = (a, b) else {
+                    continue;
+                };
+                if addresses_collide(*a, *b) {
+                    return Err(ConfigError::Invalid(format!(
+                        "{first} ({a}) and {second} ({b}) cannot share a port: give each its own \
+                         (the defaults: server.listen \"0.0.0.0:8080\", admin.listen \"127.0.0.1:9101\", \
+                         admin.pull_listen \"127.0.0.1:9102\")"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The warning `serve` logs when callbacks on `address` are accepted
+    /// from anyone without a signature: not on loopback, and no SignKey,
+    /// allow-list or path token.
+    pub fn open_callback_warning(&self, address: SocketAddr) -> Option<&'static str> {
+        let open = !address.ip().is_loopback()
+            && self.auth.sign_key.is_none()
+            && self.auth.path_token.is_none()
+            && self.auth.allow_ips.is_empty();
+        open.then_some(
+            "callbacks are accepted from anyone without a signature: set a SignKey, \
+             e.g. VODHOOK_SIGN_KEY=$(openssl rand -hex 16) (or auth.sign_key), \
+             and the same key in VOD (vodhook vod config set --sign-key KEY)",
+        )
+    }
+
+    /// The effective configuration as TOML, secrets redacted: the value of
+    /// every key [`is_secret_key`] names, and credentials inside URLs.
     pub fn to_toml_redacted(&self) -> String {
         let mut shown = self.clone();
         for action in &mut shown.actions {
-            if action.secret.is_some() {
-                action.secret = Some("<redacted>".to_owned());
-            }
-            if let Some(url) = &mut action.forward {
+            for url in [&mut action.forward, &mut action.publish]
+                .into_iter()
+                .flatten()
+            {
                 *url = crate::redact::redact(url).into_owned();
             }
-            if let Some(url) = &mut action.publish {
-                *url = crate::redact::redact(url).into_owned();
-            }
-            for value in action.env.values_mut() {
-                *value = "<redacted>".to_owned();
-            }
         }
-        for secret in [
-            &mut shown.auth.sign_key,
-            &mut shown.auth.path_token,
-            &mut shown.vod.secret_key,
-            &mut shown.vod.session_token,
-        ] {
-            if secret.is_some() {
-                *secret = Some("<redacted>".to_owned());
-            }
-        }
-        toml::to_string_pretty(&shown).unwrap_or_else(|error| format!("# cannot render: {error}\n"))
+        let mut value = match toml::Value::try_from(&shown) {
+            Ok(value) => value,
+            Err(error) => return format!("# cannot render: {error}\n"),
+        };
+        redact_secret_keys(&mut value, "");
+        toml::to_string_pretty(&value).unwrap_or_else(|error| format!("# cannot render: {error}\n"))
     }
 
     /// The allowed client networks, parsed (validated at load).
@@ -1610,6 +2003,109 @@ mod tests {
                 .to_string();
             assert!(error.contains(needle), "{text}: {error}");
         }
+    }
+
+    #[test]
+    fn startup_checks_run_on_load_but_not_for_readers() {
+        let dir = tempfile::tempdir().unwrap();
+        for (text, needle) in [
+            (
+                "[pull]\nenabled = true\n",
+                "pull.enabled is true, but VOD API credentials missing",
+            ),
+            (
+                "[tls]\ncert = \"/no/c.pem\"\nkey = \"/no/k.pem\"\n",
+                "tls.cert: cannot read TLS certificate /no/c.pem",
+            ),
+            (
+                "[admin]\npull_listen = \"127.0.0.1:9101\"\n",
+                "admin.listen (127.0.0.1:9101) and admin.pull_listen",
+            ),
+            (
+                "[server]\nlisten = \"[::]:9101\"\n",
+                "server.listen ([::]:9101) and admin.listen",
+            ),
+        ] {
+            let path = dir.path().join("c.toml");
+            std::fs::write(&path, text).unwrap();
+            let error = Config::load(Some(&path), Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(needle), "{text}: {error}");
+            assert!(error.contains("line 2: "), "{text}: {error}");
+            Config::load_values(Some(&path), Overrides::default())
+                .expect("readers need neither credentials nor listeners");
+        }
+        // Port 0 is a new port each time; other families do not collide.
+        for (a, b) in [
+            ("127.0.0.1:0", "127.0.0.1:0"),
+            ("0.0.0.0:9101", "[::1]:9101"),
+        ] {
+            assert!(
+                !addresses_collide(a.parse().unwrap(), b.parse().unwrap()),
+                "{a} {b}"
+            );
+        }
+        assert!(addresses_collide(
+            "0.0.0.0:80".parse().unwrap(),
+            "10.0.0.1:80".parse().unwrap()
+        ));
+    }
+
+    #[test]
+    fn an_empty_secret_variable_is_refused() {
+        let overrides = Overrides {
+            empty_variables: vec!["TENCENTCLOUD_SECRET_KEY"],
+            ..Overrides::default()
+        };
+        let error = Config::load(None, overrides).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "invalid configuration: TENCENTCLOUD_SECRET_KEY is set but empty (vod.secret_key): give it a value or remove the variable"
+        );
+    }
+
+    #[test]
+    fn only_an_open_unsigned_listener_is_warned_about() {
+        let open: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        let loopback: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let config = Config::default();
+        assert!(config
+            .open_callback_warning(open)
+            .is_some_and(|w| w.contains("openssl rand -hex 16")));
+        assert!(config.open_callback_warning(loopback).is_none());
+        for protect in [
+            |c: &mut Config| c.auth.sign_key = Some("Key1".to_owned()),
+            |c: &mut Config| c.auth.path_token = Some("tokentoken".to_owned()),
+            |c: &mut Config| c.auth.allow_ips = vec!["10.0.0.0/8".to_owned()],
+        ] {
+            let mut config = Config::default();
+            protect(&mut config);
+            assert!(config.open_callback_warning(open).is_none());
+        }
+    }
+
+    #[test]
+    fn type_errors_say_what_is_expected() {
+        for (text, expected) in [
+            ("[pull]\nenabled = \"yes\"\n", "line 2: pull.enabled: expected true or false; got \"yes\""),
+            ("[log]\nformat = \"yaml\"\n", "line 2: log.format: expected \"text\" or \"json\"; got \"yaml\""),
+            ("server = 5\n", "line 1: server: expected a table"),
+            ("action = { name = \"a\" }\n", "line 1: action: expected one [[action]] table per action (two brackets), e.g. [[action]] then name = \"notify\"; got a table"),
+            ("[[action]]\nname = \"a\"\non = \"*\"\nexce = [\"x\"]\n", "line 4: unknown key `exce` in [[action]]; did you mean `exec`?"),
+        ] {
+            let error = Config::parse(text).unwrap_err();
+            assert!(error.starts_with(expected), "{text:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn mapped_networks_and_env_variables() {
+        let mapped = Cidr::parse("::ffff:203.0.113.0/120").unwrap();
+        assert!(mapped.contains("203.0.113.5".parse().unwrap()));
+        assert!(!mapped.contains("203.0.114.5".parse().unwrap()));
+        assert!(is_secret_key("action.env.MODE"));
+        assert!(!is_secret_key("action.exec"));
     }
 
     #[test]

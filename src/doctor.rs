@@ -248,7 +248,21 @@ fn read_secrets(path: &Path, overrides: &mut Overrides) -> Check {
             continue;
         };
         let value = value.trim().trim_matches(|c| c == '"' || c == '\'');
-        if key.trim_start().starts_with('#') || value.is_empty() {
+        if key.trim_start().starts_with('#') {
+            continue;
+        }
+        if value.is_empty() {
+            // systemd sets it empty, and serve refuses an empty secret.
+            let variable = match key.trim() {
+                "VODHOOK_SIGN_KEY" => "VODHOOK_SIGN_KEY",
+                "TENCENTCLOUD_SECRET_ID" => "TENCENTCLOUD_SECRET_ID",
+                "TENCENTCLOUD_SECRET_KEY" => "TENCENTCLOUD_SECRET_KEY",
+                "TENCENTCLOUD_SESSION_TOKEN" => "TENCENTCLOUD_SESSION_TOKEN",
+                _ => continue,
+            };
+            if !overrides.empty_variables.contains(&variable) {
+                overrides.empty_variables.push(variable);
+            }
             continue;
         }
         let slot = match key.trim() {
@@ -515,7 +529,7 @@ async fn check_callback(http: &reqwest::Client, scheme: &str, config: &Config) -
         .and_then(|key| crate::sign::SignKey::new(key).ok())
     {
         Some(key) => {
-            let expired = crate::store::now_ms() / 1000 - config.auth.clock_skew_secs as i64 - 3600;
+            let expired = crate::clock::now_secs() - config.auth.clock_skew_secs as i64 - 3600;
             let t = expired.to_string();
             http.post(&url)
                 .header("Sign", crate::sign::sign(&key, &t))
@@ -914,7 +928,7 @@ fn check_clock(config: &Config, server_time: Option<i64>) -> Check {
     let Some(server) = server_time else {
         return Check::skip(name, "the VOD API's answer had no Date header");
     };
-    let offset = crate::store::now_ms() / 1000 - server;
+    let offset = crate::clock::now_secs() - server;
     let allowed = config.auth.clock_skew_secs as i64;
     // The Date header has whole seconds: one more of slack.
     if offset.abs() <= allowed.max(1) + 1 {
@@ -938,6 +952,26 @@ fn check_clock(config: &Config, server_time: Option<i64>) -> Check {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_secret_in_secrets_env_is_refused_as_serve_would() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secrets.env");
+        std::fs::write(
+            &path,
+            "# comment\nVODHOOK_SIGN_KEY=\nTENCENTCLOUD_SECRET_ID=AKIDx\n",
+        )
+        .unwrap();
+        let mut overrides = Overrides::default();
+        read_secrets(&path, &mut overrides);
+        assert_eq!(overrides.empty_variables, ["VODHOOK_SIGN_KEY"]);
+        assert_eq!(overrides.tencentcloud[0].as_deref(), Some("AKIDx"));
+        let error = Config::load(None, overrides).unwrap_err().to_string();
+        assert!(
+            error.contains("VODHOOK_SIGN_KEY is set but empty"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn the_report_fails_when_one_check_fails() {

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, Notify};
 
 use crate::actions::Actions;
 use crate::events::{describe, BodyError, Event};
@@ -89,7 +89,7 @@ pub struct Ingest {
     metrics: Metrics,
     verifier: Option<Verifier>,
     actions: Actions,
-    wake_dispatcher: Arc<tokio::sync::Notify>,
+    wake_dispatcher: Arc<Notify>,
     arrivals: Arc<AtomicU64>,
     accepted: broadcast::Sender<Arc<Received>>,
 }
@@ -111,26 +111,19 @@ impl Ingest {
     }
 
     /// Records a delivery for each of `actions` an event triggers, in the
-    /// event's own transaction, and wakes the dispatcher for it.
-    pub fn with_actions(mut self, actions: Actions) -> Self {
+    /// event's own transaction, and notifies `wake` (the dispatcher's) for it.
+    pub fn with_actions(mut self, actions: Actions, wake: Arc<Notify>) -> Self {
         self.actions = actions;
+        self.wake_dispatcher = wake;
         self
     }
 
-    /// The configured actions.
-    pub fn actions(&self) -> &Actions {
-        &self.actions
-    }
-
-    /// Notified whenever new deliveries are stored.
-    pub fn dispatcher_wake(&self) -> Arc<tokio::sync::Notify> {
-        Arc::clone(&self.wake_dispatcher)
-    }
-
     /// Counts the bodies that reach this path (events, duplicates and
-    /// bodies refused alike): how busy receiving is.
-    pub fn arrivals(&self) -> Arc<AtomicU64> {
-        Arc::clone(&self.arrivals)
+    /// bodies refused alike) into `arrivals`: how busy receiving is, which
+    /// the dispatcher reads to hold attempts during bursts.
+    pub fn with_arrivals(mut self, arrivals: Arc<AtomicU64>) -> Self {
+        self.arrivals = arrivals;
+        self
     }
 
     /// The metrics this path counts into.
@@ -249,7 +242,7 @@ impl Ingest {
             reason: error.to_string(),
             source: source.as_str(),
             remote: remote.map(|r| r.to_string()),
-            received_at: store::now_ms(),
+            received_at: crate::clock::now_ms(),
         };
         if let Err(error) = self.store.reject(rejected).await {
             tracing::warn!(%error, "cannot keep the rejected body");

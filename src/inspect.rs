@@ -20,7 +20,7 @@ use crate::log::{json_safe, Escaping};
 use crate::redact::redact;
 use crate::state::{SubtaskState, TaskState, KEPT};
 use crate::store::{
-    DeliveryRow, EventFilter, EventRow, FileRecord, Reader, RejectedRow, TaskRecord,
+    DeliveryRow, DeliveryStatus, EventFilter, EventRow, FileRecord, Reader, RejectedRow, TaskRecord,
 };
 
 /// A time as `2026-11-28T02:28:10.072Z` (UTC).
@@ -113,8 +113,12 @@ fn dash(value: Option<&str>) -> &str {
 /// # Errors
 ///
 /// The query fails.
-pub fn events_list(reader: &Reader, filter: &EventFilter, as_json: bool) -> anyhow::Result<String> {
-    let rows = reader.events(filter)?;
+pub async fn events_list(
+    reader: &Reader,
+    filter: &EventFilter,
+    as_json: bool,
+) -> anyhow::Result<String> {
+    let rows = reader.events(filter).await?;
     if as_json {
         return Ok(to_json_lines(
             &rows.iter().map(row_json).collect::<Vec<_>>(),
@@ -200,13 +204,13 @@ pub enum Shown {
 /// # Errors
 ///
 /// The query fails.
-pub fn event_show(
+pub async fn event_show(
     reader: &Reader,
     id: i64,
     raw: bool,
     as_json: bool,
 ) -> anyhow::Result<Option<Shown>> {
-    let Some((row, body)) = reader.event(id)? else {
+    let Some((row, body)) = reader.event(id).await? else {
         return Ok(None);
     };
     if raw {
@@ -277,8 +281,8 @@ pub fn event_show(
 /// # Errors
 ///
 /// The query fails.
-pub fn rejected_list(reader: &Reader, limit: u32, as_json: bool) -> anyhow::Result<String> {
-    let rows: Vec<RejectedRow> = reader.rejected(limit)?;
+pub async fn rejected_list(reader: &Reader, limit: u32, as_json: bool) -> anyhow::Result<String> {
+    let rows: Vec<RejectedRow> = reader.rejected(limit).await?;
     if as_json {
         // Times as RFC 3339, as in every other JSON answer.
         let rows: Vec<Value> = rows
@@ -366,11 +370,13 @@ fn write_subtask(out: &mut Text, key: &str, sub: &SubtaskState, indent: &str) {
     let _ = writeln!(out, "{line}");
 }
 
-fn events_of(reader: &Reader, filter: EventFilter) -> anyhow::Result<Vec<EventRow>> {
-    reader.events(&EventFilter {
-        limit: 100,
-        ..filter
-    })
+async fn events_of(reader: &Reader, filter: EventFilter) -> anyhow::Result<Vec<EventRow>> {
+    reader
+        .events(&EventFilter {
+            limit: 100,
+            ..filter
+        })
+        .await
 }
 
 fn write_events(out: &mut Text, rows: &[EventRow]) {
@@ -397,16 +403,21 @@ fn write_events(out: &mut Text, rows: &[EventRow]) {
 /// # Errors
 ///
 /// The query fails.
-pub fn file_view(reader: &Reader, file_id: &str, as_json: bool) -> anyhow::Result<Option<String>> {
-    let record: Option<FileRecord> = reader.file(file_id)?;
-    let tasks = reader.tasks_of_file(file_id)?;
+pub async fn file_view(
+    reader: &Reader,
+    file_id: &str,
+    as_json: bool,
+) -> anyhow::Result<Option<String>> {
+    let record: Option<FileRecord> = reader.file(file_id).await?;
+    let tasks = reader.tasks_of_file(file_id).await?;
     let events = events_of(
         reader,
         EventFilter {
             file_id: Some(file_id.to_owned()),
             ..EventFilter::default()
         },
-    )?;
+    )
+    .await?;
     if record.is_none() && tasks.is_empty() && events.is_empty() {
         return Ok(None);
     }
@@ -501,15 +512,20 @@ fn task_json(record: &TaskRecord) -> Value {
 /// # Errors
 ///
 /// The query fails.
-pub fn task_view(reader: &Reader, task_id: &str, as_json: bool) -> anyhow::Result<Option<String>> {
-    let record = reader.task(task_id)?;
+pub async fn task_view(
+    reader: &Reader,
+    task_id: &str,
+    as_json: bool,
+) -> anyhow::Result<Option<String>> {
+    let record = reader.task(task_id).await?;
     let events = events_of(
         reader,
         EventFilter {
             task_id: Some(task_id.to_owned()),
             ..EventFilter::default()
         },
-    )?;
+    )
+    .await?;
     if record.is_none() && events.is_empty() {
         return Ok(None);
     }
@@ -558,14 +574,14 @@ fn delivery_json(row: &DeliveryRow) -> Value {
 /// # Errors
 ///
 /// The query fails.
-pub fn deliveries_list(
+pub async fn deliveries_list(
     reader: &Reader,
-    status: Option<&str>,
+    status: Option<DeliveryStatus>,
     action: Option<&str>,
     limit: u32,
     as_json: bool,
 ) -> anyhow::Result<String> {
-    let rows = reader.deliveries(status, action, limit)?;
+    let rows = reader.deliveries(status, action, limit).await?;
     if as_json {
         return Ok(to_json_lines(
             &rows.iter().map(delivery_json).collect::<Vec<_>>(),
@@ -601,8 +617,12 @@ pub fn deliveries_list(
 /// # Errors
 ///
 /// The query fails.
-pub fn delivery_show(reader: &Reader, id: i64, as_json: bool) -> anyhow::Result<Option<String>> {
-    let Some((row, attempts)) = reader.delivery(id)? else {
+pub async fn delivery_show(
+    reader: &Reader,
+    id: i64,
+    as_json: bool,
+) -> anyhow::Result<Option<String>> {
+    let Some((row, attempts)) = reader.delivery(id).await? else {
         return Ok(None);
     };
     if as_json {
@@ -635,7 +655,7 @@ pub fn delivery_show(reader: &Reader, id: i64, as_json: bool) -> anyhow::Result<
             "attempts"
         )
     );
-    if matches!(row.status.as_str(), "pending" | "retrying") {
+    if row.status.waiting() {
         let _ = writeln!(out, "next       {}", format_ms(row.next_at));
     }
     for (index, attempt) in attempts.iter().enumerate() {

@@ -19,17 +19,22 @@
 //! - [`pull`]: the reliable-callback consumer.
 //! - [`actions`]: `[[action]]` exec hooks and forwards from the outbox.
 //! - [`redact`]: credentials in URLs, hidden wherever a URL is shown.
+//! - [`replay`]: the events and deliveries `vodhook replay` selects.
 //! - [`log`]: the stdout formatter (text or JSON lines).
 //! - [`send`]: `vodhook send`, realistic sample events for trying it out.
 //! - [`doctor`]: `vodhook doctor`, checks of a setup (its write probe of the
 //!   store is the one statement outside [`store`]: a rolled-back
 //!   `BEGIN IMMEDIATE`).
 //!
-//! [`run`] is the seam: the caller binds the listener and provides the
-//! shutdown future, so tests bind `127.0.0.1:0` and stop the server when
-//! they choose. `ARCHITECTURE.md` in the repository is the longer map.
+//! [`App`] is the seam: [`App::build`] checks the configuration and
+//! assembles the process, [`App::run`] serves on listeners the caller
+//! bound until the shutdown future it provides completes. The binary and
+//! the tests build it the same way; tests bind `127.0.0.1:0` and stop the
+//! server when they choose. `ARCHITECTURE.md` in the repository is the longer map.
 
 pub mod actions;
+pub mod backoff;
+pub mod clock;
 pub mod config;
 pub mod doctor;
 pub mod events;
@@ -37,10 +42,11 @@ pub mod http;
 pub mod ingest;
 pub mod inspect;
 pub mod log;
+pub mod mac;
 pub mod metrics;
-pub mod publish;
 pub mod pull;
 pub mod redact;
+pub mod replay;
 pub mod send;
 pub mod server;
 pub mod sign;
@@ -49,14 +55,18 @@ pub mod store;
 pub mod vod;
 
 use std::future::Future;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::actions::Actions;
 use crate::config::Config;
 use crate::ingest::Ingest;
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// How long requests in flight may take to finish after a shutdown signal.
@@ -65,7 +75,7 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often old events are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
-/// The bound sockets `run` serves.
+/// The bound sockets [`App::run`] serves.
 #[derive(Debug)]
 pub struct Listeners {
     /// Callbacks and health checks (`None` for `vodhook pull`).
@@ -74,114 +84,248 @@ pub struct Listeners {
     pub admin: Option<TcpListener>,
 }
 
-/// Serves callbacks (and metrics) until `shutdown` completes, then stops
-/// accepting, lets requests in flight finish (at most [`DRAIN_TIMEOUT`])
-/// and returns. Prunes events older than `store.retention_days` meanwhile.
+/// What start-up derives from a configuration before it opens or binds
+/// anything: the TLS acceptor, the VOD client of the pull consumer, the
+/// signature check, the actions. [`App::check`] makes it; `check-config`
+/// stops there, `serve` and `pull` go on to [`App::build`].
+pub struct Checked {
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    puller: Option<vod::VodClient>,
+    verifier: Option<sign::Verifier>,
+    actions: Actions,
+}
+
+impl std::fmt::Debug for Checked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checked")
+            .field("tls", &self.tls.is_some())
+            .field("pull", &self.puller.is_some())
+            .field("signature", &self.verifier.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why [`App::build`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A start-up check of the configuration failed (nothing was opened).
+    #[error("{0:#}")]
+    Check(anyhow::Error),
+    /// The event store cannot be opened.
+    #[error("cannot open the event store: {0:#}")]
+    Store(anyhow::Error),
+}
+
+/// The whole process, built once from a configuration: metrics, the store,
+/// the ingest path, the action dispatcher and the pull consumer. The
+/// binary (`serve`, `pull`) and the tests' `TestApp` build it the same way,
+/// so tests start exactly the graph users run.
 ///
-/// # Errors
-///
-/// The TLS certificate or key cannot be loaded, or a listener has no
-/// address.
-pub async fn run(
+/// [`App::build`] checks and opens; [`App::run`] serves until shutdown.
+/// The caller binds the listeners and provides the shutdown future, so
+/// tests bind `127.0.0.1:0` and stop the server when they choose.
+pub struct App {
     config: Config,
-    listeners: Listeners,
+    checked: Checked,
+    metrics: Metrics,
+    store: Store,
     ingest: Ingest,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let tls = match (&config.tls.cert, &config.tls.key) {
-        (Some(cert), Some(key)) => Some(server::tls_acceptor(cert, key)?),
-        _ => None,
-    };
-    let puller = if config.pull.enabled {
-        let options = config.vod.client_options()?;
-        Some(vod::VodClient::new(options)?)
-    } else {
-        None
-    };
-    let stop = CancellationToken::new();
-    if config.store.retention_days > 0 {
-        let retention = Duration::from_secs(u64::from(config.store.retention_days) * 86_400);
-        tokio::spawn(prune_periodically(
-            ingest.store().clone(),
-            retention,
-            stop.clone(),
-        ));
+    dispatcher: Option<actions::Dispatcher>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("checked", &self.checked)
+            .field("db", &self.config.store.path)
+            .finish_non_exhaustive()
     }
-    let limits = server::Limits::for_main(&config.server);
-    let metrics = ingest.metrics().clone();
-    let mut tasks = tokio::task::JoinSet::new();
-    if let Some(main) = listeners.main {
-        let address = main.local_addr().context("listener has no local address")?;
-        let router = http::router(http::App::new(&config, ingest.clone()), &config.server.path);
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let callback_path =
-            http::callback_route(&config.server.path, config.auth.path_token.is_some())
-                .replace("{token}", "<token-redacted>");
-        tracing::info!(
-            address = %address,
-            path = %callback_path,
-            url = callback_url(scheme, address, &callback_path),
-            db = %config.store.path.display(),
-            signature = if config.auth.sign_key.is_some() { "required" } else { "off" },
-            "listening"
-        );
-        tasks.spawn(server::serve(
-            main,
-            router,
-            limits.clone(),
+}
+
+impl App {
+    /// Every start-up check `serve` and `pull` make before opening the
+    /// store or binding a socket: the TLS certificate and key load, the
+    /// VOD client of `[pull]` can be made (credentials present), the
+    /// actions can be set up. `check-config` runs exactly this.
+    ///
+    /// # Errors
+    ///
+    /// The first check that fails, in one line naming the key or file.
+    pub fn check(config: &Config) -> anyhow::Result<Checked> {
+        let tls = match (&config.tls.cert, &config.tls.key) {
+            (Some(cert), Some(key)) => Some(server::tls_acceptor(cert, key)?),
+            _ => None,
+        };
+        let puller = if config.pull.enabled {
+            let options = config.vod.client_options()?;
+            Some(vod::VodClient::new(options)?)
+        } else {
+            None
+        };
+        Ok(Checked {
             tls,
-            stop.clone(),
-        ));
-    }
-    if let Some(admin) = listeners.admin {
-        let admin_address = admin
-            .local_addr()
-            .context("admin listener has no local address")?;
-        tracing::info!(address = %admin_address, url = format!("http://{admin_address}/metrics"), "metrics listening");
-        tasks.spawn(server::serve(
-            admin,
-            http::admin_router(metrics),
-            limits.for_admin(),
-            None,
-            stop.clone(),
-        ));
-    }
-    for action in &config.actions {
-        log_action(action);
-    }
-    if !ingest.actions().is_empty() {
-        let dispatcher = actions::Dispatcher::new(
-            ingest.actions().clone(),
-            ingest.store().clone(),
-            ingest.metrics().clone(),
-            ingest.dispatcher_wake(),
-            ingest.arrivals(),
-        );
-        let stopped = dispatcher
-            .spawn(stop.clone())
-            .context("cannot start the actions thread")?;
-        tasks.spawn(stopped);
-    }
-    if let Some(client) = puller {
-        let options = pull::PullOptions::from_config(&config.pull);
-        tasks.spawn(pull::run(client, ingest, options, stop.clone()));
+            puller,
+            verifier: config.verifier(),
+            actions: Actions::new(&config.actions),
+        })
     }
 
-    shutdown.await;
-    tracing::info!("shutting down: no new connections, finishing requests in flight");
-    stop.cancel();
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!(
-            timeout_secs = DRAIN_TIMEOUT.as_secs(),
-            "requests still in flight at the drain timeout; closing them"
-        );
+    /// Checks the configuration ([`App::check`]), then opens the store and
+    /// wires ingest to the dispatcher (its wake-up and the arrival counter
+    /// its burst hold reads). A failed check opens nothing: the database
+    /// file is not created.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError`]: a failed check, or a store that cannot be opened.
+    pub fn build(config: Config) -> Result<App, BuildError> {
+        let checked = App::check(&config).map_err(BuildError::Check)?;
+        let metrics = Metrics::default();
+        tracing::debug!(db = %config.store.path.display(), "opening the event store");
+        let store =
+            Store::open(&config.store.options(), metrics.clone()).map_err(BuildError::Store)?;
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let arrivals = Arc::new(AtomicU64::new(0));
+        let ingest = Ingest::new(store.clone(), metrics.clone(), checked.verifier.clone())
+            .with_actions(checked.actions.clone(), Arc::clone(&wake))
+            .with_arrivals(Arc::clone(&arrivals));
+        let dispatcher = (!checked.actions.is_empty()).then(|| {
+            actions::Dispatcher::new(
+                checked.actions.clone(),
+                store.clone(),
+                metrics.clone(),
+                wake,
+                arrivals,
+            )
+        });
+        Ok(App {
+            config,
+            checked,
+            metrics,
+            store,
+            ingest,
+            dispatcher,
+        })
     }
-    tracing::info!("stopped");
-    Ok(())
+
+    /// A receiver of every event accepted from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<ingest::Received>> {
+        self.ingest.subscribe()
+    }
+
+    /// Serves callbacks (and metrics) until `shutdown` completes, then
+    /// stops accepting, lets requests in flight finish (at most
+    /// [`DRAIN_TIMEOUT`]) and returns. Runs the action dispatcher and the
+    /// pull consumer when configured, and prunes events older than
+    /// `store.retention_days` meanwhile.
+    ///
+    /// # Errors
+    ///
+    /// A listener has no address, or the actions thread cannot start.
+    pub async fn run(
+        self,
+        listeners: Listeners,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let App {
+            config,
+            checked,
+            metrics,
+            store,
+            ingest,
+            dispatcher,
+        } = self;
+        let stop = CancellationToken::new();
+        if config.store.retention_days > 0 {
+            let retention = Duration::from_secs(u64::from(config.store.retention_days) * 86_400);
+            tokio::spawn(prune_periodically(store, retention, stop.clone()));
+        }
+        let limits = server::Limits::for_main(&config.server);
+        let mut tasks = tokio::task::JoinSet::new();
+        if let Some(main) = listeners.main {
+            let address = main.local_addr().context("listener has no local address")?;
+            let router = http::router(http::App::new(&config, ingest.clone()), &config.server.path);
+            let scheme = if checked.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            let callback_path =
+                http::callback_route(&config.server.path, config.auth.path_token.is_some())
+                    .replace("{token}", "<token-redacted>");
+            tracing::info!(
+                address = %address,
+                path = %callback_path,
+                url = callback_url(scheme, address, &callback_path),
+                db = %config.store.path.display(),
+                signature = if checked.verifier.is_some() { "required" } else { "off" },
+                "listening"
+            );
+            if let Some(warning) = config.open_callback_warning(address) {
+                tracing::warn!(address = %address, "{warning}");
+            }
+            tasks.spawn(server::serve(
+                main,
+                router,
+                limits.clone(),
+                checked.tls,
+                stop.clone(),
+            ));
+        }
+        if let Some(admin) = listeners.admin {
+            let admin_address = admin
+                .local_addr()
+                .context("admin listener has no local address")?;
+            tracing::info!(address = %admin_address, url = format!("http://{admin_address}/metrics"), "metrics listening");
+            tasks.spawn(server::serve(
+                admin,
+                http::admin_router(metrics),
+                limits.for_admin(),
+                None,
+                stop.clone(),
+            ));
+        }
+        for action in &config.actions {
+            log_action(action);
+        }
+        if let Some(dispatcher) = dispatcher {
+            let stopped = dispatcher
+                .spawn(stop.clone())
+                .context("cannot start the actions thread")?;
+            tasks.spawn(stopped);
+        }
+        if let Some(client) = checked.puller {
+            let options = pull::PullOptions::from_config(&config.pull);
+            tasks.spawn(pull::run(client, ingest, options, stop.clone()));
+        }
+        notify_systemd(sd_notify::NotifyState::Ready);
+
+        shutdown.await;
+        notify_systemd(sd_notify::NotifyState::Stopping);
+        tracing::info!("shutting down: no new connections, finishing requests in flight");
+        stop.cancel();
+        let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                timeout_secs = DRAIN_TIMEOUT.as_secs(),
+                "requests still in flight at the drain timeout; closing them"
+            );
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Tells the service manager (systemd with `Type=notify`, which sets
+/// `NOTIFY_SOCKET`) that start-up is over or that stopping began; nothing
+/// without `NOTIFY_SOCKET`.
+fn notify_systemd(state: sd_notify::NotifyState<'_>) {
+    if let Err(error) = sd_notify::notify(false, &[state]) {
+        tracing::warn!(%error, "cannot notify the service manager (NOTIFY_SOCKET)");
+    }
 }
 
 /// Deletes events older than `retention`, now and every [`PRUNE_EVERY`].
@@ -192,7 +336,7 @@ async fn prune_periodically(store: Store, retention: Duration, stop: Cancellatio
             _ = ticks.tick() => {}
             () = stop.cancelled() => return,
         }
-        let cutoff = store::now_ms() - retention.as_millis() as i64;
+        let cutoff = crate::clock::now_ms() - retention.as_millis() as i64;
         match store.prune(cutoff).await {
             Ok(0) => {}
             Ok(deleted) => tracing::info!(

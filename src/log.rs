@@ -514,15 +514,55 @@ pub fn json_safe(json: &str) -> Cow<'_, str> {
 pub struct Formatter {
     format: LogFormat,
     color: bool,
+    journal: bool,
 }
 
 impl Formatter {
-    /// A formatter for `format`; text is coloured only on a terminal.
+    /// A formatter for `format`; text is coloured only on a terminal, and
+    /// written for the journal when stdout is the journal's stream
+    /// ([`stdout_is_journal`]).
     pub fn new(format: LogFormat) -> Self {
         let color = format == LogFormat::Text
             && std::io::stdout().is_terminal()
             && std::env::var_os("NO_COLOR").is_none();
-        Formatter { format, color }
+        Formatter {
+            format,
+            color,
+            journal: stdout_is_journal(),
+        }
+    }
+}
+
+/// Is stdout connected to the journal? systemd sets `JOURNAL_STREAM` to
+/// the device and inode (`DEV:INO`) of the stream it gives a service; a
+/// child whose stdout was redirected inherits the variable, so it counts
+/// only when it names stdout itself. Text lines then carry no time (the
+/// journal records one) and start with the level as a syslog priority
+/// (`<4>` for a warning), so that `journalctl -p warning` filters them.
+pub fn stdout_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((device, inode)) = stream.to_str().and_then(|text| text.split_once(':')) else {
+        return false;
+    };
+    let (Ok(device), Ok(inode)) = (device.parse::<u64>(), inode.parse::<u64>()) else {
+        return false;
+    };
+    // The stream stdout is, whatever it is (a socket has no path to stat).
+    std::fs::metadata("/proc/self/fd/1")
+        .is_ok_and(|stdout| stdout.dev() == device && stdout.ino() == inode)
+}
+
+/// The syslog priority of a level (`sd-daemon(3)`): error 3, warning 4,
+/// info 6, debug and trace 7.
+fn syslog_priority(level: Level) -> u8 {
+    match level {
+        Level::ERROR => 3,
+        Level::WARN => 4,
+        Level::INFO => 6,
+        _ => 7,
     }
 }
 
@@ -580,7 +620,16 @@ where
                     (true, Level::INFO) => ("\x1b[32m", "\x1b[0m"),
                     (true, _) => ("\x1b[2m", "\x1b[0m"),
                 };
-                write!(writer, "{time} {start}{:<5}{end} ", meta.level().as_str())?;
+                if self.journal {
+                    write!(
+                        writer,
+                        "<{}>{:<5} ",
+                        syslog_priority(*meta.level()),
+                        meta.level().as_str()
+                    )?;
+                } else {
+                    write!(writer, "{time} {start}{:<5}{end} ", meta.level().as_str())?;
+                }
                 // Everything after the level is escaped: the message and
                 // every field, whatever a sender put in them.
                 let mut text = TextFields {

@@ -1,7 +1,7 @@
 //! The `vodhook` binary: command-line parsing and wiring; the work is in the library.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -10,13 +10,12 @@ use tokio::net::TcpListener;
 
 use vodhook::actions::Actions;
 use vodhook::config::{Config, LogFormat, Overrides};
-use vodhook::ingest::Ingest;
 use vodhook::inspect::{self, Shown};
-use vodhook::metrics::Metrics;
 use vodhook::send::{self, TemplateOptions};
-use vodhook::store::{self, EventFilter, Reader, Store};
+use vodhook::sign::SignKey;
+use vodhook::store::{self, DeliveryStatus, EventFilter, Reader};
 use vodhook::vod::{EventConfigChange, VodClient};
-use vodhook::Listeners;
+use vodhook::{App, Listeners};
 
 /// Receive Tencent Cloud VOD event notifications and never lose one.
 #[derive(Debug, Parser)]
@@ -42,7 +41,13 @@ struct Cli {
 const EXIT_STATUS: &str = "Exit status:
   0  success (also `serve` and `pull` stopped by SIGINT or SIGTERM)
   1  failure: nothing found, the receiver refused or could not be reached, a runtime error
-  2  usage or configuration error: a bad flag or value, an invalid configuration";
+     (also `serve` and `pull` failing to start after reading the configuration: a TLS file,
+     a port in use, the store)
+  2  usage or configuration error: a bad flag or value, an invalid configuration
+
+Configuration: --config PATH, else VODHOOK_CONFIG, else /etc/vodhook/vodhook.toml when it
+exists, else the built-in defaults. Every command reads the same file: the query commands
+take the database from its store.path.";
 
 /// `--version`: the version, the commit and date of the build (from
 /// `build.rs`; "unknown" outside a git checkout) and the SQLite library.
@@ -57,6 +62,17 @@ fn version_text() -> &'static str {
             rusqlite::version()
         )
     })
+}
+
+/// `--since`: an RFC 3339 time, a date or a duration ago, as ms since the epoch.
+fn since(text: &str) -> Result<i64, String> {
+    inspect::parse_since(text, store::now_ms())
+}
+
+/// `--sign-key`: as VOD allows it.
+fn sign_key(text: &str) -> Result<SignKey, String> {
+    SignKey::new(text)
+        .map_err(|_| "expected 1 to 32 letters and digits (as VOD requires)".to_owned())
 }
 
 /// `--limit`: a whole number of rows, at least 1.
@@ -161,22 +177,36 @@ struct ReplayArgs {
     /// Event ids to replay.
     #[arg(value_name = "EVENT_ID")]
     ids: Vec<i64>,
-    /// Every event received since an RFC 3339 time, a date (midnight UTC) or a duration ago (15m, 2h, 7d).
-    #[arg(long, value_name = "WHEN")]
-    since: Option<String>,
+    /// Every event received since an RFC 3339 time, a date (midnight UTC) or a duration ago (15m, 2h, 7d); with ids, the union (each event once).
+    #[arg(long, value_name = "WHEN", value_parser = since)]
+    since: Option<i64>,
     /// Only this action (run even where its filters do not match).
     #[arg(long, value_name = "NAME", conflicts_with = "to")]
     action: Option<String>,
-    /// Instead of running actions, POST the stored raw events to this URL.
+    /// Instead of running actions, POST the stored raw events to this URL
+    /// (signed with the configured SignKey, as `send` does).
     #[arg(long, value_name = "URL")]
     to: Option<String>,
+    #[command(flatten)]
+    signing: SigningArgs,
+}
+
+/// How `send` and `replay --to` sign what they post.
+#[derive(Debug, Args)]
+struct SigningArgs {
+    /// Sign with this SignKey [default: auth.sign_key of the configuration, or VODHOOK_SIGN_KEY].
+    #[arg(long, value_name = "KEY", value_parser = sign_key, conflicts_with = "unsigned")]
+    sign_key: Option<SignKey>,
+    /// Send without a signature, even when a SignKey is configured.
+    #[arg(long)]
+    unsigned: bool,
 }
 
 #[derive(Debug, Args)]
 struct PullArgs {
     #[command(flatten)]
     config: ConfigArgs,
-    /// SQLite database file [default: ./vodhook.db].
+    /// SQLite database file [default: store.path, ./vodhook.db].
     #[arg(long, value_name = "PATH", env = "VODHOOK_DB")]
     db: Option<PathBuf>,
     /// Log format on stdout [default: text].
@@ -218,23 +248,52 @@ struct VodSetArgs {
     #[command(flatten)]
     common: VodArgs,
     /// push (normal callback) or pull (reliable callback).
-    #[arg(long, value_parser = ["push", "pull"])]
-    mode: Option<String>,
+    #[arg(long, value_enum)]
+    mode: Option<VodMode>,
     /// The v3 callback URL ("" clears it).
     #[arg(long, value_name = "URL")]
     url: Option<String>,
     /// NewFileUpload events.
-    #[arg(long, value_parser = ["on", "off"])]
-    upload: Option<String>,
+    #[arg(long, value_enum)]
+    upload: Option<Switch>,
     /// FileDeleted events.
-    #[arg(long, value_parser = ["on", "off"])]
-    delete: Option<String>,
+    #[arg(long, value_enum)]
+    delete: Option<Switch>,
     /// PersistenceComplete events.
-    #[arg(long, value_parser = ["on", "off"])]
-    persistence: Option<String>,
+    #[arg(long, value_enum)]
+    persistence: Option<Switch>,
     /// The callback SignKey (letters and digits, at most 32).
     #[arg(long, value_name = "KEY")]
     sign_key: Option<String>,
+}
+
+/// `vod config set --mode`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum VodMode {
+    /// Normal callbacks, POSTed to the URL.
+    Push,
+    /// The reliable-callback queue (PullEvents).
+    Pull,
+}
+
+/// An event switch of `vod config set`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Switch {
+    /// VOD sends these events.
+    On,
+    /// VOD does not send them.
+    Off,
+}
+
+impl Switch {
+    /// The API's spelling.
+    fn api(self) -> String {
+        match self {
+            Switch::On => "ON",
+            Switch::Off => "OFF",
+        }
+        .to_owned()
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -273,8 +332,8 @@ struct ListArgs {
     #[arg(long, value_name = "ID")]
     task_id: Option<String>,
     /// Only events received since an RFC 3339 time, a date (midnight UTC) or a duration ago (15m, 2h, 7d).
-    #[arg(long, value_name = "WHEN")]
-    since: Option<String>,
+    #[arg(long, value_name = "WHEN", value_parser = since)]
+    since: Option<i64>,
     /// At most this many.
     #[arg(long, value_name = "N", default_value_t = 50, value_parser = limit)]
     limit: u32,
@@ -316,9 +375,31 @@ struct ReindexArgs {
 
 #[derive(Debug, Args)]
 struct ConfigArgs {
-    /// TOML configuration file (see config.example.toml); defaults apply without it.
+    /// TOML configuration file (see config.example.toml) [default: /etc/vodhook/vodhook.toml when it exists, else built-in defaults; an empty VODHOOK_CONFIG reads no file].
     #[arg(long, short = 'c', value_name = "PATH", env = "VODHOOK_CONFIG")]
     config: Option<PathBuf>,
+}
+
+/// The configuration file read without `--config` when it exists.
+const DEFAULT_CONFIG: &str = "/etc/vodhook/vodhook.toml";
+
+impl ConfigArgs {
+    /// The file to read: `--config` (or `VODHOOK_CONFIG`), else
+    /// [`DEFAULT_CONFIG`] when it exists; none for an empty value.
+    fn path(&self) -> Option<PathBuf> {
+        config_path(self.config.as_deref(), Path::new(DEFAULT_CONFIG))
+    }
+}
+
+/// See [`ConfigArgs::path`]; `default` is a parameter for tests.
+fn config_path(given: Option<&Path>, default: &Path) -> Option<PathBuf> {
+    let explicitly_none = std::env::var_os("VODHOOK_CONFIG").is_some_and(|value| value.is_empty());
+    match given {
+        Some(path) if path.as_os_str().is_empty() => None,
+        Some(path) => Some(path.to_owned()),
+        None if explicitly_none => None,
+        None => default.is_file().then(|| default.to_owned()),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -334,7 +415,7 @@ struct CheckConfigArgs {
 struct ServeArgs {
     #[command(flatten)]
     config: ConfigArgs,
-    /// SQLite database file [default: ./vodhook.db].
+    /// SQLite database file [default: store.path, ./vodhook.db].
     #[arg(long, value_name = "PATH", env = "VODHOOK_DB")]
     db: Option<PathBuf>,
     /// Address to listen on [default: 0.0.0.0:8080].
@@ -383,134 +464,190 @@ struct SendArgs {
     /// Seconds to wait for the answer.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     timeout: u64,
+    /// The configuration whose SignKey signs the events.
+    #[command(flatten)]
+    config: ConfigArgs,
+    #[command(flatten)]
+    signing: SigningArgs,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => error.exit(),
+    }
+}
+
+/// How a command fails. [`CliError::exit`] is the one place that prints
+/// the error and picks the exit status (see [`EXIT_STATUS`]).
+#[derive(Debug)]
+enum CliError {
+    /// A usage or configuration mistake: status 2.
+    Usage(String),
+    /// Nothing found: status 1.
+    NotFound(String),
+    /// A failure at run time: status 1.
+    Failed(anyhow::Error),
+    /// A failure already reported (in the daemon's log, in the doctor's
+    /// report): status 1, nothing more printed.
+    Reported,
+}
+
+impl CliError {
+    /// One line on stderr (none for [`CliError::Reported`]) and the status.
+    fn exit(self) -> ExitCode {
+        match self {
+            CliError::Usage(message) => {
+                note(&message);
+                ExitCode::from(2)
+            }
+            CliError::NotFound(message) => {
+                note(&message);
+                ExitCode::FAILURE
+            }
+            CliError::Failed(error) => {
+                note(&format!("{error:#}"));
+                ExitCode::FAILURE
+            }
+            CliError::Reported => ExitCode::FAILURE,
+        }
+    }
+}
+
+impl From<anyhow::Error> for CliError {
+    fn from(error: anyhow::Error) -> Self {
+        CliError::Failed(error)
+    }
+}
+
+impl From<vodhook::config::ConfigError> for CliError {
+    fn from(error: vodhook::config::ConfigError) -> Self {
+        CliError::Usage(error.to_string())
+    }
+}
+
+/// A line for the user on stderr (stdout stays the command's output).
+fn note(message: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "vodhook: {message}");
+}
+
+fn run(cli: Cli) -> Result<(), CliError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("vodhook: cannot start the runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
+        .map_err(|error| anyhow::anyhow!("cannot start the runtime: {error}"))?;
     let log_spec = vodhook::log::verbosity_spec(cli.quiet, cli.verbose);
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args, log_spec)),
         Command::Send(args) if args.story => runtime.block_on(send_story(args)),
         Command::Send(args) => runtime.block_on(send(args, cli.verbose > 0)),
         Command::CheckConfig(args) => check_config(args),
-        Command::Events(EventsCommand::List(args)) => query(&args.store, |reader, json| {
-            let since_ms = match args
-                .since
-                .as_deref()
-                .map(|s| inspect::parse_since(s, store::now_ms()))
-            {
-                Some(Err(error)) => return Err(Failure::Usage(error)),
-                Some(Ok(ms)) => Some(ms),
-                None => None,
-            };
-            let event_type = match args.event_type.as_deref() {
-                None => None,
-                Some(name) => Some(event_type_filter(reader, name)?),
-            };
-            let filter = EventFilter {
-                event_type,
-                file_id: args.file_id.clone(),
-                task_id: args.task_id.clone(),
-                since_ms,
-                limit: args.limit,
-            };
-            write_out(inspect::events_list(reader, &filter, json)?.as_bytes());
-            let total = reader.count_events(&filter)?;
-            if total > u64::from(filter.limit) {
-                // On stderr: stdout stays the rows, for scripts.
-                eprintln!(
-                    "vodhook: showing {} of {total} events (newest first); use --limit N for more",
-                    filter.limit
+        Command::Events(EventsCommand::List(args)) => {
+            runtime.block_on(query(&args.store, async |reader, json| {
+                let event_type = match args.event_type.as_deref() {
+                    None => None,
+                    Some(name) => Some(event_type_filter(reader, name).await?),
+                };
+                let filter = EventFilter {
+                    event_type,
+                    file_id: args.file_id.clone(),
+                    task_id: args.task_id.clone(),
+                    since_ms: args.since,
+                    limit: args.limit,
+                };
+                write_out(
+                    inspect::events_list(reader, &filter, json)
+                        .await?
+                        .as_bytes(),
                 );
-            }
-            Ok(String::new())
-        }),
-        Command::Events(EventsCommand::Show(args)) => query(&args.store, |reader, json| {
-            match inspect::event_show(reader, args.id, args.raw, json)? {
+                let total = reader.count_events(&filter).await?;
+                if total > u64::from(filter.limit) {
+                    // On stderr: stdout stays the rows, for scripts.
+                    note(&format!(
+                        "showing {} of {total} events (newest first); use --limit N for more",
+                        filter.limit
+                    ));
+                }
+                Ok(String::new())
+            }))
+        }
+        Command::Events(EventsCommand::Show(args)) => runtime.block_on(query(
+            &args.store,
+            async |reader, json| match inspect::event_show(reader, args.id, args.raw, json).await? {
                 Some(Shown::Text(text)) => Ok(text),
                 Some(Shown::Raw(bytes)) => {
                     write_out(&bytes);
                     Ok(String::new())
                 }
-                None => Err(Failure::NotFound(format!("no event {}", args.id))),
-            }
-        }),
-        Command::Events(EventsCommand::Rejected(args)) => query(&args.store, |reader, json| {
-            Ok(inspect::rejected_list(reader, args.limit, json)?)
-        }),
-        Command::File(args) => query(&args.store, |reader, json| {
-            inspect::file_view(reader, &args.id, json)?
-                .ok_or_else(|| Failure::NotFound(format!("nothing known about file {}", args.id)))
-        }),
-        Command::Task(args) => query(&args.store, |reader, json| {
-            inspect::task_view(reader, &args.id, json)?
-                .ok_or_else(|| Failure::NotFound(format!("nothing known about task {}", args.id)))
-        }),
-        Command::Reindex(args) => reindex(&args.store),
+                None => Err(CliError::NotFound(format!("no event {}", args.id))),
+            },
+        )),
+        Command::Events(EventsCommand::Rejected(args)) => runtime
+            .block_on(query(&args.store, async |reader, json| {
+                Ok(inspect::rejected_list(reader, args.limit, json).await?)
+            })),
+        Command::File(args) => runtime.block_on(query(&args.store, async |reader, json| {
+            inspect::file_view(reader, &args.id, json)
+                .await?
+                .ok_or_else(|| CliError::NotFound(format!("nothing known about file {}", args.id)))
+        })),
+        Command::Task(args) => runtime.block_on(query(&args.store, async |reader, json| {
+            inspect::task_view(reader, &args.id, json)
+                .await?
+                .ok_or_else(|| CliError::NotFound(format!("nothing known about task {}", args.id)))
+        })),
+        Command::Reindex(args) => runtime.block_on(reindex(&args.store)),
         Command::Pull(args) => runtime.block_on(pull(args, log_spec)),
         Command::Vod(command) => runtime.block_on(vod_command(command)),
         Command::Deliveries(DeliveriesCommand::List(args)) => {
-            let configured: Vec<String> = match store_config(&args.store) {
-                Ok(config) => config
-                    .actions
-                    .into_iter()
-                    .map(|action| action.name)
-                    .collect(),
-                Err(code) => return code,
-            };
-            query(&args.store, |reader, json| {
+            let configured: Vec<String> = store_config(&args.store)?
+                .actions
+                .into_iter()
+                .map(|action| action.name)
+                .collect();
+            runtime.block_on(query(&args.store, async |reader, json| {
                 if let Some(name) = args.action.as_deref() {
                     if !configured.iter().any(|known| known == name)
-                        && reader.deliveries(None, Some(name), 1)?.is_empty()
+                        && reader.deliveries(None, Some(name), 1).await?.is_empty()
                     {
-                        return Err(Failure::Usage(no_such_action(name, &configured)));
+                        return Err(CliError::Usage(no_such_action(name, &configured)));
                     }
                 }
-                deliveries_list(reader, &args, json)
-            })
+                deliveries_list(reader, &args, json).await
+            }))
         }
-        Command::Deliveries(DeliveriesCommand::Show(args)) => query(&args.store, |reader, json| {
-            inspect::delivery_show(reader, args.id, json)?
-                .ok_or_else(|| Failure::NotFound(format!("no delivery {}", args.id)))
-        }),
+        Command::Deliveries(DeliveriesCommand::Show(args)) => {
+            runtime.block_on(query(&args.store, async |reader, json| {
+                inspect::delivery_show(reader, args.id, json)
+                    .await?
+                    .ok_or_else(|| CliError::NotFound(format!("no delivery {}", args.id)))
+            }))
+        }
         Command::Replay(args) => runtime.block_on(replay(args)),
         Command::Completions(args) => {
             let mut script = Vec::new();
             clap_complete::generate(args.shell, &mut Cli::command(), "vodhook", &mut script);
             write_out(&script);
-            ExitCode::SUCCESS
+            Ok(())
         }
         Command::Man => {
             let mut page = Vec::new();
-            match clap_mangen::Man::new(Cli::command()).render(&mut page) {
-                Ok(()) => {
-                    write_out(&page);
-                    ExitCode::SUCCESS
-                }
-                Err(error) => {
-                    eprintln!("vodhook: cannot render the man page: {error}");
-                    ExitCode::FAILURE
-                }
-            }
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut page)
+                .map_err(|error| anyhow::anyhow!("cannot render the man page: {error}"))?;
+            write_out(&page);
+            Ok(())
         }
         Command::Doctor(args) => runtime.block_on(doctor(args)),
     }
 }
 
 /// `vodhook doctor`: one line per check; exit status 1 when one fails.
-async fn doctor(args: DoctorArgs) -> ExitCode {
+async fn doctor(args: DoctorArgs) -> Result<(), CliError> {
     let report = vodhook::doctor::run(vodhook::doctor::Options {
-        config: args.config.config,
+        config: args.config.path(),
         overrides: Overrides::from_env(),
         public_ip: args.public_ip,
     })
@@ -521,9 +658,9 @@ async fn doctor(args: DoctorArgs) -> ExitCode {
         write_out(report.to_text().as_bytes());
     }
     if report.ok() {
-        ExitCode::SUCCESS
+        Ok(())
     } else {
-        ExitCode::FAILURE
+        Err(CliError::Reported)
     }
 }
 
@@ -531,7 +668,7 @@ async fn doctor(args: DoctorArgs) -> ExitCode {
 /// name (`newfileupload` is `NewFileUpload`); a type outside the catalog
 /// is taken as it is when events of it are stored; anything else is a
 /// usage error naming the known types.
-fn event_type_filter(reader: &Reader, name: &str) -> Result<String, Failure> {
+async fn event_type_filter(reader: &Reader, name: &str) -> Result<String, CliError> {
     if vodhook::events::EventKind::from_name(name).is_some() {
         return Ok(name.to_owned());
     }
@@ -542,10 +679,10 @@ fn event_type_filter(reader: &Reader, name: &str) -> Result<String, Failure> {
         event_type: Some(name.to_owned()),
         ..EventFilter::default()
     };
-    if reader.count_events(&stored)? > 0 {
+    if reader.count_events(&stored).await? > 0 {
         return Ok(name.to_owned());
     }
-    Err(Failure::Usage(format!(
+    Err(CliError::Usage(format!(
         "unknown event type {name:?} for --type; {}",
         vodhook::events::unknown_type_hint(name)
     )))
@@ -563,22 +700,19 @@ fn no_such_action(name: &str, configured: &[String]) -> String {
     }
 }
 
-fn deliveries_list(
+async fn deliveries_list(
     reader: &Reader,
     args: &DeliveriesListArgs,
     json: bool,
-) -> Result<String, Failure> {
-    Ok(inspect::deliveries_list(
-        reader,
-        args.status.as_deref(),
-        args.action.as_deref(),
-        args.limit,
-        json,
-    )?)
+) -> Result<String, CliError> {
+    let status = args
+        .status
+        .as_deref()
+        .map(str::parse::<DeliveryStatus>)
+        .transpose()
+        .map_err(CliError::Usage)?;
+    Ok(inspect::deliveries_list(reader, status, args.action.as_deref(), args.limit, json).await?)
 }
-
-/// Exit status for a configuration or usage problem.
-const USAGE: u8 = 2;
 
 /// `print!` for a command's output; see [`write_out`].
 macro_rules! out {
@@ -607,15 +741,12 @@ fn write_out(bytes: &[u8]) {
         if error.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);
         }
-        let _ = writeln!(
-            std::io::stderr(),
-            "vodhook: cannot write to stdout: {error}"
-        );
+        note(&format!("cannot write to stdout: {error}"));
         std::process::exit(1);
     }
 }
 
-async fn serve(args: ServeArgs, log_spec: Option<&str>) -> ExitCode {
+async fn serve(args: ServeArgs, log_spec: Option<&str>) -> Result<(), CliError> {
     let overrides = Overrides {
         listen: args.listen,
         path: args.path,
@@ -625,74 +756,54 @@ async fn serve(args: ServeArgs, log_spec: Option<&str>) -> ExitCode {
         admin_listen: args.admin_listen,
         ..Overrides::from_env()
     };
-    daemon(args.config.config.as_deref(), overrides, true, log_spec).await
+    daemon(args.config.path().as_deref(), overrides, true, log_spec).await
 }
 
-async fn pull(args: PullArgs, log_spec: Option<&str>) -> ExitCode {
+async fn pull(args: PullArgs, log_spec: Option<&str>) -> Result<(), CliError> {
     let overrides = Overrides {
         log_format: args.log_format,
         db: args.db,
         pull_admin_listen: args.admin_listen,
         ..Overrides::from_env()
     };
-    daemon(args.config.config.as_deref(), overrides, false, log_spec).await
+    daemon(args.config.path().as_deref(), overrides, false, log_spec).await
 }
 
 /// `serve` (with the HTTP listener) or `pull` (the queue consumer only).
+/// Errors before the logger starts are usage errors on stderr; after,
+/// they are logged and the status is 1.
 async fn daemon(
-    config_path: Option<&std::path::Path>,
+    config_path: Option<&Path>,
     overrides: Overrides,
     http: bool,
     log_spec: Option<&str>,
-) -> ExitCode {
-    let mut config = match Config::load(config_path, overrides) {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("vodhook: {error}");
-            return ExitCode::from(USAGE);
-        }
-    };
+) -> Result<(), CliError> {
+    let mut config = Config::load(config_path, overrides)?;
     if !http {
         config.pull.enabled = true;
     }
     if config.pull.enabled {
-        if let Err(error) = config.vod.client_options() {
-            eprintln!("vodhook: {error}");
-            return ExitCode::from(USAGE);
-        }
+        config.vod.client_options()?;
     }
     // Held to the end: dropping it writes the lines still queued.
-    let _log = match vodhook::log::init_at(config.log.format, log_spec) {
-        Ok(guard) => guard,
-        Err(error) => {
-            eprintln!("vodhook: {error:#}");
-            return ExitCode::from(USAGE);
-        }
+    let _log = vodhook::log::init_at(config.log.format, log_spec)
+        .map_err(|error| CliError::Usage(format!("{error:#}")))?;
+    let failed = |error: &dyn std::fmt::Display, message: &str| {
+        tracing::error!(error = %error, "{message}");
+        CliError::Reported
     };
-    let shutdown = match vodhook::shutdown_signal() {
-        Ok(shutdown) => shutdown,
-        Err(error) => {
-            tracing::error!(%error, "cannot install signal handlers");
-            return ExitCode::FAILURE;
-        }
-    };
-    let metrics = Metrics::default();
-    tracing::debug!(db = %config.store.path.display(), "opening the event store");
-    let store = match Store::open(&config.store.options(), metrics.clone()) {
-        Ok(store) => store,
-        Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "cannot open the event store");
-            return ExitCode::FAILURE;
-        }
-    };
+    let shutdown = vodhook::shutdown_signal()
+        .map_err(|error| failed(&error, "cannot install signal handlers"))?;
+    // Bound before the store is opened: a serve that cannot start leaves
+    // no database file behind.
     let main = if http {
-        match TcpListener::bind(config.server.listen).await {
-            Ok(listener) => Some(listener),
-            Err(error) => {
+        let listener = TcpListener::bind(config.server.listen)
+            .await
+            .map_err(|error| {
                 tracing::error!(address = %config.server.listen, %error, "cannot listen");
-                return ExitCode::FAILURE;
-            }
-        }
+                CliError::Reported
+            })?;
+        Some(listener)
     } else {
         None
     };
@@ -705,57 +816,37 @@ async fn daemon(
     };
     let admin = match admin_address.ok().flatten() {
         None => None,
-        Some(address) => match TcpListener::bind(address).await {
-            Ok(listener) => Some(listener),
-            Err(error) => {
-                let key = if http {
-                    "admin.listen"
-                } else {
-                    "admin.pull_listen"
-                };
-                tracing::error!(address = %address, %error, "cannot listen for metrics ({key}; empty turns it off)");
-                return ExitCode::FAILURE;
-            }
-        },
+        Some(address) => Some(TcpListener::bind(address).await.map_err(|error| {
+            let key = if http {
+                "admin.listen"
+            } else {
+                "admin.pull_listen"
+            };
+            tracing::error!(address = %address, %error, "cannot listen for metrics ({key}; empty turns it off)");
+            CliError::Reported
+        })?),
     };
-    let ingest =
-        Ingest::new(store, metrics, config.verifier()).with_actions(Actions::new(&config.actions));
-    match vodhook::run(config, Listeners { main, admin }, ingest, shutdown).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "cannot serve");
-            ExitCode::FAILURE
-        }
-    }
+    let app = App::build(config).map_err(|error| failed(&error, "cannot serve"))?;
+    app.run(Listeners { main, admin }, shutdown)
+        .await
+        .map_err(|error| failed(&format!("{error:#}"), "cannot serve"))
 }
 
 /// `vod config show|set`, `vod queue`.
-async fn vod_command(command: VodCommand) -> ExitCode {
+async fn vod_command(command: VodCommand) -> Result<(), CliError> {
     let (config_args, json) = match &command {
         VodCommand::Config(VodConfigCommand::Show(args)) | VodCommand::Queue(args) => {
             (&args.config, args.json)
         }
         VodCommand::Config(VodConfigCommand::Set(args)) => (&args.common.config, args.common.json),
     };
-    let config = match Config::load(config_args.config.as_deref(), Overrides::from_env()) {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("vodhook: {error}");
-            return ExitCode::from(USAGE);
-        }
-    };
-    let client = match config
+    let config = Config::load_values(config_args.path().as_deref(), Overrides::from_env())?;
+    let client = config
         .vod
         .client_options()
         .map_err(anyhow::Error::from)
         .and_then(VodClient::new)
-    {
-        Ok(client) => client,
-        Err(error) => {
-            eprintln!("vodhook: {error:#}");
-            return ExitCode::from(USAGE);
-        }
-    };
+        .map_err(|error| CliError::Usage(format!("{error:#}")))?;
     let timeout = Duration::from_secs(15);
     let printed = match command {
         VodCommand::Config(VodConfigCommand::Show(_)) => client.describe_event_config(timeout).await.map(|config| {
@@ -774,21 +865,22 @@ async fn vod_command(command: VodCommand) -> ExitCode {
             }
         }),
         VodCommand::Config(VodConfigCommand::Set(args)) => {
-            if let Some(Err(error)) = args.sign_key.as_deref().map(vodhook::sign::SignKey::new) {
-                eprintln!("vodhook: --sign-key: {error}");
-                return ExitCode::from(USAGE);
+            if let Some(Err(error)) = args.sign_key.as_deref().map(SignKey::new) {
+                return Err(CliError::Usage(format!("--sign-key: {error}")));
             }
             let change = EventConfigChange {
-                mode: args.mode.map(|mode| mode.to_uppercase()),
+                mode: args.mode.map(|mode| match mode {
+                    VodMode::Push => "PUSH".to_owned(),
+                    VodMode::Pull => "PULL".to_owned(),
+                }),
                 notification_url: args.url,
-                upload: args.upload.map(|s| s.to_uppercase()),
-                delete: args.delete.map(|s| s.to_uppercase()),
-                persistence: args.persistence.map(|s| s.to_uppercase()),
+                upload: args.upload.map(Switch::api),
+                delete: args.delete.map(Switch::api),
+                persistence: args.persistence.map(Switch::api),
                 sign_key: args.sign_key,
             };
             if change == EventConfigChange::default() {
-                eprintln!("vodhook: nothing to change: give --mode, --url, --upload, --delete, --persistence or --sign-key");
-                return ExitCode::from(USAGE);
+                return Err(CliError::Usage("nothing to change: give --mode, --url, --upload, --delete, --persistence or --sign-key".to_owned()));
             }
             client
                 .modify_event_config(&change, timeout)
@@ -806,310 +898,308 @@ async fn vod_command(command: VodCommand) -> ExitCode {
             }
         }),
     };
-    match printed {
-        Ok(text) => {
-            outln!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("vodhook: {error}");
-            ExitCode::FAILURE
-        }
+    let text = printed.map_err(|error| CliError::Failed(error.into()))?;
+    outln!("{text}");
+    Ok(())
+}
+
+/// The signature `send` and `replay --to` put on what they post:
+/// `--unsigned` none, else `--sign-key`, else the configuration's SignKey
+/// (`auth.sign_key`, `VODHOOK_SIGN_KEY`), else none.
+fn signature(
+    signing: &SigningArgs,
+    config: &ConfigArgs,
+) -> Result<Option<send::Signature>, CliError> {
+    if signing.unsigned {
+        return Ok(None);
+    }
+    let key = match &signing.sign_key {
+        Some(key) => Some(key.clone()),
+        None => Config::load_values(config.path().as_deref(), Overrides::from_env())?
+            .verifier()
+            .map(|verifier| verifier.key),
+    };
+    let now = store::now_ms() / 1000;
+    Ok(key.map(|key| send::Signature::new(&key, now)))
+}
+
+/// What `send` prints on stderr about the signature it put on an event.
+fn note_signature(signature: Option<&send::Signature>) {
+    if let Some(signature) = signature {
+        note(&format!(
+            "signed with the SignKey: T={} (UNIX seconds, the signature's expiry)",
+            signature.t
+        ));
     }
 }
 
-async fn send(args: SendArgs, verbose: bool) -> ExitCode {
+/// The answer of a receiver: printed, and an error unless 2xx.
+fn answered(answer: &send::Answer, label: &str) -> Result<(), CliError> {
+    outln!("{label}{} {}", answer.status, answer.body.trim_end());
+    if (200..300).contains(&answer.status) {
+        Ok(())
+    } else {
+        Err(CliError::Failed(anyhow::anyhow!(
+            "the receiver answered {}",
+            answer.status
+        )))
+    }
+}
+
+async fn send(args: SendArgs, verbose: bool) -> Result<(), CliError> {
+    let signature = signature(&args.signing, &args.config)?;
     let body = match (&args.file, &args.event_type) {
-        (Some(path), _) => match std::fs::read(path) {
-            Ok(body) => body,
-            Err(error) => {
-                eprintln!("vodhook: cannot read {}: {error}", path.display());
-                return ExitCode::from(USAGE);
+        (Some(path), _) => {
+            let body = std::fs::read(path).map_err(|error| {
+                CliError::Usage(format!("cannot read {}: {error}", path.display()))
+            })?;
+            match &signature {
+                Some(signature) => signature.apply_to_bytes(body),
+                None => body,
             }
-        },
+        }
         (None, Some(event_type)) => {
             let options = TemplateOptions {
                 file_id: args.file_id.clone(),
                 legacy: args.legacy,
             };
-            match send::template(event_type, &options) {
-                Ok(body) => serde_json::to_vec_pretty(&body).unwrap_or_default(),
-                Err(error) => {
-                    eprintln!("vodhook: {error}");
-                    return ExitCode::from(USAGE);
-                }
+            let mut body = send::template(event_type, &options).map_err(CliError::Usage)?;
+            if let Some(signature) = &signature {
+                signature.apply(&mut body);
             }
+            serde_json::to_vec_pretty(&body).unwrap_or_default()
         }
-        (None, None) => {
-            eprintln!("vodhook: give an event type or --file");
-            return ExitCode::from(USAGE);
-        }
+        (None, None) => return Err(CliError::Usage("give an event type or --file".to_owned())),
     };
     if verbose {
         outln!("{}", String::from_utf8_lossy(&body));
     }
-    match send::post(&args.to, body, Duration::from_secs(args.timeout)).await {
-        Ok(answer) => {
-            outln!("{} {}", answer.status, answer.body.trim_end());
-            if (200..300).contains(&answer.status) {
-                ExitCode::SUCCESS
-            } else {
-                eprintln!("vodhook: the receiver answered {}", answer.status);
-                ExitCode::FAILURE
-            }
-        }
-        Err(error) => {
-            eprintln!("vodhook: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    note_signature(signature.as_ref());
+    let answer = send::post(
+        &args.to,
+        body,
+        signature.as_ref(),
+        Duration::from_secs(args.timeout),
+    )
+    .await?;
+    answered(&answer, "")
 }
 
 /// `vodhook send --story`: an upload and its task flow, one after the
 /// other; stops at the first answer that is not 2xx.
-async fn send_story(args: SendArgs) -> ExitCode {
+async fn send_story(args: SendArgs) -> Result<(), CliError> {
+    let signature = signature(&args.signing, &args.config)?;
+    note_signature(signature.as_ref());
     let (file_id, bodies) = send::story(args.file_id.clone());
-    for (event_type, body) in bodies {
-        let body = serde_json::to_vec_pretty(&body).unwrap_or_default();
-        match send::post(&args.to, body, Duration::from_secs(args.timeout)).await {
-            Ok(answer) => {
-                outln!(
-                    "{event_type:<22} {} {}",
-                    answer.status,
-                    answer.body.trim_end()
-                );
-                if !(200..300).contains(&answer.status) {
-                    eprintln!("vodhook: the receiver answered {}", answer.status);
-                    return ExitCode::FAILURE;
-                }
-            }
-            Err(error) => {
-                eprintln!("vodhook: {error:#}");
-                return ExitCode::FAILURE;
-            }
+    for (event_type, mut body) in bodies {
+        if let Some(signature) = &signature {
+            signature.apply(&mut body);
         }
+        let body = serde_json::to_vec_pretty(&body).unwrap_or_default();
+        let answer = send::post(
+            &args.to,
+            body,
+            signature.as_ref(),
+            Duration::from_secs(args.timeout),
+        )
+        .await?;
+        answered(&answer, &format!("{event_type:<22} "))?;
     }
     outln!("file {file_id}: see its journey with `vodhook file {file_id}`");
-    ExitCode::SUCCESS
+    Ok(())
 }
 
-/// Loads the configuration as `serve` does (file, `--db`, environment) and
-/// prints it, saying which values came from the environment.
-fn check_config(args: CheckConfigArgs) -> ExitCode {
+/// Loads the configuration as `serve` does (file, `--db`, environment),
+/// runs every start-up check `serve` runs short of opening the store and
+/// binding ([`App::check`]), and prints it, saying which values came from
+/// the environment.
+fn check_config(args: CheckConfigArgs) -> Result<(), CliError> {
     let overrides = Overrides {
         db: args.db,
         ..Overrides::from_env()
     };
     let sources = overrides.from_environment();
-    match Config::load(args.config.config.as_deref(), overrides) {
-        Ok(config) => {
-            match &args.config.config {
-                Some(path) => outln!("# {}: valid", path.display()),
-                None => outln!("# no --config given: defaults"),
-            }
-            let shown = config.to_toml_redacted();
-            out!("{}", vodhook::config::annotate_sources(&shown, &sources));
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("vodhook: {error}");
-            ExitCode::from(USAGE)
-        }
+    let path = args.config.path();
+    let config = Config::load(path.as_deref(), overrides)?;
+    App::check(&config).map_err(|error| CliError::Usage(format!("{error:#}")))?;
+    match &path {
+        Some(path) => outln!("# {}: valid", path.display()),
+        None => outln!("# no configuration file: defaults"),
     }
+    let shown = config.to_toml_redacted();
+    out!("{}", vodhook::config::annotate_sources(&shown, &sources));
+    Ok(())
 }
 
-/// How a query command fails.
-enum Failure {
-    /// A usage mistake: exit status 2.
-    Usage(String),
-    /// Nothing found: exit status 1.
-    NotFound(String),
-    /// Anything else: exit status 1.
-    Other(anyhow::Error),
-}
-
-impl From<anyhow::Error> for Failure {
-    fn from(error: anyhow::Error) -> Self {
-        Failure::Other(error)
-    }
-}
-
-fn store_config(args: &StoreArgs) -> Result<Config, ExitCode> {
+/// The configuration of a command that reads the store: the file as for
+/// `serve`, with `--db` over `store.path`.
+fn store_config(args: &StoreArgs) -> Result<Config, CliError> {
     let overrides = Overrides {
         db: args.db.clone(),
         ..Overrides::default()
     };
-    Config::load(args.config.config.as_deref(), overrides).map_err(|error| {
-        eprintln!("vodhook: {error}");
-        ExitCode::from(USAGE)
-    })
+    Ok(Config::load_values(
+        args.config.path().as_deref(),
+        overrides,
+    )?)
 }
 
-/// Opens the store read-only and prints what `run` returns.
-fn query(args: &StoreArgs, run: impl FnOnce(&Reader, bool) -> Result<String, Failure>) -> ExitCode {
-    let config = match store_config(args) {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
-    let outcome = Reader::open(&config.store.path)
-        .map_err(Failure::Other)
-        .and_then(|reader| run(&reader, args.json));
-    match outcome {
+/// Opens the store read-only and prints what `run` returns; "not found"
+/// names the database.
+async fn query(
+    args: &StoreArgs,
+    run: impl AsyncFnOnce(&Reader, bool) -> Result<String, CliError>,
+) -> Result<(), CliError> {
+    let config = store_config(args)?;
+    let reader = Reader::open(config.store.options().location()).await?;
+    match run(&reader, args.json).await {
         Ok(text) => {
             out!("{text}");
-            ExitCode::SUCCESS
+            Ok(())
         }
-        Err(Failure::Usage(message)) => {
-            eprintln!("vodhook: {message}");
-            ExitCode::from(USAGE)
-        }
-        Err(Failure::NotFound(message)) => {
-            eprintln!("vodhook: {message} in {}", config.store.path.display());
-            ExitCode::FAILURE
-        }
-        Err(Failure::Other(error)) => {
-            eprintln!("vodhook: {error:#}");
-            ExitCode::FAILURE
-        }
+        Err(CliError::NotFound(message)) => Err(CliError::NotFound(format!(
+            "{message} in {}",
+            config.store.path.display()
+        ))),
+        Err(error) => Err(error),
     }
 }
 
-fn reindex(args: &StoreArgs) -> ExitCode {
-    let config = match store_config(args) {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
-    match store::reindex(&config.store.options()) {
-        Ok(report) => {
-            if args.json {
-                outln!("{}", serde_json::to_string(&report).unwrap_or_default());
-            } else {
-                outln!(
-                    "reindexed {}: {}, {} ({} with a typed-parse error)",
-                    inspect::plural(report.events, "event", "events"),
-                    inspect::plural(report.tasks, "task", "tasks"),
-                    inspect::plural(report.files, "file", "files"),
-                    inspect::plural(report.parse_errors, "event", "events")
-                );
-            }
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("vodhook: {error:#}");
-            ExitCode::FAILURE
-        }
+async fn reindex(args: &StoreArgs) -> Result<(), CliError> {
+    let config = store_config(args)?;
+    let report = store::reindex(&config.store.options()).await?;
+    if args.json {
+        outln!("{}", serde_json::to_string(&report).unwrap_or_default());
+    } else {
+        outln!(
+            "reindexed {}: {}, {} ({} with a typed-parse error)",
+            inspect::plural(report.events, "event", "events"),
+            inspect::plural(report.tasks, "task", "tasks"),
+            inspect::plural(report.files, "file", "files"),
+            inspect::plural(report.parse_errors, "event", "events")
+        );
     }
+    Ok(())
 }
 
 /// `vodhook replay`: queue deliveries again, or re-POST events elsewhere.
-async fn replay(args: ReplayArgs) -> ExitCode {
-    let config = match store_config(&args.store) {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
+/// Events named by id and by `--since` are taken once each.
+async fn replay(args: ReplayArgs) -> Result<(), CliError> {
+    let config = store_config(&args.store)?;
     if args.ids.is_empty() && args.since.is_none() {
-        eprintln!("vodhook: give event ids or --since");
-        return ExitCode::from(USAGE);
+        return Err(CliError::Usage("give event ids or --since".to_owned()));
     }
-    let since_ms = match args
-        .since
-        .as_deref()
-        .map(|s| inspect::parse_since(s, store::now_ms()))
-    {
-        Some(Err(error)) => {
-            eprintln!("vodhook: {error}");
-            return ExitCode::from(USAGE);
-        }
-        Some(Ok(ms)) => Some(ms),
-        None => None,
-    };
-    let events = match Reader::open(&config.store.path)
-        .and_then(|reader| reader.raw_events(&args.ids, since_ms))
-    {
-        Ok(events) => events,
-        Err(error) => {
-            eprintln!("vodhook: {error:#}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let json = args.store.json;
+    let reader = Reader::open(config.store.options().location()).await?;
+    let events = vodhook::replay::select(&reader, &args.ids, args.since).await?;
     if let Some(missing) = args
         .ids
         .iter()
         .find(|id| !events.iter().any(|(row, _)| row.id == **id))
     {
-        eprintln!(
-            "vodhook: no event {missing} in {}",
+        return Err(CliError::NotFound(format!(
+            "no event {missing} in {}",
             config.store.path.display()
-        );
-        return ExitCode::FAILURE;
+        )));
     }
-    if let Some(url) = args.to {
-        let (mut sent, mut failed) = (0, 0);
-        for (row, raw) in events {
-            match send::post(&url, raw, Duration::from_secs(10)).await {
-                Ok(answer) if (200..300).contains(&answer.status) => sent += 1,
-                Ok(answer) => {
-                    failed += 1;
-                    eprintln!(
-                        "vodhook: event {} answered {} {}",
-                        row.id,
-                        answer.status,
-                        answer.body.trim()
-                    );
-                }
-                Err(error) => {
-                    failed += 1;
-                    eprintln!("vodhook: event {}: {error:#}", row.id);
-                }
-            }
+    if let Some(url) = &args.to {
+        let signature = signature(&args.signing, &args.store.config)?;
+        let mut failed = Vec::new();
+        for (row, raw) in &events {
+            let body = match &signature {
+                Some(signature) => signature.apply_to_bytes(raw.clone()),
+                None => raw.clone(),
+            };
+            let failure =
+                match send::post(url, body, signature.as_ref(), Duration::from_secs(10)).await {
+                    Ok(answer) if (200..300).contains(&answer.status) => continue,
+                    Ok(answer) => format!("answered {} {}", answer.status, answer.body.trim()),
+                    Err(error) => format!("{error:#}"),
+                };
+            note(&format!("event {}: {failure}", row.id));
+            failed.push(serde_json::json!({ "id": row.id, "error": failure }));
         }
-        outln!(
-            "{} sent to {url}, {failed} failed",
-            inspect::plural(sent, "event", "events")
-        );
-        return if failed == 0 {
-            ExitCode::SUCCESS
+        let sent = events.len() - failed.len();
+        if json {
+            outln!(
+                "{}",
+                serde_json::json!({ "to": url, "sent": sent, "failed": failed })
+            );
         } else {
-            ExitCode::FAILURE
+            outln!(
+                "{} sent to {url}, {} failed",
+                inspect::plural(sent as u64, "event", "events"),
+                failed.len()
+            );
+        }
+        return if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(CliError::Reported)
         };
     }
     let actions = Actions::new(&config.actions);
     if let Some(name) = &args.action {
         if !actions.contains(name) {
-            eprintln!("vodhook: no action named {name:?} in the configuration");
-            return ExitCode::from(USAGE);
+            return Err(CliError::Usage(format!(
+                "no action named {name:?} in the configuration"
+            )));
         }
     }
-    let mut pairs = Vec::new();
-    for (row, raw) in &events {
-        let Ok(event) = vodhook::events::Event::parse(raw) else {
-            continue;
-        };
-        match &args.action {
-            Some(name) => pairs.push((row.id, name.clone())),
-            None => {
-                let derived = vodhook::state::derive(&event);
-                pairs.extend(
-                    actions
-                        .matching(&event, &derived)
-                        .into_iter()
-                        .map(|name| (row.id, name)),
-                );
-            }
-        }
+    let pairs = vodhook::replay::deliveries(
+        &actions,
+        events.iter().map(|(row, raw)| (row.id, raw.as_slice())),
+        args.action.as_deref(),
+    );
+    let count = store::enqueue_deliveries(&config.store.options(), &pairs).await?;
+    if json {
+        let deliveries: Vec<_> = pairs
+            .iter()
+            .map(|(event, action)| serde_json::json!({ "event_id": event, "action": action }))
+            .collect();
+        outln!(
+            "{}",
+            serde_json::json!({ "queued": count, "events": events.len(), "deliveries": deliveries })
+        );
+    } else {
+        outln!(
+            "queued {} for {}; the running daemon carries them out (see `vodhook deliveries list`)",
+            inspect::plural(count as u64, "delivery", "deliveries"),
+            inspect::plural(events.len() as u64, "event", "events")
+        );
     }
-    match store::enqueue_deliveries(&config.store.options(), &pairs) {
-        Ok(count) => {
-            outln!(
-                "queued {} for {}; the running daemon carries them out (see `vodhook deliveries list`)",
-                inspect::plural(count as u64, "delivery", "deliveries"),
-                inspect::plural(events.len() as u64, "event", "events")
-            );
-            ExitCode::SUCCESS
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_configuration_is_read_only_when_it_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let default = dir.path().join("vodhook.toml");
+        let given = dir.path().join("given.toml");
+        // VODHOOK_CONFIG is not set in `cargo test` runs of this crate's
+        // unit tests unless the caller sets it; an empty one means "none".
+        if std::env::var_os("VODHOOK_CONFIG").is_some() {
+            return;
         }
-        Err(error) => {
-            eprintln!("vodhook: {error:#}");
-            ExitCode::FAILURE
-        }
+        assert_eq!(config_path(None, &default), None);
+        std::fs::write(&default, "").unwrap();
+        assert_eq!(config_path(None, &default), Some(default.clone()));
+        assert_eq!(config_path(Some(&given), &default), Some(given.clone()));
+        assert_eq!(config_path(Some(Path::new("")), &default), None);
+    }
+
+    #[test]
+    fn since_and_switches_are_parsed_by_clap() {
+        let error =
+            Cli::try_parse_from(["vodhook", "events", "list", "--since", "yesterday"]).unwrap_err();
+        assert_eq!(error.kind(), clap::error::ErrorKind::ValueValidation);
+        let error = Cli::try_parse_from(["vodhook", "vod", "config", "set", "--upload", "yes"])
+            .unwrap_err();
+        assert_eq!(error.kind(), clap::error::ErrorKind::InvalidValue);
+        Cli::command().debug_assert();
     }
 }

@@ -432,10 +432,7 @@ mod tests {
             text.contains("# TYPE process_cpu_seconds counter"),
             "{text}"
         );
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs_f64();
+        let now = crate::clock::since_epoch().as_secs_f64();
         let start = sample(&text, "process_start_time_seconds");
         assert!(
             start <= now + 1.0 && start > now - 86_400.0,

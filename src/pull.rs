@@ -27,6 +27,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::backoff::Backoff;
 use crate::config::PullConfig;
 use crate::ingest::{Delivery, Ingest, IngestError, Source};
 use crate::metrics::Metrics;
@@ -107,7 +108,11 @@ pub enum PullError {
 }
 
 /// One pull: takes up to 16 events, stores each through `ingest`, and
-/// returns the handles to confirm. Does not confirm; see [`confirm`].
+/// returns the handles to confirm (none when the queue was empty). Does
+/// not confirm; see [`confirm`]. Counts the request in the metrics.
+///
+/// This is the step every puller of [`run`] takes: the loop around it
+/// adds only the credentials' pass, the confirm and the backoff.
 ///
 /// # Errors
 ///
@@ -117,8 +122,35 @@ pub async fn poll_once(
     ingest: &Ingest,
     options: &PullOptions,
 ) -> Result<Pulled, PullError> {
-    let pulled = client.pull_events(options.request_timeout).await?;
-    store_pulled(ingest, pulled, Instant::now()).await
+    poll(client, ingest, options, &CancellationToken::new())
+        .await
+        .unwrap_or_else(|| unreachable!("a token never cancelled"))
+}
+
+/// [`poll_once`], but `None` when `stop` comes while waiting for
+/// PullEvents: events not yet received stay in VOD's queue. Once events
+/// are received, they are stored whatever `stop` says.
+async fn poll(
+    client: &VodClient,
+    ingest: &Ingest,
+    options: &PullOptions,
+    stop: &CancellationToken,
+) -> Option<Result<Pulled, PullError>> {
+    let pulled = tokio::select! {
+        () = stop.cancelled() => return None,
+        pulled = client.pull_events(options.request_timeout) => pulled,
+    };
+    let metrics = ingest.metrics();
+    Some(match pulled {
+        Ok(events) => {
+            metrics.pull_request(if events.is_empty() { "empty" } else { "ok" });
+            store_pulled(ingest, events, Instant::now()).await
+        }
+        Err(error) => {
+            metrics.pull_request(error.label());
+            Err(PullError::Vod(error))
+        }
+    })
 }
 
 async fn store_pulled(
@@ -221,43 +253,6 @@ pub async fn confirm(
     Ok(pulled.handles.len())
 }
 
-/// Exponential backoff with jitter.
-#[derive(Debug)]
-struct Backoff {
-    next: Duration,
-    min: Duration,
-    max: Duration,
-    seed: u64,
-}
-
-impl Backoff {
-    fn new(min: Duration, max: Duration, seed: u64) -> Self {
-        Backoff {
-            next: min,
-            min,
-            max,
-            seed: seed | 1,
-        }
-    }
-
-    fn reset(&mut self) {
-        self.next = self.min;
-    }
-
-    /// The wait before the next try: between half and all of the current
-    /// step, which then doubles up to the cap.
-    fn step(&mut self) -> Duration {
-        // xorshift64: jitter, not cryptography.
-        self.seed ^= self.seed << 13;
-        self.seed ^= self.seed >> 7;
-        self.seed ^= self.seed << 17;
-        let fraction = 0.5 + (self.seed % 1000) as f64 / 2000.0;
-        let wait = self.next.mul_f64(fraction);
-        self.next = (self.next * 2).min(self.max);
-        wait
-    }
-}
-
 /// What the pullers know of the credentials, shared by all of them.
 #[derive(Debug)]
 struct Credentials {
@@ -300,14 +295,11 @@ impl Credentials {
     /// `first_wait` (between half and all of it), then twice that, and so
     /// on up to `max_wait`.
     fn new(first_wait: Duration, max_wait: Duration) -> Credentials {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64);
         Credentials {
             state: Mutex::new(Trust {
                 status: Status::Unknown,
                 probing: false,
-                backoff: Backoff::new(first_wait, max_wait.max(first_wait), seed),
+                backoff: Backoff::new(first_wait, max_wait.max(first_wait), Backoff::clock_seed(0)),
                 advised: None,
             }),
             changed: Notify::new(),
@@ -466,48 +458,32 @@ async fn puller(index: usize, shared: &Shared) {
         confirms,
         credentials,
     } = shared;
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| d.as_nanos() as u64)
-        .wrapping_add((index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let mut backoff = Backoff::new(options.min_backoff, options.max_backoff, seed);
+    let mut backoff = Backoff::new(
+        options.min_backoff,
+        options.max_backoff,
+        Backoff::clock_seed(index as u64),
+    );
     let metrics = ingest.metrics().clone();
     loop {
-        // Only the wait for PullEvents is cancelled: events not yet received
-        // stay in VOD's queue; events received are stored and confirmed.
         let Some(pass) = credentials.pass(stop).await else {
             return;
         };
-        let pulled = tokio::select! {
-            () = stop.cancelled() => return,
-            pulled = client.pull_events(options.request_timeout) => pulled,
+        let Some(outcome) = poll(client, ingest, options, stop).await else {
+            return;
         };
-        let refused = pulled.as_ref().err().filter(|error| error.is_auth());
+        let refused = match &outcome {
+            Err(PullError::Vod(error)) if error.is_auth() => Some(error),
+            _ => None,
+        };
         credentials.report(pass, refused);
-        if let Some(error) = refused {
+        let wait = match outcome {
             // Logged once by `report`; `pass` makes the wait.
-            metrics.pull_request(error.label());
-            continue;
-        }
-        let outcome = match pulled {
-            Ok(events) if events.is_empty() => {
-                metrics.pull_request("empty");
-                backoff.reset();
-                continue;
-            }
-            Ok(events) => {
-                metrics.pull_request("ok");
-                store_pulled(ingest, events, Instant::now()).await
-            }
-            Err(error) => {
-                metrics.pull_request(error.label());
-                Err(PullError::Vod(error))
-            }
-        };
-        let failure = match outcome {
+            Err(PullError::Vod(error)) if error.is_auth() => continue,
             Ok(pulled) => {
                 backoff.reset();
-                spawn_confirm(client, pulled, options, &metrics, confirms);
+                if pulled.events > 0 {
+                    spawn_confirm(client, pulled, options, &metrics, confirms);
+                }
                 continue;
             }
             Err(PullError::Store {
@@ -516,24 +492,20 @@ async fn puller(index: usize, shared: &Shared) {
                 events,
             }) => {
                 spawn_confirm(client, stored, options, &metrics, confirms);
-                format!("{not_stored} of {events} pulled events could not be stored; they will be delivered again")
+                let wait = backoff.step();
+                tracing::warn!(
+                    reason = format!("{not_stored} of {events} pulled events could not be stored; they will be delivered again"),
+                    retry_in_ms = wait.as_millis() as u64,
+                    "store failing while pulling"
+                );
+                wait
             }
             Err(PullError::Vod(error)) => {
                 let wait = backoff.step();
                 tracing::warn!(error = %error, retry_in_ms = wait.as_millis() as u64, "pulling events failed");
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(wait) => {}
-                }
-                continue;
+                wait
             }
         };
-        let wait = backoff.step();
-        tracing::warn!(
-            reason = failure,
-            retry_in_ms = wait.as_millis() as u64,
-            "store failing while pulling"
-        );
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
@@ -655,23 +627,5 @@ mod tests {
         }
         assert_eq!(credentials.pass(&stop).await, Some(Pass::Free));
         assert!(credentials.accepted(&stop).await);
-    }
-
-    #[test]
-    fn backoff_grows_with_jitter_to_its_cap_and_resets() {
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2), 42);
-        let waits: Vec<Duration> = (0..8).map(|_| backoff.step()).collect();
-        assert!(waits[0] >= Duration::from_millis(100) && waits[0] <= Duration::from_millis(200));
-        assert!(waits[3] >= Duration::from_millis(800), "{waits:?}");
-        assert!(
-            waits.iter().all(|w| *w <= Duration::from_secs(2)),
-            "{waits:?}"
-        );
-        assert!(
-            waits[6] >= Duration::from_secs(1),
-            "capped at 2 s, at least half of it: {waits:?}"
-        );
-        backoff.reset();
-        assert!(backoff.step() <= Duration::from_millis(200));
     }
 }

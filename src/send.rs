@@ -4,11 +4,13 @@
 //! The templates follow the documented samples and field tables
 //! (`docs/vod-protocol.md`), with fresh ids and the current time.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
+
+use crate::sign::SignKey;
 
 /// Event types `vodhook send` has a template for, in v3 form.
 pub const TEMPLATES: [&str; 8] = [
@@ -46,10 +48,7 @@ pub struct TemplateOptions {
 /// No template exists for that type (in that format); the message lists
 /// the ones that do.
 pub fn template(event_type: &str, options: &TemplateOptions) -> Result<Value, String> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO);
-    let ids = Ids::new(now, options.file_id.clone());
+    let ids = Ids::new(crate::clock::since_epoch(), options.file_id.clone());
     let body = if options.legacy {
         legacy_template(event_type, &ids)
     } else {
@@ -74,10 +73,7 @@ pub fn template(event_type: &str, options: &TemplateOptions) -> Result<Value, St
 /// the upload's `ProcedureTaskId` as the flow's `TaskId`. Returns the
 /// file id and the bodies in the order to send them.
 pub fn story(file_id: Option<String>) -> (String, Vec<(&'static str, Value)>) {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO);
-    let ids = Ids::new(now, file_id);
+    let ids = Ids::new(crate::clock::since_epoch(), file_id);
     let bodies = ["NewFileUpload", "ProcedureStateChanged"]
         .into_iter()
         .filter_map(|event_type| Some((event_type, v3_template(event_type, &ids)?)))
@@ -288,35 +284,96 @@ pub struct Answer {
     pub body: String,
 }
 
-/// Posts `body` to `url` as `application/json`.
+/// How long a signature of `send` and `replay --to` stays valid: `T` is
+/// the signature's expiry, this far ahead of now.
+pub const SIGNATURE_VALIDITY_SECS: i64 = 300;
+
+/// A callback signature as VOD sends it: `Sign = MD5(SignKey + T)`, `T` the
+/// expiry in UNIX seconds (decimal).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signature {
+    /// Lowercase hex MD5.
+    pub sign: String,
+    /// The expiry, UNIX seconds.
+    pub t: i64,
+}
+
+impl Signature {
+    /// Signs with `key`, valid until [`SIGNATURE_VALIDITY_SECS`] after
+    /// `now_secs`.
+    pub fn new(key: &SignKey, now_secs: i64) -> Signature {
+        let t = now_secs + SIGNATURE_VALIDITY_SECS;
+        Signature {
+            sign: crate::sign::sign(key, &t.to_string()),
+            t,
+        }
+    }
+
+    /// Sets `Sign` and `T` (a number, as VOD sends it) at the top level of
+    /// a JSON object; other values are left as they are.
+    pub fn apply(&self, body: &mut Value) {
+        if let Some(object) = body.as_object_mut() {
+            object.insert("Sign".to_owned(), Value::from(self.sign.clone()));
+            object.insert("T".to_owned(), Value::from(self.t));
+        }
+    }
+
+    /// `body` signed: when it is a JSON object holding `Sign` or `T`
+    /// already (a captured callback), they are replaced, since the
+    /// receiver reads the body's before the headers; any other body is
+    /// sent as it is, and the `Sign` and `T` headers carry the signature.
+    pub fn apply_to_bytes(&self, body: Vec<u8>) -> Vec<u8> {
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(mut value)
+                if value.as_object().is_some_and(|object| {
+                    object.contains_key("Sign") || object.contains_key("T")
+                }) =>
+            {
+                self.apply(&mut value);
+                serde_json::to_vec(&value).unwrap_or(body)
+            }
+            _ => body,
+        }
+    }
+}
+
+/// Posts `body` to `url` as `application/json`, with the `Sign` and `T`
+/// headers of `signature` when given.
 ///
 /// # Errors
 ///
 /// The URL is invalid, or the receiver cannot be reached or does not answer
 /// within `timeout`.
-pub async fn post(url: &str, body: Vec<u8>, timeout: Duration) -> anyhow::Result<Answer> {
+pub async fn post(
+    url: &str,
+    body: Vec<u8>,
+    signature: Option<&Signature>,
+    timeout: Duration,
+) -> anyhow::Result<Answer> {
     let client = reqwest::Client::builder()
         .timeout(timeout)
         .user_agent(concat!("vodhook-send/", env!("CARGO_PKG_VERSION")))
         .build()?;
-    let response = client
+    let mut request = client
         .post(url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body)
-        .send()
-        .await
-        .map_err(|error| {
-            let reason = if error.is_connect() {
-                "connection failed (is `vodhook serve` running there?)"
-            } else if error.is_timeout() {
-                "no answer in time"
-            } else if error.is_builder() {
-                "invalid URL"
-            } else {
-                "request failed"
-            };
-            anyhow::anyhow!("cannot post to {url}: {reason}: {}", root_cause(&error))
-        })?;
+        .header(reqwest::header::CONTENT_TYPE, "application/json");
+    if let Some(signature) = signature {
+        request = request
+            .header("Sign", &signature.sign)
+            .header("T", signature.t.to_string());
+    }
+    let response = request.body(body).send().await.map_err(|error| {
+        let reason = if error.is_connect() {
+            "connection failed (is `vodhook serve` running there?)"
+        } else if error.is_timeout() {
+            "no answer in time"
+        } else if error.is_builder() {
+            "invalid URL"
+        } else {
+            "request failed"
+        };
+        anyhow::anyhow!("cannot post to {url}: {reason}: {}", root_cause(&error))
+    })?;
     let status = response.status().as_u16();
     let body = response.text().await.unwrap_or_default();
     Ok(Answer { status, body })
@@ -363,6 +420,25 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_signature_is_vods_with_t_the_expiry_in_decimal_seconds() {
+        let key = SignKey::new("MySignKey123").unwrap();
+        let signature = Signature::new(&key, 1_700_000_600 - SIGNATURE_VALIDITY_SECS);
+        assert_eq!(signature.t, 1_700_000_600);
+        assert_eq!(signature.sign, "40bbe921f545a341da3676c2e47a8b04");
+        let mut body = json!({"EventType": "FileDeleted"});
+        signature.apply(&mut body);
+        assert_eq!(body["T"], json!(1_700_000_600));
+        assert_eq!(body["Sign"], json!("40bbe921f545a341da3676c2e47a8b04"));
+
+        // A captured body's own Sign and T are replaced; others stay as sent.
+        let captured = br#"{"EventType":"FileDeleted","Sign":"old","T":1}"#.to_vec();
+        let signed: Value = serde_json::from_slice(&signature.apply_to_bytes(captured)).unwrap();
+        assert_eq!(signed["T"], json!(1_700_000_600));
+        let plain = br#"{"EventType":"FileDeleted"}"#.to_vec();
+        assert_eq!(signature.apply_to_bytes(plain.clone()), plain);
     }
 
     #[test]

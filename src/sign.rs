@@ -5,6 +5,7 @@
 //! except as a yes/no.
 
 use md5::{Digest, Md5};
+use subtle::ConstantTimeEq;
 
 /// Why a callback's signature was refused; each maps to its own 401 reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -77,19 +78,22 @@ impl Verifier {
     ///
     /// [`SignError`].
     pub fn check(&self, sign_hex: Option<&str>, t: Option<&str>) -> Result<(), SignError> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let now = crate::clock::now_secs();
         verify(&self.key, sign_hex, t, now, self.clock_skew_secs)
     }
 }
 
 /// The signature `VOD` computes: lowercase hex of `MD5(key + t)`.
 pub fn sign(key: &SignKey, t: &str) -> String {
+    hex::encode(digest(key, t))
+}
+
+/// `MD5(key + t)`, the one computation behind [`sign`] and [`verify`].
+fn digest(key: &SignKey, t: &str) -> [u8; 16] {
     let mut md5 = Md5::new();
     md5.update(key.0.as_bytes());
     md5.update(t.as_bytes());
-    hex::encode(md5.finalize())
+    md5.finalize().into()
 }
 
 /// Checks `sign` and `t` as received against `key` at time `now` (UNIX
@@ -120,11 +124,7 @@ pub fn verify(
     let t = t.trim();
     let received = decode_hex(sign_hex.trim()).ok_or(SignError::Malformed)?;
     let expiry: i64 = t.parse().map_err(|_| SignError::Malformed)?;
-    let mut md5 = Md5::new();
-    md5.update(key.0.as_bytes());
-    md5.update(t.as_bytes());
-    let expected: [u8; 16] = md5.finalize().into();
-    if !constant_time_eq(&expected, &received) {
+    if !constant_time_eq(&digest(key, t), &received) {
         return Err(SignError::Wrong);
     }
     if expiry.saturating_add(skew_secs as i64) < now {
@@ -142,16 +142,10 @@ fn decode_hex(text: &str) -> Option<[u8; 16]> {
     Some(out)
 }
 
-/// Equality that takes the same time wherever the inputs differ.
+/// Equality that takes the same time wherever the inputs differ (`subtle`;
+/// only the lengths are compared in variable time).
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let mut difference = 0u8;
-    for (x, y) in a.iter().zip(b) {
-        difference |= x ^ y;
-    }
-    std::hint::black_box(difference) == 0
+    a.ct_eq(b).into()
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::events::model::{MediaProcessTaskResult, ProcedureTask};
-use crate::events::{legacy, Event, LegacyPayload, Payload, V3Payload};
+use crate::events::{compact, legacy, nonempty, Event, LegacyPayload, Payload, V3Payload};
 
 /// Most entries a state keeps in each of its lists and maps (snapshot URLs,
 /// transcodes, deleted parts, sub-tasks, a sub-task's output URLs).
@@ -279,10 +279,6 @@ impl FileState {
             }
         }
     }
-}
-
-fn nonempty(value: Option<&str>) -> Option<String> {
-    value.filter(|v| !v.is_empty()).map(str::to_owned)
 }
 
 fn error_of(code: Option<i64>, ext: Option<&str>) -> Option<String> {
@@ -620,14 +616,6 @@ fn media_process_subtask(result: &MediaProcessTaskResult, index: usize) -> Subta
         output: Some(result.output_summary())
             .filter(|o| o.as_object().is_some_and(|o| !o.is_empty())),
     }
-}
-
-/// Drops null members.
-fn compact(mut value: Value) -> Value {
-    if let Some(object) = value.as_object_mut() {
-        object.retain(|_, v| !v.is_null());
-    }
-    value
 }
 
 fn derive_legacy(

@@ -9,10 +9,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
@@ -31,12 +30,8 @@ pub const DEFAULT_RATE: u32 = 100;
 pub mod tc3 {
     use super::*;
 
-    type HmacSha256 = Hmac<Sha256>;
-
     fn hmac(key: &[u8], message: &[u8]) -> [u8; 32] {
-        let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
-        mac.update(message);
-        mac.finalize().into_bytes().into()
+        crate::mac::hmac_sha256(key, &[message])
     }
 
     /// What goes into one signature.
@@ -492,9 +487,7 @@ impl VodClient {
         if let Some(limiter) = self.limiters.get(action) {
             limiter.acquire().await;
         }
-        let timestamp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let timestamp = crate::clock::now_secs();
         let content_type = "application/json";
         let credentials = &self.options.credentials;
         let signed = tc3::sign(

@@ -5,8 +5,6 @@
 //! types of the legacy table exist in this format; each is typed here. Field
 //! types follow the documented samples and stay as lenient as the v3 model.
 
-#![allow(missing_docs)]
-
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -16,76 +14,92 @@ use crate::events::de;
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct NewFileUpload {
+    /// `status`: the task result, 0 on success.
     #[serde(deserialize_with = "de::i64", skip_serializing_if = "Option::is_none")]
     pub status: Option<i64>,
+    /// `message`: the error text, empty on success.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
     )]
     pub message: Option<String>,
+    /// `vodTaskId`: the task id.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
     )]
     pub vod_task_id: Option<String>,
+    /// `fileId`: the media file.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
     )]
     pub file_id: Option<String>,
+    /// `fileName`: the name given at upload.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
     )]
     pub file_name: Option<String>,
+    /// `coverUrl`: the cover image.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
     )]
     pub cover_url: Option<String>,
+    /// `fileUrl`: where the output (or file) is played or downloaded.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
     )]
     pub file_url: Option<String>,
+    /// `author`: who uploaded the file.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
     )]
     pub author: Option<String>,
+    /// `sourceType`: how the file arrived (upload, record, …).
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
     )]
     pub source_type: Option<String>,
+    /// `sourceContext`: the caller's pass-through string from the upload request.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
     )]
     pub source_context: Option<String>,
+    /// `streamId`: the live stream a recording came from.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
     )]
     pub stream_id: Option<String>,
+    /// `procedureTaskId`: the task flow started for the file.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
     )]
     pub procedure_task_id: Option<String>,
+    /// `transcodeTaskId`: the transcoding task started for the file.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
     )]
     pub transcode_task_id: Option<String>,
+    /// `porncheckTaskId`: the content review task started for the file.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
     )]
     pub porncheck_task_id: Option<String>,
     #[serde(deserialize_with = "de::i64", skip_serializing_if = "Option::is_none")]
+    /// `continued`: whether VOD goes on with later steps after this one.
     pub continued: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// `metaData`: the media metadata.
     pub meta_data: Option<MetaData>,
 }
 
@@ -93,28 +107,34 @@ pub struct NewFileUpload {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct PullComplete {
+    /// `vodTaskId`: the task id.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
     )]
     pub vod_task_id: Option<String>,
     #[serde(deserialize_with = "de::i64", skip_serializing_if = "Option::is_none")]
+    /// `status`: the task result, 0 on success.
     pub status: Option<i64>,
+    /// `message`: the error text, empty on success.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
     )]
     pub message: Option<String>,
+    /// `fileId`: the media file.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
     )]
     pub file_id: Option<String>,
+    /// `fileUrl`: where the output (or file) is played or downloaded.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
     )]
     pub file_url: Option<String>,
+    /// `transcodeTaskId`: the transcoding task started for the file.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
@@ -126,14 +146,17 @@ pub struct PullComplete {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct FileDeleted {
+    /// `status`: the task result, 0 on success.
     #[serde(deserialize_with = "de::i64", skip_serializing_if = "Option::is_none")]
     pub status: Option<i64>,
+    /// `message`: the error text, empty on success.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
     )]
     pub message: Option<String>,
     #[serde(deserialize_with = "de::list", skip_serializing_if = "Option::is_none")]
+    /// `fileInfo`: the output files.
     pub file_info: Option<Vec<DeletedFile>>,
 }
 
@@ -141,6 +164,7 @@ pub struct FileDeleted {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct DeletedFile {
+    /// `fileId`: the media file.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
@@ -152,34 +176,43 @@ pub struct DeletedFile {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct ProcedureStateChanged {
+    /// `vodTaskId`: the task id.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
     )]
     pub vod_task_id: Option<String>,
+    /// `status`: the task result, 0 on success.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
     )]
     pub status: Option<String>,
     #[serde(deserialize_with = "de::i64", skip_serializing_if = "Option::is_none")]
+    /// `errCode`: the error code, 0 on success.
     pub err_code: Option<i64>,
+    /// `message`: the error text, empty on success.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
     )]
     pub message: Option<String>,
+    /// `fileId`: the media file.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
     )]
     pub file_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// `metaData`: the media metadata.
     pub meta_data: Option<MetaData>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// `drm`: the encryption of the output, when it has any.
     pub drm: Option<Drm>,
     #[serde(deserialize_with = "de::list", skip_serializing_if = "Option::is_none")]
+    /// `contentReviewList`: content review results.
     pub content_review_list: Option<Vec<SubTask>>,
+    /// `aiAnalysisList`: AI analysis results.
     #[serde(
         rename = "aIAnalysisList",
         deserialize_with = "de::list",
@@ -187,6 +220,7 @@ pub struct ProcedureStateChanged {
     )]
     pub ai_analysis_list: Option<Vec<SubTask>>,
     #[serde(deserialize_with = "de::list", skip_serializing_if = "Option::is_none")]
+    /// `processTaskList`: the media processing sub-tasks and their results.
     pub process_task_list: Option<Vec<SubTask>>,
 }
 
@@ -194,18 +228,22 @@ pub struct ProcedureStateChanged {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct SubTask {
+    /// `taskType`: the kind of sub-task.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
     )]
     pub task_type: Option<String>,
+    /// `status`: the task result, 0 on success.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
     )]
     pub status: Option<String>,
     #[serde(deserialize_with = "de::i64", skip_serializing_if = "Option::is_none")]
+    /// `errCode`: the error code, 0 on success.
     pub err_code: Option<i64>,
+    /// `message`: the error text, empty on success.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
@@ -223,18 +261,22 @@ pub struct SubTask {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Drm {
+    /// `definition`: the template id of this output.
     #[serde(deserialize_with = "de::i64", skip_serializing_if = "Option::is_none")]
     pub definition: Option<i64>,
+    /// `keySource`: where the content key comes from.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
     )]
     pub key_source: Option<String>,
+    /// `getKeyUrl`: where players fetch the key.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
     )]
     pub get_key_url: Option<String>,
+    /// `edkList`: the encrypted data keys.
     #[serde(
         deserialize_with = "de::string_list",
         skip_serializing_if = "Option::is_none"
@@ -246,31 +288,41 @@ pub struct Drm {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct MetaData {
+    /// `size`: bytes.
     #[serde(deserialize_with = "de::i64", skip_serializing_if = "Option::is_none")]
     pub size: Option<i64>,
+    /// `container`: the container format.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
     )]
     pub container: Option<String>,
     #[serde(deserialize_with = "de::i64", skip_serializing_if = "Option::is_none")]
+    /// `bitrate`: bits per second.
     pub bitrate: Option<i64>,
     #[serde(deserialize_with = "de::i64", skip_serializing_if = "Option::is_none")]
+    /// `height`: pixels.
     pub height: Option<i64>,
     #[serde(deserialize_with = "de::i64", skip_serializing_if = "Option::is_none")]
+    /// `width`: pixels.
     pub width: Option<i64>,
+    /// `md5`: the file's MD5.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
     )]
     pub md5: Option<String>,
     #[serde(deserialize_with = "de::f64", skip_serializing_if = "Option::is_none")]
+    /// `duration`: seconds.
     pub duration: Option<f64>,
     #[serde(deserialize_with = "de::i64", skip_serializing_if = "Option::is_none")]
+    /// `rotate`: the rotation in degrees.
     pub rotate: Option<i64>,
     #[serde(deserialize_with = "de::list", skip_serializing_if = "Option::is_none")]
+    /// `videoStreamList`: the video streams.
     pub video_stream_list: Option<Vec<VideoStream>>,
     #[serde(deserialize_with = "de::list", skip_serializing_if = "Option::is_none")]
+    /// `audioStreamList`: the audio streams.
     pub audio_stream_list: Option<Vec<AudioStream>>,
 }
 
@@ -278,18 +330,23 @@ pub struct MetaData {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct VideoStream {
+    /// `bitrate`: bits per second.
     #[serde(deserialize_with = "de::i64", skip_serializing_if = "Option::is_none")]
     pub bitrate: Option<i64>,
     #[serde(deserialize_with = "de::i64", skip_serializing_if = "Option::is_none")]
+    /// `height`: pixels.
     pub height: Option<i64>,
     #[serde(deserialize_with = "de::i64", skip_serializing_if = "Option::is_none")]
+    /// `width`: pixels.
     pub width: Option<i64>,
+    /// `codec`: the codec name.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
     )]
     pub codec: Option<String>,
     #[serde(deserialize_with = "de::f64", skip_serializing_if = "Option::is_none")]
+    /// `fps`: frames per second.
     pub fps: Option<f64>,
 }
 
@@ -297,10 +354,13 @@ pub struct VideoStream {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct AudioStream {
+    /// `bitrate`: bits per second.
     #[serde(deserialize_with = "de::i64", skip_serializing_if = "Option::is_none")]
     pub bitrate: Option<i64>,
     #[serde(deserialize_with = "de::i64", skip_serializing_if = "Option::is_none")]
+    /// `samplingRate`: samples per second.
     pub sampling_rate: Option<i64>,
+    /// `codec`: the codec name.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
@@ -312,36 +372,44 @@ pub struct AudioStream {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct TranscodeComplete {
+    /// `status`: the task result, 0 on success.
     #[serde(deserialize_with = "de::i64", skip_serializing_if = "Option::is_none")]
     pub status: Option<i64>,
+    /// `message`: the error text, empty on success.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
     )]
     pub message: Option<String>,
+    /// `vodTaskId`: the task id.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
     )]
     pub vod_task_id: Option<String>,
+    /// `fileId`: the media file.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
     )]
     pub file_id: Option<String>,
+    /// `fileName`: the name given at upload.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
     )]
     pub file_name: Option<String>,
     #[serde(deserialize_with = "de::f64", skip_serializing_if = "Option::is_none")]
+    /// `duration`: seconds.
     pub duration: Option<f64>,
+    /// `coverUrl`: the cover image.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
     )]
     pub cover_url: Option<String>,
     #[serde(deserialize_with = "de::list", skip_serializing_if = "Option::is_none")]
+    /// `playSet`: one entry per playable output.
     pub play_set: Option<Vec<PlayItem>>,
 }
 
@@ -349,18 +417,23 @@ pub struct TranscodeComplete {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct PlayItem {
+    /// `url`: the output address.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
     )]
     pub url: Option<String>,
     #[serde(deserialize_with = "de::i64", skip_serializing_if = "Option::is_none")]
+    /// `definition`: the template id of this output.
     pub definition: Option<i64>,
     #[serde(deserialize_with = "de::i64", skip_serializing_if = "Option::is_none")]
+    /// `vbitrate`: the video bitrate, bits per second.
     pub vbitrate: Option<i64>,
     #[serde(deserialize_with = "de::i64", skip_serializing_if = "Option::is_none")]
+    /// `vheight`: the video height, pixels.
     pub vheight: Option<i64>,
     #[serde(deserialize_with = "de::i64", skip_serializing_if = "Option::is_none")]
+    /// `vwidth`: the video width, pixels.
     pub vwidth: Option<i64>,
 }
 
@@ -368,19 +441,23 @@ pub struct PlayItem {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct CreateSnapshotByTimeOffsetComplete {
+    /// `vodTaskId`: the task id.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
     )]
     pub vod_task_id: Option<String>,
+    /// `fileId`: the media file.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
     )]
     pub file_id: Option<String>,
     #[serde(deserialize_with = "de::i64", skip_serializing_if = "Option::is_none")]
+    /// `definition`: the template id of this output.
     pub definition: Option<i64>,
     #[serde(deserialize_with = "de::list", skip_serializing_if = "Option::is_none")]
+    /// `picInfo`: the snapshot images.
     pub pic_info: Option<Vec<PicInfo>>,
 }
 
@@ -391,12 +468,14 @@ pub struct PicInfo {
     /// Milliseconds.
     #[serde(deserialize_with = "de::f64", skip_serializing_if = "Option::is_none")]
     pub time_offset: Option<f64>,
+    /// `url`: the output address.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
     )]
     pub url: Option<String>,
     #[serde(deserialize_with = "de::i64", skip_serializing_if = "Option::is_none")]
+    /// `status`: the task result, 0 on success.
     pub status: Option<i64>,
 }
 
@@ -404,32 +483,40 @@ pub struct PicInfo {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct CreateImageSpriteComplete {
+    /// `status`: the task result, 0 on success.
     #[serde(deserialize_with = "de::i64", skip_serializing_if = "Option::is_none")]
     pub status: Option<i64>,
+    /// `message`: the error text, empty on success.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
     )]
     pub message: Option<String>,
+    /// `vodTaskId`: the task id.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
     )]
     pub vod_task_id: Option<String>,
+    /// `fileId`: the media file.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
     )]
     pub file_id: Option<String>,
     #[serde(deserialize_with = "de::i64", skip_serializing_if = "Option::is_none")]
+    /// `definition`: the template id of this output.
     pub definition: Option<i64>,
     #[serde(deserialize_with = "de::i64", skip_serializing_if = "Option::is_none")]
+    /// `totalCount`: how many snapshots were taken.
     pub total_count: Option<i64>,
+    /// `imageSpriteUrl`: the sprite sheet images.
     #[serde(
         deserialize_with = "de::string_list",
         skip_serializing_if = "Option::is_none"
     )]
     pub image_sprite_url: Option<Vec<String>>,
+    /// `webVttUrl`: the WebVTT index of the sprite sheet.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
@@ -441,17 +528,20 @@ pub struct CreateImageSpriteComplete {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct ClipComplete {
+    /// `vodTaskId`: the task id.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
     )]
     pub vod_task_id: Option<String>,
+    /// `srcFileId`: the file the clip was cut from.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
     )]
     pub src_file_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// `fileInfo`: the output files.
     pub file_info: Option<OutputFile>,
 }
 
@@ -459,12 +549,14 @@ pub struct ClipComplete {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct ConcatComplete {
+    /// `vodTaskId`: the task id.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
     )]
     pub vod_task_id: Option<String>,
     #[serde(deserialize_with = "de::list", skip_serializing_if = "Option::is_none")]
+    /// `fileInfo`: the output files.
     pub file_info: Option<Vec<OutputFile>>,
 }
 
@@ -472,6 +564,7 @@ pub struct ConcatComplete {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct OutputFile {
+    /// `fileType`: the file format.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
@@ -480,16 +573,19 @@ pub struct OutputFile {
     /// 0 = success; -1 or 4 = failure.
     #[serde(deserialize_with = "de::i64", skip_serializing_if = "Option::is_none")]
     pub status: Option<i64>,
+    /// `message`: the error text, empty on success.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
     )]
     pub message: Option<String>,
+    /// `fileId`: the media file.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"
     )]
     pub file_id: Option<String>,
+    /// `fileUrl`: where the output (or file) is played or downloaded.
     #[serde(
         deserialize_with = "de::string",
         skip_serializing_if = "Option::is_none"

@@ -869,8 +869,9 @@ struct Ids {
     status: Option<String>,
 }
 
-fn owned(s: Option<&str>) -> Option<String> {
-    s.filter(|s| !s.is_empty()).map(str::to_owned)
+/// An owned copy of a text that is present and not empty.
+pub(crate) fn nonempty(value: Option<&str>) -> Option<String> {
+    value.filter(|v| !v.is_empty()).map(str::to_owned)
 }
 
 /// `SUCCESS`/`FAIL` from a 2017-style error code (0 = success).
@@ -893,12 +894,12 @@ fn status_from_codes(codes: impl Iterator<Item = Option<i64>>) -> Option<String>
 fn v3_ids(payload: &V3Payload) -> Ids {
     let common = payload.common();
     let mut ids = Ids {
-        file_id: owned(common.file_id()),
-        task_id: owned(common.task_id()),
-        status: owned(common.status()),
+        file_id: nonempty(common.file_id()),
+        task_id: nonempty(common.task_id()),
+        status: nonempty(common.status()),
     };
     match payload {
-        V3Payload::NewFileUpload(task) => ids.task_id = owned(task.procedure_task_id.as_deref()),
+        V3Payload::NewFileUpload(task) => ids.task_id = nonempty(task.procedure_task_id.as_deref()),
         V3Payload::FileDeleted(task) => {
             let listed = task.file_id_set.iter().flatten().map(String::as_str);
             let detailed = task
@@ -906,34 +907,36 @@ fn v3_ids(payload: &V3Payload) -> Ids {
                 .iter()
                 .flatten()
                 .filter_map(|item| item.file_id.as_deref());
-            ids.file_id = owned(listed.chain(detailed).next());
+            ids.file_id = nonempty(listed.chain(detailed).next());
         }
         V3Payload::EditMediaComplete(task) => {
-            ids.file_id = owned(task.output.as_ref().and_then(|o| o.file_id.as_deref()));
+            ids.file_id = nonempty(task.output.as_ref().and_then(|o| o.file_id.as_deref()));
         }
         V3Payload::ComposeMediaComplete(task) => {
-            ids.file_id = owned(task.output.as_ref().and_then(|o| o.file_id.as_deref()));
+            ids.file_id = nonempty(task.output.as_ref().and_then(|o| o.file_id.as_deref()));
         }
         V3Payload::SplitMediaComplete(task) => {
             let first = task.file_info_set.iter().flatten().next();
-            ids.file_id = owned(
+            ids.file_id = nonempty(
                 first
                     .and_then(|s| s.input.as_ref())
                     .and_then(|i| i.file_id.as_deref()),
             );
         }
         V3Payload::ReviewAudioVideoComplete(task) => {
-            ids.file_id = owned(task.input.as_ref().and_then(|i| i.file_id.as_deref()));
+            ids.file_id = nonempty(task.input.as_ref().and_then(|i| i.file_id.as_deref()));
         }
         V3Payload::RemoveWatermark(task) => {
-            ids.file_id = owned(task.input.as_ref().and_then(|i| i.file_id.as_deref()));
+            ids.file_id = nonempty(task.input.as_ref().and_then(|i| i.file_id.as_deref()));
         }
-        V3Payload::MediaCastStatusChanged(event) => ids.task_id = owned(event.cast_id.as_deref()),
+        V3Payload::MediaCastStatusChanged(event) => {
+            ids.task_id = nonempty(event.cast_id.as_deref())
+        }
         V3Payload::TranscodeComplete(task) => ids.status = status_from_code(task.err_code),
         V3Payload::CreateImageSpriteComplete(task) => ids.status = status_from_code(task.err_code),
         V3Payload::ClipComplete(task) => {
             let output = task.file_info.as_deref();
-            ids.file_id = owned(
+            ids.file_id = nonempty(
                 output
                     .and_then(|f| f.file_id.as_deref())
                     .or(task.src_file_id.as_deref()),
@@ -955,17 +958,17 @@ fn v3_ids(payload: &V3Payload) -> Ids {
 fn legacy_ids(payload: &LegacyPayload) -> Ids {
     let (file_id, task_id, status) = match payload {
         LegacyPayload::NewFileUpload(d) => (
-            owned(d.file_id.as_deref()),
-            owned(d.procedure_task_id.as_deref().or(d.vod_task_id.as_deref())),
+            nonempty(d.file_id.as_deref()),
+            nonempty(d.procedure_task_id.as_deref().or(d.vod_task_id.as_deref())),
             None,
         ),
         LegacyPayload::PullComplete(d) => (
-            owned(d.file_id.as_deref()),
-            owned(d.vod_task_id.as_deref()),
+            nonempty(d.file_id.as_deref()),
+            nonempty(d.vod_task_id.as_deref()),
             status_from_code(d.status),
         ),
         LegacyPayload::FileDeleted(d) => (
-            owned(
+            nonempty(
                 d.file_info
                     .iter()
                     .flatten()
@@ -975,40 +978,40 @@ fn legacy_ids(payload: &LegacyPayload) -> Ids {
             status_from_code(d.status),
         ),
         LegacyPayload::ProcedureStateChanged(d) => (
-            owned(d.file_id.as_deref()),
-            owned(d.vod_task_id.as_deref()),
-            owned(d.status.as_deref()),
+            nonempty(d.file_id.as_deref()),
+            nonempty(d.vod_task_id.as_deref()),
+            nonempty(d.status.as_deref()),
         ),
         LegacyPayload::TranscodeComplete(d) => (
-            owned(d.file_id.as_deref()),
-            owned(d.vod_task_id.as_deref()),
+            nonempty(d.file_id.as_deref()),
+            nonempty(d.vod_task_id.as_deref()),
             status_from_code(d.status),
         ),
         LegacyPayload::CreateSnapshotByTimeOffsetComplete(d) => (
-            owned(d.file_id.as_deref()),
-            owned(d.vod_task_id.as_deref()),
+            nonempty(d.file_id.as_deref()),
+            nonempty(d.vod_task_id.as_deref()),
             status_from_codes(d.pic_info.iter().flatten().map(|p| p.status)),
         ),
         LegacyPayload::CreateImageSpriteComplete(d) => (
-            owned(d.file_id.as_deref()),
-            owned(d.vod_task_id.as_deref()),
+            nonempty(d.file_id.as_deref()),
+            nonempty(d.vod_task_id.as_deref()),
             status_from_code(d.status),
         ),
         LegacyPayload::ClipComplete(d) => {
             let output = d.file_info.as_ref();
             (
-                owned(
+                nonempty(
                     output
                         .and_then(|f| f.file_id.as_deref())
                         .or(d.src_file_id.as_deref()),
                 ),
-                owned(d.vod_task_id.as_deref()),
+                nonempty(d.vod_task_id.as_deref()),
                 status_from_code(output.and_then(|f| f.status)),
             )
         }
         LegacyPayload::ConcatComplete(d) => (
             None,
-            owned(d.vod_task_id.as_deref()),
+            nonempty(d.vod_task_id.as_deref()),
             status_from_codes(d.file_info.iter().flatten().map(|f| f.status)),
         ),
     };
@@ -1091,7 +1094,7 @@ impl MediaProcessTaskResult {
 }
 
 /// Drops null members.
-fn compact(mut value: Value) -> Value {
+pub(crate) fn compact(mut value: Value) -> Value {
     if let Some(object) = value.as_object_mut() {
         object.retain(|_, v| !v.is_null());
     }

@@ -42,15 +42,19 @@ fn with_actions(actions: Vec<ActionConfig>) -> Config {
     }
 }
 
-fn deliveries(app: &TestApp) -> Vec<DeliveryRow> {
-    app.reader().deliveries(None, None, 1000).unwrap()
+async fn deliveries(app: &TestApp) -> Vec<DeliveryRow> {
+    app.reader()
+        .await
+        .deliveries(None, None, 1000)
+        .await
+        .unwrap()
 }
 
 /// Waits until every delivery is `ok` or `dead` (and there are `count`).
 async fn settled(app: &TestApp, count: usize) -> Vec<DeliveryRow> {
     let started = std::time::Instant::now();
     loop {
-        let rows = deliveries(app);
+        let rows = deliveries(app).await;
         if rows.len() == count && rows.iter().all(|d| d.status == "ok" || d.status == "dead") {
             return rows;
         }
@@ -98,7 +102,13 @@ async fn a_program_gets_the_exact_json_on_stdin_and_the_env() {
             "{expected} in\n{env}"
         );
     }
-    let (_, attempts) = app.reader().delivery(rows[0].id).unwrap().unwrap();
+    let (_, attempts) = app
+        .reader()
+        .await
+        .delivery(rows[0].id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(attempts.len(), 1);
     assert_eq!((attempts[0].ok, attempts[0].exit_code), (true, Some(0)));
     assert_eq!(attempts[0].stdout.as_deref(), Some("done\n"));
@@ -113,7 +123,13 @@ async fn a_failing_program_is_retried_then_dead_with_its_output() {
     app.post_event(fixture("samples/v3-FileDeleted.json")).await;
     let rows = settled(&app, 1).await;
     assert_eq!((rows[0].status.as_str(), rows[0].attempts), ("dead", 3));
-    let (_, attempts) = app.reader().delivery(rows[0].id).unwrap().unwrap();
+    let (_, attempts) = app
+        .reader()
+        .await
+        .delivery(rows[0].id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(attempts.len(), 3);
     for attempt in &attempts {
         assert_eq!((attempt.ok, attempt.exit_code), (false, Some(3)));
@@ -261,7 +277,13 @@ async fn a_forward_is_signed_as_a_standard_webhook() {
 
     let rows = settled(&app, 1).await;
     assert_eq!(rows[0].status, "ok", "only NewFileUpload matched");
-    let (_, attempts) = app.reader().delivery(rows[0].id).unwrap().unwrap();
+    let (_, attempts) = app
+        .reader()
+        .await
+        .delivery(rows[0].id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         (attempts[0].http_status, attempts[0].stdout.as_deref()),
         (Some(200), Some("thanks"))
@@ -289,7 +311,11 @@ async fn pending_deliveries_are_completed_after_a_restart() {
         app.post_event(fixture(sample)).await;
     }
     let started = std::time::Instant::now();
-    while !deliveries(&app).iter().all(|d| d.status == "retrying") {
+    while !deliveries(&app)
+        .await
+        .iter()
+        .all(|d| d.status == "retrying")
+    {
         assert!(started.elapsed() < PATIENCE);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -373,9 +399,9 @@ async fn a_slow_action_does_not_hold_up_the_callback() {
         app.post_event(fixture(sample)).await;
     }
     assert!(
-        deliveries(&app).iter().all(|d| d.status == "pending"),
+        deliveries(&app).await.iter().all(|d| d.status == "pending"),
         "{:?}",
-        deliveries(&app)
+        deliveries(&app).await
     );
     std::fs::write(&release, "").unwrap();
     let rows = settled(&app, 3).await;
@@ -396,7 +422,13 @@ async fn programs_run_only_on_spare_cpu() {
     app.post_event(fixture("samples/v3-NewFileUpload.json"))
         .await;
     let rows = settled(&app, 1).await;
-    let (_, attempts) = app.reader().delivery(rows[0].id).unwrap().unwrap();
+    let (_, attempts) = app
+        .reader()
+        .await
+        .delivery(rows[0].id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(attempts[0].stdout.as_deref(), Some("5\n"));
     app.stop().await.unwrap();
 }
@@ -479,6 +511,58 @@ async fn replay_runs_actions_again_for_one_event_or_a_time_range() {
 }
 
 #[tokio::test]
+async fn replay_of_ids_and_since_runs_each_event_once_and_speaks_json() {
+    let out = tempfile::tempdir().unwrap();
+    let script = format!(
+        "echo $VODHOOK_EVENT_ID >> {}",
+        sh_quote(&out.path().join("runs"))
+    );
+    let config = with_actions(vec![exec_action("log", &["*"], &script)]);
+    let dir = tempfile::tempdir().unwrap();
+    let config_file = write_config(dir.path(), &config);
+    let mut app = TestApp::spawn_with(config).await;
+    let first = app
+        .post_event(fixture("samples/v3-NewFileUpload.json"))
+        .await;
+    let second = app.post_event(fixture("samples/v3-FileDeleted.json")).await;
+    settled(&app, 2).await;
+    let db = app.db.to_str().unwrap().to_owned();
+    let id = first.stored.id.to_string();
+
+    // Event 1 is both named and within --since: queued once.
+    let (code, stdout, stderr) = vodhook(&[
+        "replay",
+        "--db",
+        &db,
+        "--config",
+        &config_file,
+        &id,
+        "--since",
+        "1h",
+        "--json",
+    ])
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    let answer: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(answer["queued"], 2, "{answer}");
+    assert_eq!(answer["events"], 2, "{answer}");
+    assert_eq!(
+        answer["deliveries"],
+        json!([
+            {"event_id": first.stored.id, "action": "log"},
+            {"event_id": second.stored.id, "action": "log"}
+        ])
+    );
+    settled(&app, 4).await;
+    let runs = std::fs::read_to_string(out.path().join("runs")).unwrap();
+    let mut runs: Vec<i64> = runs.lines().map(|l| l.parse().unwrap()).collect();
+    runs.sort_unstable();
+    let (a, b) = (first.stored.id, second.stored.id);
+    assert_eq!(runs, [a, a, b, b]);
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn replay_to_another_receiver_reposts_the_raw_events() {
     let mut source = TestApp::spawn().await;
     let bodies = [
@@ -523,7 +607,9 @@ async fn a_delivery_whose_event_is_gone_is_dead_not_retried_for_ever() {
         busy_timeout: Duration::from_secs(5),
         ..Default::default()
     };
-    vodhook::store::enqueue_deliveries(&options, &[(event.stored.id, "log".to_owned())]).unwrap();
+    vodhook::store::enqueue_deliveries(&options, &[(event.stored.id, "log".to_owned())])
+        .await
+        .unwrap();
     rusqlite::Connection::open(&options.path)
         .unwrap()
         .execute("DELETE FROM events WHERE id = ?1", [event.stored.id])
@@ -619,7 +705,7 @@ async fn an_attempt_whose_outcome_cannot_be_written_is_kept_not_run_again() {
     )
     .await;
     assert_eq!(count_runs(), 1, "not run again while its outcome waits");
-    assert_eq!(deliveries(&app)[0].status, "pending");
+    assert_eq!(deliveries(&app).await[0].status, "pending");
     assert_eq!(
         metric(&app.metrics().await, "vodhook_deliveries_unrecorded"),
         Some(1.0)
@@ -630,7 +716,13 @@ async fn an_attempt_whose_outcome_cannot_be_written_is_kept_not_run_again() {
 
     let rows = settled(&app, 1).await;
     assert_eq!((rows[0].status.as_str(), rows[0].attempts), ("ok", 1));
-    let (_, attempts) = app.reader().delivery(rows[0].id).unwrap().unwrap();
+    let (_, attempts) = app
+        .reader()
+        .await
+        .delivery(rows[0].id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(attempts.len(), 1);
     assert!(attempts[0].ok);
     assert_eq!(count_runs(), 1, "the program ran exactly once");
@@ -676,12 +768,18 @@ async fn attempts_whose_outcome_is_kept_count_in_their_attempt_number() {
     })
     .await;
     assert_eq!(read_runs(), "1\n2\n3\n");
-    assert_eq!(deliveries(&app)[0].attempts, 0, "nothing written yet");
+    assert_eq!(deliveries(&app).await[0].attempts, 0, "nothing written yet");
     blocker.execute_batch("ROLLBACK").unwrap();
 
     let rows = settled(&app, 1).await;
     assert_eq!((rows[0].status.as_str(), rows[0].attempts), ("dead", 3));
-    let (_, attempts) = app.reader().delivery(rows[0].id).unwrap().unwrap();
+    let (_, attempts) = app
+        .reader()
+        .await
+        .delivery(rows[0].id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(attempts.len(), 3);
     assert!(attempts.iter().all(|a| a.exit_code == Some(1)));
     assert_eq!(read_runs(), "1\n2\n3\n", "no attempt ran twice");
@@ -756,7 +854,7 @@ async fn a_forward_does_not_follow_redirects() {
             !error.contains("SECRET-TOKEN") && !error.contains("pw-internal"),
             "{error}"
         );
-        let (_, attempts) = app.reader().delivery(row.id).unwrap().unwrap();
+        let (_, attempts) = app.reader().await.delivery(row.id).await.unwrap().unwrap();
         assert_eq!(attempts[0].http_status, Some(status[..3].parse().unwrap()));
     }
     app.stop().await.unwrap();
@@ -779,7 +877,13 @@ async fn event_values_with_control_characters_are_escaped_in_the_env() {
     app.post_event(body.clone()).await;
     let rows = settled(&app, 1).await;
     assert_eq!(rows[0].status, "ok", "{rows:?}");
-    let (_, attempts) = app.reader().delivery(rows[0].id).unwrap().unwrap();
+    let (_, attempts) = app
+        .reader()
+        .await
+        .delivery(rows[0].id)
+        .await
+        .unwrap()
+        .unwrap();
     let env = attempts[0].stdout.clone().unwrap();
     assert!(
         env.lines()
@@ -804,7 +908,13 @@ async fn event_values_with_control_characters_are_escaped_in_the_env() {
     let rows = settled(&app, 2).await;
     assert!(rows.iter().all(|row| row.status == "ok"), "{rows:?}");
     let newest = rows.iter().max_by_key(|row| row.id).unwrap();
-    let (_, attempts) = app.reader().delivery(newest.id).unwrap().unwrap();
+    let (_, attempts) = app
+        .reader()
+        .await
+        .delivery(newest.id)
+        .await
+        .unwrap()
+        .unwrap();
     let env = attempts[0].stdout.clone().unwrap();
     assert!(
         env.lines()
@@ -826,9 +936,11 @@ fn write_config(dir: &Path, config: &Config) -> String {
 async fn settled_in(db: &Path, count: usize) -> Vec<DeliveryRow> {
     let started = std::time::Instant::now();
     loop {
-        let rows = vodhook::store::Reader::open(db)
-            .and_then(|reader| reader.deliveries(None, None, 1000))
-            .unwrap_or_default();
+        let rows = match vodhook::store::Reader::open(db).await {
+            Ok(reader) => reader.deliveries(None, None, 1000).await,
+            Err(error) => Err(error),
+        }
+        .unwrap_or_default();
         if rows.len() == count && rows.iter().all(|d| d.status == "ok" || d.status == "dead") {
             return rows;
         }
@@ -879,8 +991,10 @@ async fn programs_get_a_clean_environment_without_the_daemons_secrets() {
     let rows = settled_in(&dir.path().join("vodhook.db"), 1).await;
     assert_eq!(rows[0].status, "ok");
     let (_, attempts) = vodhook::store::Reader::open(&dir.path().join("vodhook.db"))
+        .await
         .unwrap()
         .delivery(rows[0].id)
+        .await
         .unwrap()
         .unwrap();
     let env = attempts[0].stdout.clone().unwrap();
@@ -981,14 +1095,14 @@ async fn credentials_in_forward_urls_are_never_shown() {
         )),
         "the URL is named, redacted:\n{log}"
     );
-    let reader = vodhook::store::Reader::open(&db).unwrap();
+    let reader = vodhook::store::Reader::open(&db).await.unwrap();
     for row in &rows {
         assert_eq!(row.status, "dead");
         shown.push((
             format!("last_error of {}", row.action),
             format!("{:?}", row.last_error),
         ));
-        let (_, attempts) = reader.delivery(row.id).unwrap().unwrap();
+        let (_, attempts) = reader.delivery(row.id).await.unwrap().unwrap();
         shown.push((
             format!("attempts of {}", row.action),
             format!("{attempts:?}"),
@@ -1031,4 +1145,100 @@ async fn credentials_in_forward_urls_are_never_shown() {
             assert!(!text.contains(secret), "{secret} shown in {place}:\n{text}");
         }
     }
+}
+
+/// One round of the dispatcher, driven by hand: it starts every due
+/// delivery once, leaves settled ones alone, and starts a failed one again
+/// only when its retry is due.
+#[tokio::test]
+async fn a_dispatcher_round_starts_what_is_due_and_nothing_else() {
+    use std::sync::Arc;
+    use vodhook::actions::{Actions, Dispatcher, Step};
+    use vodhook::ingest::{Delivery, Ingest, Source};
+    use vodhook::metrics::Metrics;
+    use vodhook::store::{self, Reader, Store};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = with_actions(vec![
+        exec_action("ok", &["*"], "exit 0"),
+        ActionConfig {
+            backoff_initial_ms: 300,
+            backoff_max_secs: 60,
+            ..exec_action("fails", &["*"], "exit 3")
+        },
+    ]);
+    config.store.path = dir.path().join("vodhook.db");
+    let metrics = Metrics::default();
+    let store = Store::open(&config.store.options(), metrics.clone()).unwrap();
+    let actions = Actions::new(&config.actions);
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let ingest = Ingest::new(store.clone(), metrics.clone(), None)
+        .with_actions(actions.clone(), Arc::clone(&wake));
+    ingest
+        .accept(Delivery {
+            raw: fixture("samples/v3-ProcedureStateChanged.json").into(),
+            source: Source::Push,
+            remote: None,
+            header_signature: (None, None),
+        })
+        .await
+        .unwrap();
+    let reader = Reader::open(&config.store.path).await.unwrap();
+    let mut dispatcher = Dispatcher::new(actions, store, metrics, wake, Arc::default());
+    let stop = tokio_util::sync::CancellationToken::new();
+    // Waits until both deliveries have run and the failing one has made
+    // `attempts` attempts; the rows by action name ("fails" first).
+    let attempted = |attempts: i64| {
+        let reader = &reader;
+        async move {
+            let started = std::time::Instant::now();
+            loop {
+                let mut rows = reader.deliveries(None, None, 10).await.unwrap();
+                rows.sort_by(|a, b| a.action.cmp(&b.action));
+                if rows.len() == 2 && rows[0].attempts >= attempts && rows[1].attempts >= 1 {
+                    return rows;
+                }
+                assert!(started.elapsed() < PATIENCE, "{rows:?}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+
+    assert_eq!(dispatcher.step(&stop).await, Step::Started(2));
+    let rows = attempted(1).await;
+    assert_eq!(
+        rows.iter()
+            .map(|row| (row.action.as_str(), row.status.as_str(), row.attempts))
+            .collect::<Vec<_>>(),
+        [("fails", "retrying", 1), ("ok", "ok", 1)]
+    );
+    let retry_at = rows[0].next_at;
+
+    // Nothing is due until the retry (300 ms, give or take a quarter):
+    // rounds start nothing and say how long to wait.
+    let mut rounds = 0;
+    loop {
+        match dispatcher.step(&stop).await {
+            Step::Idle(wait) => {
+                assert!(wait <= Duration::from_millis(375), "{wait:?}");
+                rounds += 1;
+                assert!(rounds < 100, "the retry never started");
+                tokio::time::sleep(wait).await;
+            }
+            Step::Started(started) => {
+                assert_eq!(started, 1, "only the failed delivery runs again");
+                assert!(store::now_ms() >= retry_at, "started before its retry");
+                break;
+            }
+            Step::Stopped => panic!("stopped"),
+        }
+    }
+    assert!(rounds >= 1, "the retry started at once");
+    let rows = attempted(2).await;
+    assert_eq!((rows[0].status.as_str(), rows[0].attempts), ("retrying", 2));
+    assert_eq!((rows[1].status.as_str(), rows[1].attempts), ("ok", 1));
+
+    stop.cancel();
+    assert_eq!(dispatcher.step(&stop).await, Step::Stopped);
+    dispatcher.finish().await;
 }

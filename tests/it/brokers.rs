@@ -96,7 +96,12 @@ fn with_actions(actions: Vec<ActionConfig>) -> Config {
 async fn settled(app: &TestApp, count: usize) -> Vec<DeliveryRow> {
     let started = Instant::now();
     loop {
-        let rows = app.reader().deliveries(None, None, 1000).unwrap();
+        let rows = app
+            .reader()
+            .await
+            .deliveries(None, None, 1000)
+            .await
+            .unwrap();
         if rows.len() == count && rows.iter().all(|d| d.status == "ok" || d.status == "dead") {
             return rows;
         }
@@ -415,12 +420,12 @@ async fn raw_and_envelope(kind: Kind) {
         assert_eq!(got.dedup_key, dedup_key(body));
         assert!(got.message_id.starts_with(&got.dedup_key), "{got:?}");
     }
-    let events = app.reader();
+    let events = app.reader().await;
     let envelopes = envelope_consumer.wait_for(3).await;
     assert_eq!(envelopes.len(), 3);
     for got in &envelopes {
         let body = &posted[&got.event_id];
-        let stored = events.event(got.event_id).unwrap().unwrap().0;
+        let stored = events.event(got.event_id).await.unwrap().unwrap().0;
         assert_eq!(got.event_type, stored.meta.event_type);
         assert_eq!(got.dedup_key, dedup_key(body));
         let envelope: Value = serde_json::from_slice(&got.payload).unwrap();
@@ -579,7 +584,12 @@ async fn outage(kind: Kind) {
     // Every delivery made during the outage fails, and waits.
     let started = Instant::now();
     loop {
-        let rows = app.reader().deliveries(None, None, 1000).unwrap();
+        let rows = app
+            .reader()
+            .await
+            .deliveries(None, None, 1000)
+            .await
+            .unwrap();
         let waiting = rows
             .iter()
             .filter(|row| row.status == "retrying" && row.attempts >= 2)
@@ -611,7 +621,7 @@ async fn outage(kind: Kind) {
         .iter()
         .filter(|row| posted[..3].contains(&row.event_id))
     {
-        let (_, attempts) = app.reader().delivery(row.id).unwrap().unwrap();
+        let (_, attempts) = app.reader().await.delivery(row.id).await.unwrap().unwrap();
         assert!(attempts.len() >= 3, "{attempts:?}");
         assert!(attempts[..attempts.len() - 1]
             .iter()

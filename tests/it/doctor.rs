@@ -195,10 +195,12 @@ async fn a_working_setup_is_all_green() {
     assert!(setup
         .app
         .reader()
+        .await
         .events(&vodhook::store::EventFilter {
             limit: 10,
             ..Default::default()
         })
+        .await
         .unwrap()
         .is_empty());
     assert!(setup.fake.requests("DescribeEventConfig") >= 1);

@@ -71,19 +71,20 @@ async fn every_acknowledged_event_survives_sigkill_exactly_once() {
     daemon.signal("TERM");
     assert_eq!(daemon.exit_code().await, 0);
 
-    let reader = Reader::open(&dir.path().join("vodhook.db")).unwrap();
+    let reader = Reader::open(&dir.path().join("vodhook.db")).await.unwrap();
     let rows = reader
         .events(&EventFilter {
             limit: 1_000_000,
             ..EventFilter::default()
         })
+        .await
         .unwrap();
     let mut stored: HashMap<String, usize> = HashMap::new();
     for row in &rows {
         assert_eq!(row.times_seen, 1);
         *stored.entry(row.meta.file_id.clone().unwrap()).or_default() += 1;
     }
-    let acknowledged = acknowledged.lock().unwrap();
+    let acknowledged = acknowledged.lock().unwrap().clone();
     assert!(acknowledged.len() >= KILL_AFTER.iter().sum::<usize>());
     for id in acknowledged.iter() {
         assert_eq!(
@@ -96,6 +97,7 @@ async fn every_acknowledged_event_survives_sigkill_exactly_once() {
     let sample = &acknowledged[acknowledged.len() / 2];
     let file = reader
         .file(sample)
+        .await
         .unwrap()
         .expect("file state of an acknowledged event");
     assert_eq!(

@@ -59,7 +59,14 @@ async fn a_file_state_stays_bounded_under_many_large_snapshot_events() {
     .unwrap();
     app.post_event(again).await;
 
-    let file = app.reader().file("big-1").unwrap().unwrap().state;
+    let file = app
+        .reader()
+        .await
+        .file("big-1")
+        .await
+        .unwrap()
+        .unwrap()
+        .state;
     assert_eq!(file.snapshots.len(), KEPT);
     assert_eq!(
         file.snapshots[0], "https://x/big-1/t0/0.jpg",
@@ -75,11 +82,13 @@ async fn a_file_state_stays_bounded_under_many_large_snapshot_events() {
     // Every event is still found under the file.
     let listed = app
         .reader()
+        .await
         .events(&EventFilter {
             file_id: Some("big-1".into()),
             limit: 100,
             ..EventFilter::default()
         })
+        .await
         .unwrap();
     assert_eq!(listed.len(), events + 1);
     app.stop().await.unwrap();
@@ -98,7 +107,14 @@ async fn a_task_state_keeps_a_bounded_part_of_a_large_sub_task() {
             "Output": {"Definition": 10, "PicInfoSet": urls}}}]}});
     app.post_event(serde_json::to_vec(&body).unwrap()).await;
 
-    let task = app.reader().task("proc-big").unwrap().unwrap().state;
+    let task = app
+        .reader()
+        .await
+        .task("proc-big")
+        .await
+        .unwrap()
+        .unwrap()
+        .state;
     let output = task.subtasks["SnapshotByTimeOffset:10"]
         .output
         .clone()
@@ -107,7 +123,14 @@ async fn a_task_state_keeps_a_bounded_part_of_a_large_sub_task() {
     assert_eq!(output["urls_total"], 500);
     assert!(task.truncated);
     assert!(stored_document(&app.db, "tasks", "proc-big").len() < 16 * 1024);
-    let file = app.reader().file("big-2").unwrap().unwrap().state;
+    let file = app
+        .reader()
+        .await
+        .file("big-2")
+        .await
+        .unwrap()
+        .unwrap()
+        .state;
     assert_eq!((file.snapshots.len(), file.snapshots_total), (KEPT, 500));
     app.stop().await.unwrap();
 }
@@ -201,6 +224,7 @@ async fn an_event_naming_several_files_is_found_under_each() {
         busy_timeout: std::time::Duration::from_secs(5),
         ..Default::default()
     })
+    .await
     .unwrap();
     check(ids).await;
 }
@@ -295,14 +319,16 @@ async fn integer_ids_beyond_u64_keep_every_digit() {
     let received = app.post_event(deleted).await;
     assert_eq!(received.event.file_ids, [BIG_FILE, &format!("-{BIG_FILE}")]);
 
-    let reader = app.reader();
+    let reader = app.reader().await;
     let file = reader
         .file(BIG_FILE)
+        .await
         .unwrap()
         .expect("file state under the exact id");
     assert!(file.state.deleted);
     let task = reader
         .task(BIG_TASK)
+        .await
         .unwrap()
         .expect("task state under the exact id");
     assert_eq!(task.state.file_id.as_deref(), Some(BIG_FILE));

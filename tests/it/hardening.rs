@@ -48,12 +48,14 @@ async fn error_of(response: reqwest::Response) -> (u16, u64, String) {
     )
 }
 
-fn stored_count(app: &TestApp) -> usize {
+async fn stored_count(app: &TestApp) -> usize {
     app.reader()
+        .await
         .events(&EventFilter {
             limit: 1000,
             ..EventFilter::default()
         })
+        .await
         .unwrap()
         .len()
 }
@@ -84,7 +86,7 @@ async fn a_valid_signature_is_accepted_in_the_body_or_in_headers() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(stored_count(&app), 2);
+    assert_eq!(stored_count(&app).await, 2);
     app.stop().await.unwrap();
 }
 
@@ -126,7 +128,7 @@ async fn each_bad_signature_gets_401_with_its_reason_and_is_not_stored() {
         assert_eq!((status, got), (401, code), "{reason}");
         assert!(message.contains(reason), "{reason}: {message}");
     }
-    assert_eq!(stored_count(&app), 0);
+    assert_eq!(stored_count(&app).await, 0);
     let metrics = app.metrics().await;
     for (reason, count) in [
         ("missing", 2),
@@ -398,8 +400,9 @@ async fn https_with_a_self_signed_certificate() {
         .is_err());
     app.stop().await.unwrap();
 
-    // A bad path is a startup error naming the file.
-    let (code, stdout, _) = {
+    // A bad path is a configuration error naming the key and the file,
+    // found before anything starts (as `check-config` finds it).
+    let (code, _, stderr) = {
         let mut bad = std::fs::File::create(dir.path().join("bad.toml")).unwrap();
         use std::io::Write as _;
         writeln!(
@@ -424,10 +427,10 @@ async fn https_with_a_self_signed_certificate() {
         ])
         .await
     };
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(
-        stdout.contains("missing.pem") && stdout.contains("cannot read TLS certificate"),
-        "{stdout}"
+        stderr.contains("tls.cert: cannot read TLS certificate") && stderr.contains("missing.pem"),
+        "{stderr}"
     );
 }
 

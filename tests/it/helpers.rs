@@ -16,9 +16,8 @@ use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
 
 use vodhook::config::Config;
-use vodhook::ingest::{Ingest, Received};
-use vodhook::metrics::Metrics;
-use vodhook::store::{Reader, Store};
+use vodhook::ingest::Received;
+use vodhook::store::Reader;
 use vodhook::Listeners;
 
 /// How long a test waits for something that should happen at once.
@@ -55,22 +54,19 @@ impl TestApp {
         init_test_log();
         config.store.path = dir.path().join("vodhook.db");
         let db = config.store.path.clone();
-        let metrics = Metrics::default();
-        let store = Store::open(&config.store.options(), metrics.clone()).unwrap();
+        let path = config.server.path.clone();
+        let app = vodhook::App::build(config).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = admin_listener.local_addr().unwrap();
-        let ingest = Ingest::new(store, metrics, config.verifier())
-            .with_actions(vodhook::actions::Actions::new(&config.actions));
-        let events = ingest.subscribe();
+        let events = app.subscribe();
         let (stop, stopped) = oneshot::channel::<()>();
-        let url = format!("http://{addr}{}", config.server.path);
         let listeners = Listeners {
             main: Some(listener),
             admin: Some(admin_listener),
         };
-        let server = tokio::spawn(vodhook::run(config, listeners, ingest, async move {
+        let server = tokio::spawn(app.run(listeners, async move {
             let _ = stopped.await;
         }));
         TestApp {
@@ -79,7 +75,7 @@ impl TestApp {
             db,
             _dir: dir,
             client: reqwest::Client::new(),
-            url,
+            url: format!("http://{addr}{path}"),
             events,
             stop: Some(stop),
             server: Some(server),
@@ -122,8 +118,8 @@ impl TestApp {
     }
 
     /// A read-only view of the store.
-    pub fn reader(&self) -> Reader {
-        Reader::open(&self.db).unwrap()
+    pub async fn reader(&self) -> Reader {
+        Reader::open(&self.db).await.unwrap()
     }
 
     /// Signals shutdown and waits for `run` to return.
@@ -374,4 +370,31 @@ impl Daemon {
             .unwrap();
         status.code().unwrap_or(-1)
     }
+}
+
+/// `vodhook <args>` with only these of vodhook's environment variables
+/// (`VODHOOK_*` and Tencent Cloud credentials from the caller's
+/// environment are removed): (status, stdout, stderr).
+pub async fn vodhook_with_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut command = Command::new(BIN);
+    command.args(args);
+    for name in [
+        "VODHOOK_SIGN_KEY",
+        "VODHOOK_DB",
+        "VODHOOK_CONFIG",
+        "TENCENTCLOUD_SECRET_ID",
+        "TENCENTCLOUD_SECRET_KEY",
+        "TENCENTCLOUD_SESSION_TOKEN",
+    ] {
+        command.env_remove(name);
+    }
+    let output = tokio::time::timeout(PATIENCE, command.envs(env.iter().copied()).output())
+        .await
+        .expect("vodhook did not finish in time")
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }

@@ -237,7 +237,7 @@ async fn refused_bodies_are_kept_cut_within_a_byte_budget_and_the_wal_shrinks() 
     snapshot.execute_batch("COMMIT").unwrap();
     drop(snapshot);
 
-    let kept = app.reader().rejected(5000).unwrap();
+    let kept = app.reader().await.rejected(5000).await.unwrap();
     let newest = &kept[0];
     assert!(
         newest.body.starts_with("not json #"),
@@ -332,7 +332,14 @@ async fn prune_all_then_new_ids_are_higher(store: &Store, path: &Path, before: (
     );
     assert!(delivery > before.1, "delivery id {delivery} reused");
     assert!(rejected > before.2, "rejected id {rejected} reused");
-    let row = Reader::open(path).unwrap().event(event).unwrap().unwrap().0;
+    let row = Reader::open(path)
+        .await
+        .unwrap()
+        .event(event)
+        .await
+        .unwrap()
+        .unwrap()
+        .0;
     assert_eq!(row.meta.file_id.as_deref(), Some("after"));
 }
 
@@ -414,9 +421,9 @@ async fn a_schema_3_database_is_rebuilt_with_ids_that_are_never_reused() {
     drop(connection);
 
     let store = Store::open(&options, vodhook::metrics::Metrics::default()).unwrap();
-    let reader = Reader::open(&options.path).unwrap();
-    assert_eq!(reader.counts().unwrap(), (3, 3));
-    let rejected = reader.rejected(10).unwrap();
+    let reader = Reader::open(&options.path).await.unwrap();
+    assert_eq!(reader.counts().await.unwrap(), (3, 3));
+    let rejected = reader.rejected(10).await.unwrap();
     assert_eq!(rejected.len(), 3);
     let lengths: Vec<(i64, usize)> = rejected
         .iter()
@@ -506,7 +513,7 @@ async fn another_applications_sqlite_file_is_refused_and_left_unchanged() {
         )
         .unwrap(),
     );
-    assert!(Reader::open(&empty).is_ok());
+    assert!(Reader::open(&empty).await.is_ok());
 }
 
 /// Every row of the derived tables, in key order.
@@ -638,14 +645,15 @@ async fn reindex_on_a_live_daemon_refuses_no_callback_and_misses_no_event() {
     // Every event, stored and live, is in the state: a reindex with
     // nothing arriving (a fresh fold in id order) gives the same rows.
     let rebuilt = derived_rows(&path);
-    let reader = Reader::open(&path).unwrap();
-    let (stored, _) = reader.counts().unwrap();
+    let reader = Reader::open(&path).await.unwrap();
+    let (stored, _) = reader.counts().await.unwrap();
     assert!(stored > EVENTS, "live events were stored");
     for (k, kind, _) in &answers {
         match kind {
             0 => assert_eq!(
                 reader
                     .task(&format!("t{k}"))
+                    .await
                     .unwrap()
                     .unwrap()
                     .state
@@ -656,6 +664,7 @@ async fn reindex_on_a_live_daemon_refuses_no_callback_and_misses_no_event() {
             2 => assert!(
                 reader
                     .file(&format!("f{k}"))
+                    .await
                     .unwrap()
                     .unwrap()
                     .state

@@ -5,9 +5,11 @@
 #![allow(unreachable_pub)]
 
 mod actions;
+mod app;
 mod brokers;
 mod catalog;
 mod cli;
+mod config_checks;
 mod doctor;
 mod durability;
 mod errors;
@@ -25,4 +27,5 @@ mod robustness;
 mod samples;
 mod shutdown;
 mod store;
+mod systemd;
 mod ux;

@@ -229,8 +229,14 @@ async fn a_stdout_nobody_reads_does_not_stall_callbacks_health_or_shutdown() {
     assert!(stderr.contains("dropping log lines"), "{stderr:?}");
     assert!(stderr.contains("log lines were dropped"), "{stderr:?}");
     assert!(stderr.lines().count() <= 3, "{stderr}");
-    let reader = vodhook::store::Reader::open(&dir.path().join("vodhook.db")).unwrap();
-    assert_eq!(reader.counts().unwrap().0, 2_000, "the store is the record");
+    let reader = vodhook::store::Reader::open(&dir.path().join("vodhook.db"))
+        .await
+        .unwrap();
+    assert_eq!(
+        reader.counts().await.unwrap().0,
+        2_000,
+        "the store is the record"
+    );
 }
 
 // Issue 11.2: stdout closed (the reader went away).
@@ -454,7 +460,12 @@ async fn control_characters_are_escaped_in_query_output() {
     assert_eq!(response.status(), 400);
     let started = std::time::Instant::now();
     loop {
-        let rows = app.reader().deliveries(None, None, 100).unwrap();
+        let rows = app
+            .reader()
+            .await
+            .deliveries(None, None, 100)
+            .await
+            .unwrap();
         if rows.len() == events.len() && rows.iter().all(|row| row.status == "dead") {
             break;
         }

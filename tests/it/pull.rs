@@ -98,13 +98,15 @@ impl Consumer {
         }
     }
 
-    fn rows(&self) -> Vec<vodhook::store::EventRow> {
+    async fn rows(&self) -> Vec<vodhook::store::EventRow> {
         Reader::open(&self.db)
+            .await
             .unwrap()
             .events(&EventFilter {
                 limit: 10_000,
                 ..EventFilter::default()
             })
+            .await
             .unwrap()
     }
 }
@@ -127,10 +129,12 @@ async fn serve_with_pull_enabled_stores_a_backlog_once_and_confirms_it() {
 
     let rows = app
         .reader()
+        .await
         .events(&EventFilter {
             limit: 10_000,
             ..EventFilter::default()
         })
+        .await
         .unwrap();
     assert_eq!(rows.len(), total, "every event stored once");
     assert!(rows
@@ -185,11 +189,11 @@ async fn events_not_confirmed_come_back_and_are_stored_once() {
         CancellationToken::new(),
     ));
     let started = std::time::Instant::now();
-    while consumer.rows().len() < 20 {
+    while consumer.rows().await.len() < 20 {
         assert!(
             started.elapsed() < PATIENCE,
             "stored {} of 20",
-            consumer.rows().len()
+            consumer.rows().await.len()
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -209,7 +213,7 @@ async fn events_not_confirmed_come_back_and_are_stored_once() {
     stop.cancel();
     second.await.unwrap();
 
-    let rows = consumer.rows();
+    let rows = consumer.rows().await;
     assert_eq!(rows.len(), 20);
     assert!(
         rows.iter().all(|row| row.times_seen >= 2),
@@ -259,7 +263,7 @@ async fn a_wrong_secret_is_a_clear_error_without_a_tight_loop() {
     // Backoff 100 ms, 200, 400, 800 (± jitter): a handful, not hundreds.
     assert!((3..=8).contains(&attempts), "{attempts} attempts in 1.5 s");
     assert_eq!(fake.unconfirmed(), 3);
-    assert!(consumer.rows().is_empty());
+    assert!(consumer.rows().await.is_empty());
     assert!(consumer
         .metrics
         .render()
@@ -284,7 +288,7 @@ async fn a_failing_server_is_retried_until_it_recovers() {
     stop.cancel();
     run.await.unwrap();
     assert_eq!(fake.errors("InternalError"), 5);
-    assert_eq!(consumer.rows().len(), 10);
+    assert_eq!(consumer.rows().await.len(), 10);
     assert!(consumer
         .metrics
         .render()
@@ -516,11 +520,13 @@ async fn the_pull_command_drains_the_queue_and_stops_on_sigterm() {
     assert!(log.contains("source=pull"), "{log}");
     assert!(!log.contains(&fake.shared.options.secret_key), "{log}");
     let rows = Reader::open(&dir.path().join("vodhook.db"))
+        .await
         .unwrap()
         .events(&EventFilter {
             limit: 100,
             ..EventFilter::default()
         })
+        .await
         .unwrap();
     assert_eq!(rows.len(), 12);
 
@@ -605,7 +611,7 @@ async fn pullers_resume_together_once_the_credentials_are_accepted() {
     run.await.unwrap();
     // Refused three times, then every puller is back: all drained, once.
     assert_eq!(fake.errors("AuthFailure.UnauthorizedOperation"), 3);
-    assert_eq!(consumer.rows().len(), 40);
+    assert_eq!(consumer.rows().await.len(), 40);
     assert!(fake.deliveries().iter().all(|d| *d == 1));
 }
 
@@ -694,11 +700,13 @@ async fn serve_and_pull_run_side_by_side_with_one_configuration_file() {
         assert_eq!(daemon.exit_code().await, 0);
     }
     let rows = Reader::open(&dir.path().join("vodhook.db"))
+        .await
         .unwrap()
         .events(&EventFilter {
             limit: 100,
             ..EventFilter::default()
         })
+        .await
         .unwrap();
     assert_eq!(rows.len(), 6);
 }

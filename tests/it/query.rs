@@ -87,10 +87,12 @@ async fn events_show_typed_json_and_raw() {
     let (app, db) = populated().await;
     let id = app
         .reader()
+        .await
         .events(&vodhook::store::EventFilter {
             limit: 10,
             ..Default::default()
         })
+        .await
         .unwrap()
         .into_iter()
         .find(|row| row.meta.event_type == "ProcedureStateChanged")

@@ -41,11 +41,17 @@ async fn a_duplicate_is_stored_once_and_counted() {
         assert_eq!(later.stored.times_seen, seen);
     }
 
-    let rows = app.reader().events(&all()).unwrap();
+    let rows = app.reader().await.events(&all()).await.unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].times_seen, 4);
     assert!(rows[0].last_seen >= rows[0].received_at);
-    let (_, stored_body) = app.reader().event(first.stored.id).unwrap().unwrap();
+    let (_, stored_body) = app
+        .reader()
+        .await
+        .event(first.stored.id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         stored_body,
         serde_json::to_vec(&body).unwrap(),
@@ -69,7 +75,7 @@ async fn finish_then_processing_leaves_finish() {
     app.post_event(serde_json::to_vec(&procedure("PROCESSING", "PROCESSING")).unwrap())
         .await;
 
-    let task = app.reader().task("order-1").unwrap().unwrap();
+    let task = app.reader().await.task("order-1").await.unwrap().unwrap();
     assert_eq!(task.state.status.as_deref(), Some("FINISH"));
     let transcode = &task.state.subtasks["Transcode:20"];
     assert_eq!(transcode.status.as_deref(), Some("SUCCESS"));
@@ -77,10 +83,10 @@ async fn finish_then_processing_leaves_finish() {
         transcode.output.as_ref().unwrap()["url"],
         "https://x/v.f20.mp4"
     );
-    let file = app.reader().file("888").unwrap().unwrap();
+    let file = app.reader().await.file("888").await.unwrap().unwrap();
     assert_eq!(file.state.transcodes["20"], "https://x/v.f20.mp4");
     assert_eq!(
-        app.reader().events(&all()).unwrap().len(),
+        app.reader().await.events(&all()).await.unwrap().len(),
         2,
         "both deliveries are kept as events"
     );
@@ -106,8 +112,8 @@ async fn the_file_view_follows_upload_procedure_and_deletion() {
     for body in [&upload, &procedure, &deleted] {
         app.post_event(serde_json::to_vec(body).unwrap()).await;
     }
-    let reader = app.reader();
-    let file = reader.file("999").unwrap().unwrap().state;
+    let reader = app.reader().await;
+    let file = reader.file("999").await.unwrap().unwrap().state;
     assert_eq!(file.name.as_deref(), Some("holiday"));
     assert_eq!(file.media_url.as_deref(), Some("https://x/holiday.mp4"));
     assert_eq!(file.cover_url.as_deref(), Some("https://x/cover.jpg"));
@@ -115,7 +121,7 @@ async fn the_file_view_follows_upload_procedure_and_deletion() {
     assert_eq!(file.procedure_task_id.as_deref(), Some("proc-9"));
     assert_eq!((file.size, file.duration), (Some(1234), Some(12.5)));
     assert!(file.deleted);
-    let tasks = reader.tasks_of_file("999").unwrap();
+    let tasks = reader.tasks_of_file("999").await.unwrap();
     assert_eq!(tasks.len(), 1);
     let failed = &tasks[0].state.subtasks["SampleSnapshot:10"];
     assert_eq!(
@@ -128,6 +134,7 @@ async fn the_file_view_follows_upload_procedure_and_deletion() {
             limit: 10,
             ..EventFilter::default()
         })
+        .await
         .unwrap();
     let types: Vec<&str> = events.iter().map(|e| e.meta.event_type.as_str()).collect();
     assert_eq!(
@@ -166,7 +173,9 @@ async fn a_locked_store_answers_503_and_recovers_by_itself() {
     app.post_event(body("after")).await;
     let ids: Vec<String> = app
         .reader()
+        .await
         .events(&all())
+        .await
         .unwrap()
         .into_iter()
         .filter_map(|e| e.meta.file_id)
@@ -189,7 +198,7 @@ async fn refused_bodies_are_kept_but_only_the_last_thousand() {
             assert_eq!(status.unwrap(), 400);
         }
     }
-    let kept = app.reader().rejected(5000).unwrap();
+    let kept = app.reader().await.rejected(5000).await.unwrap();
     assert_eq!(kept.len(), 1000);
     assert!(kept
         .iter()
@@ -203,7 +212,7 @@ async fn refused_bodies_are_kept_but_only_the_last_thousand() {
         "the oldest is dropped"
     );
     assert!(
-        app.reader().events(&all()).unwrap().is_empty(),
+        app.reader().await.events(&all()).await.unwrap().is_empty(),
         "refused bodies are not events"
     );
     app.stop().await.unwrap();
@@ -222,13 +231,17 @@ async fn reindex_rebuilds_the_same_state_from_raw_events() {
     }
     let before_file = app
         .reader()
+        .await
         .file("5285890784246869930")
+        .await
         .unwrap()
         .unwrap()
         .state;
     let before_task = app
         .reader()
+        .await
         .task("1256768367-Procedure-475b72xxxcb177t1")
+        .await
         .unwrap()
         .unwrap()
         .state;
@@ -237,11 +250,14 @@ async fn reindex_rebuilds_the_same_state_from_raw_events() {
         busy_timeout: std::time::Duration::from_secs(5),
         ..Default::default()
     })
+    .await
     .unwrap();
     assert_eq!(report.events, 4);
     assert_eq!(
         app.reader()
+            .await
             .file("5285890784246869930")
+            .await
             .unwrap()
             .unwrap()
             .state,
@@ -249,7 +265,9 @@ async fn reindex_rebuilds_the_same_state_from_raw_events() {
     );
     assert_eq!(
         app.reader()
+            .await
             .task("1256768367-Procedure-475b72xxxcb177t1")
+            .await
             .unwrap()
             .unwrap()
             .state,
@@ -269,7 +287,12 @@ async fn a_corrupt_state_document_is_an_error_that_names_reindex() {
         .unwrap()
         .execute("UPDATE files SET state = 'not json'", [])
         .unwrap();
-    let error = app.reader().file("5285890784273533167").unwrap_err();
+    let error = app
+        .reader()
+        .await
+        .file("5285890784273533167")
+        .await
+        .unwrap_err();
     assert!(
         format!("{error:#}").contains("run `vodhook reindex`"),
         "{error:#}"
@@ -279,8 +302,15 @@ async fn a_corrupt_state_document_is_an_error_that_names_reindex() {
         busy_timeout: std::time::Duration::from_secs(5),
         ..Default::default()
     })
+    .await
     .unwrap();
-    let file = app.reader().file("5285890784273533167").unwrap().unwrap();
+    let file = app
+        .reader()
+        .await
+        .file("5285890784273533167")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(file.state.file_id, "5285890784273533167");
     app.stop().await.unwrap();
 }
@@ -318,13 +348,20 @@ async fn old_events_are_pruned_and_new_ones_kept() {
         .await
         .unwrap();
     assert_eq!(deleted, 1);
-    let rows = Reader::open(&options.path).unwrap().events(&all()).unwrap();
+    let rows = Reader::open(&options.path)
+        .await
+        .unwrap()
+        .events(&all())
+        .await
+        .unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].meta.event_type, "FileDeleted");
     assert!(
         Reader::open(&options.path)
+            .await
             .unwrap()
             .file("5285890784273533167")
+            .await
             .unwrap()
             .is_none(),
         "its state went with it"
@@ -352,7 +389,7 @@ async fn a_database_from_a_newer_vodhook_is_a_clear_error() {
         error.contains("schema version 99") && error.contains("newer"),
         "{error}"
     );
-    let error = format!("{:#}", Reader::open(&options.path).err().unwrap());
+    let error = format!("{:#}", Reader::open(&options.path).await.err().unwrap());
     assert!(error.contains("newer"), "{error}");
 
     let not_a_db = dir.path().join("notes.txt");
@@ -416,15 +453,21 @@ async fn a_database_of_an_older_schema_is_migrated_and_keeps_its_events() {
         .collect::<Result<_, _>>()
         .unwrap();
     assert_eq!(indexes, ["deliveries_retrying"]);
-    let reader = Reader::open(&options.path).unwrap();
-    assert_eq!(reader.counts().unwrap(), (2, 2));
+    let reader = Reader::open(&options.path).await.unwrap();
+    assert_eq!(reader.counts().await.unwrap(), (2, 2));
     for id in ids {
-        assert!(reader.event(id).unwrap().is_some());
+        assert!(reader.event(id).await.unwrap().is_some());
     }
     // Both deliveries are still due: the retry first, then the pending one.
-    let outbox = reader.outbox(0, vodhook::store::now_ms(), 10).unwrap();
+    let outbox = reader
+        .outbox(0, vodhook::store::now_ms(), 10)
+        .await
+        .unwrap();
     assert_eq!(outbox.due, [2, 1]);
-    let stats = reader.outbox_stats(0, vodhook::store::now_ms()).unwrap();
+    let stats = reader
+        .outbox_stats(0, vodhook::store::now_ms())
+        .await
+        .unwrap();
     assert_eq!(stats.waiting, 2);
 }
 
@@ -461,7 +504,7 @@ async fn record(store: &Store, delivery_id: i64, status: &'static str, next_at: 
         .record_attempt(vodhook::store::AttemptRecord {
             delivery_id,
             attempt,
-            status,
+            status: status.parse().unwrap(),
             next_at,
         })
         .await
@@ -475,34 +518,38 @@ async fn the_outbox_finds_pending_deliveries_by_id_and_retries_by_time() {
     for n in 1..=3 {
         insert_with_action(&store, "samples/v3-NewFileUpload.json", &format!("10{n}")).await;
     }
-    let reader = Reader::open(&options.path).unwrap();
+    let reader = Reader::open(&options.path).await.unwrap();
     let now = vodhook::store::now_ms();
-    let outbox = reader.outbox(0, now, 10).unwrap();
+    let outbox = reader.outbox(0, now, 10).await.unwrap();
     assert_eq!((outbox.due, outbox.next_from), (vec![1, 2, 3], 4));
     assert_eq!(outbox.next_retry_at, None);
     // At the limit, the next read goes on after the last one returned.
-    let outbox = reader.outbox(0, now, 2).unwrap();
+    let outbox = reader.outbox(0, now, 2).await.unwrap();
     assert_eq!((outbox.due, outbox.next_from), (vec![1, 2], 3));
-    assert_eq!(reader.outbox(3, now, 2).unwrap().due, [3]);
+    assert_eq!(reader.outbox(3, now, 2).await.unwrap().due, [3]);
 
     record(&store, 1, "ok", now).await;
     record(&store, 2, "retrying", now + 60_000).await;
-    let outbox = reader.outbox(0, now, 10).unwrap();
+    let outbox = reader.outbox(0, now, 10).await.unwrap();
     assert_eq!((outbox.due, outbox.next_from), (vec![3], 4));
     assert_eq!(outbox.next_retry_at, Some(now + 60_000));
     // Its time come, the retry is due, before pending deliveries.
-    let outbox = reader.outbox(0, now + 60_000, 10).unwrap();
+    let outbox = reader.outbox(0, now + 60_000, 10).await.unwrap();
     assert_eq!((outbox.due, outbox.next_retry_at), (vec![2, 3], None));
-    let stats = reader.outbox_stats(0, now).unwrap();
+    let stats = reader.outbox_stats(0, now).await.unwrap();
     assert_eq!(stats.waiting, 2);
-    assert_eq!(reader.outbox_stats(3, now).unwrap().waiting, 2);
-    assert_eq!(reader.outbox_stats(4, now).unwrap().waiting, 1, "the retry");
+    assert_eq!(reader.outbox_stats(3, now).await.unwrap().waiting, 2);
+    assert_eq!(
+        reader.outbox_stats(4, now).await.unwrap().waiting,
+        1,
+        "the retry"
+    );
 
     record(&store, 2, "dead", now).await;
     record(&store, 3, "ok", now).await;
-    let outbox = reader.outbox(0, now, 10).unwrap();
+    let outbox = reader.outbox(0, now, 10).await.unwrap();
     assert_eq!((outbox.due, outbox.next_from), (vec![], 4));
-    assert_eq!(reader.outbox_stats(0, now).unwrap().waiting, 0);
+    assert_eq!(reader.outbox_stats(0, now).await.unwrap().waiting, 0);
 }
 
 #[tokio::test]
@@ -515,16 +562,17 @@ async fn delivery_ids_are_never_used_twice_even_when_everything_is_pruned() {
     for id in 1..=3 {
         record(&store, id, "ok", vodhook::store::now_ms()).await;
     }
-    let reader = Reader::open(&options.path).unwrap();
+    let reader = Reader::open(&options.path).await.unwrap();
     let next_from = reader
         .outbox(0, vodhook::store::now_ms(), 10)
+        .await
         .unwrap()
         .next_from;
     assert_eq!(next_from, 4);
 
     store.prune(vodhook::store::now_ms() + 1000).await.unwrap();
-    assert_eq!(reader.counts().unwrap().0, 0, "every event is pruned");
-    let kept = reader.deliveries(None, None, 10).unwrap();
+    assert_eq!(reader.counts().await.unwrap().0, 0, "every event is pruned");
+    let kept = reader.deliveries(None, None, 10).await.unwrap();
     assert!(
         kept.is_empty(),
         "the newest delivery is kept, but hidden: {kept:?}"
@@ -532,6 +580,7 @@ async fn delivery_ids_are_never_used_twice_even_when_everything_is_pruned() {
     insert_with_action(&store, "samples/v3-NewFileUpload.json", "204").await;
     let outbox = reader
         .outbox(next_from, vodhook::store::now_ms(), 10)
+        .await
         .unwrap();
     assert_eq!(outbox.due, [4], "a new id, above every id read before");
 }
@@ -543,8 +592,10 @@ async fn pruning_an_event_kills_the_deliveries_still_waiting_for_it() {
     let old = insert_with_action(&store, "samples/v3-NewFileUpload.json", "401").await;
     record(&store, 1, "ok", vodhook::store::now_ms()).await;
     let received_at = Reader::open(&options.path)
+        .await
         .unwrap()
         .event(old)
+        .await
         .unwrap()
         .unwrap()
         .0
@@ -553,7 +604,9 @@ async fn pruning_an_event_kills_the_deliveries_still_waiting_for_it() {
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
     // A replay queues a second delivery, newer than the cutoff to come.
-    vodhook::store::enqueue_deliveries(&options, &[(old, "hook".to_owned())]).unwrap();
+    vodhook::store::enqueue_deliveries(&options, &[(old, "hook".to_owned())])
+        .await
+        .unwrap();
     let kept = insert_with_action(&store, "samples/v3-NewFileUpload.json", "402").await;
 
     assert_eq!(store.prune(received_at + 1).await.unwrap(), 1);

@@ -14,14 +14,15 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use deadpool_postgres::GenericClient;
-use rusqlite::{params, OpenFlags};
+use rusqlite::params;
 use serde::Serialize;
 
 use super::write::{fold, Folded};
 use super::{clean, clean_opt, location_error, open_migrated, pool};
 use crate::events::Event;
 use crate::state;
-use crate::store::{open_connection, schema_version, EventMeta, MIGRATIONS};
+use crate::store::sqlite::open_existing;
+use crate::store::EventMeta;
 
 /// Events per transaction.
 const BATCH: i64 = 1000;
@@ -66,21 +67,9 @@ pub async fn copy_from_sqlite(
     to: &str,
     mut progress: impl FnMut(u64, u64),
 ) -> anyhow::Result<CopyReport> {
-    if !from.exists() {
-        anyhow::bail!("no database at {}", from.display());
-    }
-    let sqlite = open_connection(
-        from,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        Duration::from_secs(5),
-    )?;
-    let version = schema_version(&sqlite, from)?;
-    if version == 0 || version > MIGRATIONS.len() as i64 {
-        anyhow::bail!(
-            "{} is not a vodhook database this vodhook can read (schema version {version})",
-            from.display()
-        );
-    }
+    // Brought to the current schema first, like every command's write
+    // connection.
+    let sqlite = open_existing(from, Duration::from_secs(5))?;
     let (config, location) = open_migrated(to).await?;
     let pool = pool(&config, 1)?;
     let mut client = pool

@@ -8,7 +8,7 @@ use super::{connect, pool, schema, target};
 use crate::redact::redact;
 use crate::state::{FileState, TaskState};
 use crate::store::{
-    stored_state, AttemptRow, DeliveryRow, DueDelivery, EventFilter, EventMeta, EventRow,
+    AttemptRow, DeliveryRow, DeliveryStatus, DueDelivery, EventFilter, EventMeta, EventRow,
     FileRecord, Outbox, OutboxStats, RejectedRow, TaskRecord,
 };
 
@@ -37,19 +37,29 @@ fn event_row(row: &Row) -> EventRow {
     }
 }
 
-fn delivery_row(row: &Row) -> DeliveryRow {
-    DeliveryRow {
+/// A state document read for a query: one that no longer parses is an
+/// error naming the cure.
+fn stored_state<T: serde::de::DeserializeOwned>(json: &str, kind: &str) -> anyhow::Result<T> {
+    use anyhow::Context as _;
+    serde_json::from_str(json)
+        .with_context(|| format!("corrupt {kind} state; run `vodhook reindex`"))
+}
+
+fn delivery_row(row: &Row) -> anyhow::Result<DeliveryRow> {
+    let status: &str = row.get(4);
+    let status: DeliveryStatus = status.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    Ok(DeliveryRow {
         id: row.get(0),
         event_id: row.get(1),
         event_type: row.get(2),
         action: row.get(3),
-        status: row.get(4),
+        status,
         attempts: row.get(5),
         next_at: row.get(6),
         created_at: row.get(7),
         updated_at: row.get(8),
         last_error: row.get(9),
-    }
+    })
 }
 
 const DELIVERY_COLUMNS: &str = "d.id, d.event_id, e.event_type, d.action, d.status, d.attempts, d.next_at, d.created_at, d.updated_at, d.last_error";
@@ -450,7 +460,7 @@ impl PgReader {
                 &[&status, &action, &limit(count)],
             )
             .await?;
-        Ok(rows.iter().map(delivery_row).collect())
+        rows.iter().map(delivery_row).collect()
     }
 
     /// One delivery and its attempts, oldest first.
@@ -496,7 +506,7 @@ impl PgReader {
                 stderr: row.get(7),
             })
             .collect();
-        Ok(Some((delivery_row(&row), attempts)))
+        Ok(Some((delivery_row(&row)?, attempts)))
     }
 
     /// Stored events with their bytes: these ids, or all since `since_ms`.

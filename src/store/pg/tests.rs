@@ -11,7 +11,9 @@ use serde_json::json;
 
 use super::*;
 use crate::events::Event;
-use crate::store::{new_event, AttemptRow, EventFilter, Store, StoreOptions, REJECTED_PREFIX};
+use crate::store::{
+    new_event, AttemptRow, DeliveryStatus, EventFilter, Store, StoreOptions, REJECTED_PREFIX,
+};
 
 /// A database of this test's own, dropped when it goes.
 struct TestDb {
@@ -273,7 +275,11 @@ fn outcome(delivery_id: i64, ok: bool) -> AttemptRecord {
             stdout: Some("out".to_owned()),
             stderr: None,
         },
-        status: if ok { "ok" } else { "retrying" },
+        status: if ok {
+            DeliveryStatus::Ok
+        } else {
+            DeliveryStatus::Retrying
+        },
         next_at: now_ms() + 60_000,
     }
 }

@@ -9,9 +9,13 @@ use tokio_postgres::Error;
 use super::{claims, clean, clean_opt, Write, CHANNEL};
 use crate::state::{Derived, FileState, TaskState};
 use crate::store::{
-    now_ms, to_json, AttemptRecord, EventMeta, NewEvent, Rejected, Stored, EVENT_GONE,
-    REJECTED_BUDGET, REJECTED_KEPT, REJECTED_PREFIX,
+    now_ms, AttemptRecord, EventMeta, NewEvent, Rejected, Stored, EVENT_GONE, REJECTED_BUDGET,
+    REJECTED_KEPT, REJECTED_PREFIX,
 };
+
+fn to_json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "{}".to_owned())
+}
 
 /// What a committed batch gives its writes.
 pub(super) struct Results {
@@ -506,7 +510,7 @@ async fn record_attempts<C: GenericClient>(
                 &update,
                 &[
                     &record.delivery_id,
-                    &record.status,
+                    &record.status.as_str(),
                     &record.next_at,
                     &now,
                     &error,

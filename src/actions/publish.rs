@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::backoff::Backoff;
 use crate::config::{expand_env, ActionConfig, PublishFormat, DEFAULT_MAX_LEN};
 use crate::redact::redact;
 use crate::store::{AttemptRow, DueDelivery};
@@ -96,11 +97,10 @@ impl std::fmt::Debug for Publisher {
 }
 
 /// The kept connection and the backoff of connection attempts.
-#[derive(Default)]
 struct Slot {
     connection: Option<(u64, Connection)>,
     generation: u64,
-    failures: u32,
+    backoff: Backoff,
     retry_at: Option<Instant>,
     last_error: String,
 }
@@ -266,7 +266,13 @@ impl Publisher {
             topic: config.topic.clone().unwrap_or_default(),
             format: config.format,
             max_len: config.max_len.unwrap_or(DEFAULT_MAX_LEN),
-            slot: tokio::sync::Mutex::default(),
+            slot: tokio::sync::Mutex::new(Slot {
+                connection: None,
+                generation: 0,
+                backoff: Backoff::exact(RECONNECT_INITIAL, RECONNECT_MAX),
+                retry_at: None,
+                last_error: String::new(),
+            }),
             outage: AtomicBool::new(false),
         }
     }
@@ -363,7 +369,7 @@ impl Publisher {
         match self.connect().await {
             Ok(connection) => {
                 slot.generation += 1;
-                slot.failures = 0;
+                slot.backoff.reset();
                 slot.retry_at = None;
                 slot.connection = Some((slot.generation, connection.clone()));
                 tracing::debug!(action = %self.action, broker = %self.shown, "connected");
@@ -371,10 +377,7 @@ impl Publisher {
             }
             Err(error) => {
                 let error = redact(&error).into_owned();
-                slot.failures = slot.failures.saturating_add(1);
-                let wait = RECONNECT_INITIAL
-                    .saturating_mul(1u32 << (slot.failures - 1).min(16))
-                    .min(RECONNECT_MAX);
+                let wait = slot.backoff.step();
                 slot.retry_at = Some(Instant::now() + wait);
                 slot.last_error.clone_from(&error);
                 Err(error)
