@@ -137,7 +137,7 @@ impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("App")
             .field("checked", &self.checked)
-            .field("db", &self.config.store.path)
+            .field("db", &self.config.store.location())
             .finish_non_exhaustive()
     }
 }
@@ -181,7 +181,7 @@ impl App {
     pub fn build(config: Config) -> Result<App, BuildError> {
         let checked = App::check(&config).map_err(BuildError::Check)?;
         let metrics = Metrics::default();
-        tracing::debug!(db = %config.store.path.display(), "opening the event store");
+        tracing::debug!(db = %config.store.location(), "opening the event store");
         let store =
             Store::open(&config.store.options(), metrics.clone()).map_err(BuildError::Store)?;
         let wake = Arc::new(tokio::sync::Notify::new());
@@ -257,7 +257,7 @@ impl App {
                 address = %address,
                 path = %callback_path,
                 url = callback_url(scheme, address, &callback_path),
-                db = %config.store.path.display(),
+                db = %config.store.location(),
                 signature = if checked.verifier.is_some() { "required" } else { "off" },
                 "listening"
             );

@@ -206,8 +206,14 @@ struct SigningArgs {
 struct PullArgs {
     #[command(flatten)]
     config: ConfigArgs,
-    /// SQLite database file [default: store.path, ./vodhook.db].
-    #[arg(long, value_name = "PATH", env = "VODHOOK_DB")]
+    /// SQLite database file, or a postgres:// URL shared by several
+    /// instances [default: store.url, store.path, ./vodhook.db].
+    #[arg(
+        long,
+        value_name = "PATH|URL",
+        env = "VODHOOK_DB",
+        hide_env_values = true
+    )]
     db: Option<PathBuf>,
     /// Log format on stdout [default: text].
     #[arg(long, value_name = "FORMAT")]
@@ -310,8 +316,14 @@ enum EventsCommand {
 struct StoreArgs {
     #[command(flatten)]
     config: ConfigArgs,
-    /// SQLite database file [default: store.path, ./vodhook.db].
-    #[arg(long, value_name = "PATH", env = "VODHOOK_DB")]
+    /// SQLite database file, or a postgres:// URL shared by several
+    /// instances [default: store.url, store.path, ./vodhook.db].
+    #[arg(
+        long,
+        value_name = "PATH|URL",
+        env = "VODHOOK_DB",
+        hide_env_values = true
+    )]
     db: Option<PathBuf>,
     /// Print JSON instead of text.
     #[arg(long)]
@@ -406,8 +418,14 @@ fn config_path(given: Option<&Path>, default: &Path) -> Option<PathBuf> {
 struct CheckConfigArgs {
     #[command(flatten)]
     config: ConfigArgs,
-    /// SQLite database file, as `serve --db` [default: store.path].
-    #[arg(long, value_name = "PATH", env = "VODHOOK_DB")]
+    /// SQLite database file or postgres:// URL, as `serve --db`
+    /// [default: store.url, store.path].
+    #[arg(
+        long,
+        value_name = "PATH|URL",
+        env = "VODHOOK_DB",
+        hide_env_values = true
+    )]
     db: Option<PathBuf>,
 }
 
@@ -415,8 +433,14 @@ struct CheckConfigArgs {
 struct ServeArgs {
     #[command(flatten)]
     config: ConfigArgs,
-    /// SQLite database file [default: store.path, ./vodhook.db].
-    #[arg(long, value_name = "PATH", env = "VODHOOK_DB")]
+    /// SQLite database file, or a postgres:// URL shared by several
+    /// instances [default: store.url, store.path, ./vodhook.db].
+    #[arg(
+        long,
+        value_name = "PATH|URL",
+        env = "VODHOOK_DB",
+        hide_env_values = true
+    )]
     db: Option<PathBuf>,
     /// Address to listen on [default: 0.0.0.0:8080].
     #[arg(long, value_name = "ADDR")]
@@ -1059,7 +1083,7 @@ async fn query(
         }
         Err(CliError::NotFound(message)) => Err(CliError::NotFound(format!(
             "{message} in {}",
-            config.store.path.display()
+            config.store.location()
         ))),
         Err(error) => Err(error),
     }
@@ -1099,7 +1123,7 @@ async fn replay(args: ReplayArgs) -> Result<(), CliError> {
     {
         return Err(CliError::NotFound(format!(
             "no event {missing} in {}",
-            config.store.path.display()
+            config.store.location()
         )));
     }
     if let Some(url) = &args.to {

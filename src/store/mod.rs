@@ -58,50 +58,68 @@ pub const REJECTED_BUDGET: i64 = 16 * 1024 * 1024;
 pub const EVENT_GONE: &str =
     "the event is no longer stored (pruned by store.retention_days, or deleted)";
 
-/// Where the store is: today an SQLite file (`store.path`, `--db`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the store is: an SQLite file, or a PostgreSQL database shared by
+/// a fleet (`store.url`, `store.path`, `--db`, `VODHOOK_DB`).
+#[derive(Clone, PartialEq, Eq)]
 pub enum Location {
     /// An SQLite database file.
     Sqlite(PathBuf),
+    /// A PostgreSQL database: its `postgres://` or `postgresql://` URL.
+    Postgres(String),
 }
 
 impl Location {
-    /// The location `text` names (`--db`, `store.path`): a file path.
+    /// The location `text` names: a `postgres://`/`postgresql://` URL, or
+    /// a file path.
     pub fn parse(text: &str) -> Location {
-        Location::Sqlite(PathBuf::from(text))
+        if pg::is_url(text) {
+            Location::Postgres(text.to_owned())
+        } else {
+            Location::Sqlite(PathBuf::from(text))
+        }
     }
 }
 
+/// Shown without the password of a URL.
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Location::Sqlite(path) => write!(f, "{}", path.display()),
+            Location::Postgres(url) => f.write_str(&crate::redact::redact(url)),
         }
+    }
+}
+
+/// Never shows a password: as [`fmt::Display`].
+impl fmt::Debug for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Location({self})")
     }
 }
 
 impl From<&Path> for Location {
     fn from(path: &Path) -> Location {
-        Location::Sqlite(path.to_owned())
+        path.to_str()
+            .map_or_else(|| Location::Sqlite(path.to_owned()), Location::parse)
     }
 }
 
 impl From<&PathBuf> for Location {
     fn from(path: &PathBuf) -> Location {
-        Location::Sqlite(path.clone())
+        Location::from(path.as_path())
     }
 }
 
 impl From<PathBuf> for Location {
     fn from(path: PathBuf) -> Location {
-        Location::Sqlite(path)
+        Location::from(path.as_path())
     }
 }
 
 /// Store settings, from `[store]`.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
-    /// The database file.
+    /// The database file, or a PostgreSQL URL ([`Location::parse`]).
     pub path: PathBuf,
     /// How long a write waits for a lock held by another process.
     pub busy_timeout: Duration,
@@ -150,6 +168,7 @@ pub struct Store {
 #[derive(Debug, Clone)]
 enum StoreBackend {
     Sqlite(sqlite::Writes),
+    Postgres(pg::PgStore),
 }
 
 impl Store {
@@ -168,6 +187,9 @@ impl Store {
                 options.max_size_bytes,
                 metrics,
             )?),
+            Location::Postgres(url) => {
+                StoreBackend::Postgres(pg::PgStore::open_blocking(url, metrics)?)
+            }
         };
         Ok(Store {
             backend,
@@ -198,6 +220,7 @@ impl Store {
     pub async fn insert(&self, event: NewEvent) -> Result<Stored, StoreError> {
         match &self.backend {
             StoreBackend::Sqlite(writes) => writes.insert(event).await,
+            StoreBackend::Postgres(store) => store.insert(event).await,
         }
     }
 
@@ -211,6 +234,7 @@ impl Store {
     pub async fn reject(&self, rejected: Rejected) -> Result<(), StoreError> {
         match &self.backend {
             StoreBackend::Sqlite(writes) => writes.reject(rejected).await,
+            StoreBackend::Postgres(store) => store.reject(rejected).await,
         }
     }
 
@@ -222,6 +246,7 @@ impl Store {
     pub async fn record_attempt(&self, attempt: AttemptRecord) -> Result<(), StoreError> {
         match &self.backend {
             StoreBackend::Sqlite(writes) => writes.record_attempt(attempt).await,
+            StoreBackend::Postgres(store) => store.record_attempt(attempt).await,
         }
     }
 
@@ -234,6 +259,7 @@ impl Store {
     pub async fn prune(&self, cutoff_ms: i64) -> Result<usize, StoreError> {
         match &self.backend {
             StoreBackend::Sqlite(writes) => writes.prune(cutoff_ms).await,
+            StoreBackend::Postgres(store) => store.prune(cutoff_ms).await,
         }
     }
 
@@ -245,6 +271,7 @@ impl Store {
     pub async fn probe(&self) -> Result<(), StoreError> {
         match &self.backend {
             StoreBackend::Sqlite(writes) => writes.probe().await,
+            StoreBackend::Postgres(store) => store.probe().await,
         }
     }
 }
@@ -258,6 +285,7 @@ pub struct Reader {
 #[derive(Debug)]
 enum ReaderBackend {
     Sqlite(sqlite::Reads),
+    Postgres(pg::PgReader),
 }
 
 /// Calls the same query on whichever backend the reader has. SQLite's
@@ -269,6 +297,7 @@ macro_rules! read {
                 let connection = reads.lock();
                 connection.$method($($arg),*)
             }
+            ReaderBackend::Postgres(reader) => reader.$method($($arg),*).await,
         }
     };
 }
@@ -282,6 +311,7 @@ impl Reader {
     pub async fn open(location: impl Into<Location>) -> anyhow::Result<Reader> {
         let backend = match location.into() {
             Location::Sqlite(path) => ReaderBackend::Sqlite(sqlite::Reads::open(&path)?),
+            Location::Postgres(url) => ReaderBackend::Postgres(pg::PgReader::open(&url).await?),
         };
         Ok(Reader { backend })
     }
@@ -457,6 +487,7 @@ pub async fn reindex(options: &StoreOptions) -> anyhow::Result<ReindexReport> {
             tokio::task::spawn_blocking(move || sqlite::reindex(&path, options.busy_timeout))
                 .await?
         }
+        Location::Postgres(url) => pg::reindex(&url).await,
     }
 }
 
@@ -478,5 +509,6 @@ pub async fn enqueue_deliveries(
             })
             .await?
         }
+        Location::Postgres(url) => pg::enqueue_deliveries(&url, pairs).await,
     }
 }

@@ -445,11 +445,12 @@ impl PgReader {
     /// The query fails.
     pub async fn deliveries(
         &self,
-        status: Option<&str>,
+        status: Option<DeliveryStatus>,
         action: Option<&str>,
         count: u32,
     ) -> anyhow::Result<Vec<DeliveryRow>> {
         let client = self.client().await?;
+        let status = status.map(DeliveryStatus::as_str);
         let rows = client
             .query(
                 &format!(

@@ -538,7 +538,10 @@ async fn store_copy_copies_everything_once() {
             .as_deref(),
         Some("FINISH")
     );
-    let deliveries = reader.deliveries(Some("ok"), None, 10).await.unwrap();
+    let deliveries = reader
+        .deliveries(Some(DeliveryStatus::Ok), None, 10)
+        .await
+        .unwrap();
     assert_eq!(deliveries.len(), 1);
     let (_, attempts) = reader.delivery(deliveries[0].id).await.unwrap().unwrap();
     assert_eq!(attempts[0].stdout.as_deref(), Some("out"));
