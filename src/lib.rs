@@ -238,7 +238,7 @@ impl App {
         let stop = CancellationToken::new();
         if config.store.retention_days > 0 {
             let retention = Duration::from_secs(u64::from(config.store.retention_days) * 86_400);
-            tokio::spawn(prune_periodically(store, retention, stop.clone()));
+            tokio::spawn(prune_periodically(store.clone(), retention, stop.clone()));
         }
         let limits = server::Limits::for_main(&config.server);
         let mut tasks = tokio::task::JoinSet::new();
@@ -289,6 +289,8 @@ impl App {
             log_action(action);
         }
         if let Some(dispatcher) = dispatcher {
+            // Deliveries written by other instances of a fleet wake it too.
+            store.listen(dispatcher.wake(), stop.clone());
             let stopped = dispatcher
                 .spawn(stop.clone())
                 .context("cannot start the actions thread")?;

@@ -161,6 +161,8 @@ pub enum StoreError {
 #[derive(Debug, Clone)]
 pub struct Store {
     backend: StoreBackend,
+    /// Who this handle claims deliveries as (`pg::claims`).
+    holder: Arc<str>,
     // Shared: the handle is cloned for every request.
     location: Arc<Location>,
 }
@@ -193,6 +195,7 @@ impl Store {
         };
         Ok(Store {
             backend,
+            holder: pg::claims::holder().into(),
             location: Arc::new(location),
         })
     }
@@ -260,6 +263,46 @@ impl Store {
         match &self.backend {
             StoreBackend::Sqlite(writes) => writes.prune(cutoff_ms).await,
             StoreBackend::Postgres(store) => store.prune(cutoff_ms).await,
+        }
+    }
+
+    /// Claims delivery `id` for `lease`, so that this process alone runs it
+    /// (another on the same store skips it until the lease expires): when
+    /// it is waiting, due at `now`, and unclaimed, its lease expired, or it
+    /// is this handle's already. Returns the claim id, which the outcome
+    /// carries ([`AttemptRecord::claim`]); `None` when it is not to be run
+    /// here.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    pub async fn claim(
+        &self,
+        id: i64,
+        now: i64,
+        lease: Duration,
+    ) -> Result<Option<String>, StoreError> {
+        let lease_until = now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
+        match &self.backend {
+            StoreBackend::Sqlite(writes) => writes.claim(id, now, lease_until, &self.holder).await,
+            StoreBackend::Postgres(store) => store
+                .claim(id, now, lease)
+                .await
+                .map(|claimed| claimed.map(|c| c.claim)),
+        }
+    }
+
+    /// Notifies `wake` whenever deliveries are written by another process
+    /// (PostgreSQL: `LISTEN`/`NOTIFY`), until `stop`. SQLite has no such
+    /// signal: the dispatcher's polling (every second) finds them.
+    pub fn listen(
+        &self,
+        wake: Arc<tokio::sync::Notify>,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        match &self.backend {
+            StoreBackend::Sqlite(_) => {}
+            StoreBackend::Postgres(store) => store.listen(wake, stop),
         }
     }
 

@@ -444,7 +444,7 @@ async fn a_database_of_an_older_schema_is_migrated_and_keeps_its_events() {
     let version: i64 = connection
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
     let indexes: Vec<String> = connection
         .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'deliveries'")
         .unwrap()
@@ -452,7 +452,7 @@ async fn a_database_of_an_older_schema_is_migrated_and_keeps_its_events() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(indexes, ["deliveries_retrying"]);
+    assert_eq!(indexes, ["deliveries_retrying", "deliveries_leased"]);
     let reader = Reader::open(&options.path).await.unwrap();
     assert_eq!(reader.counts().await.unwrap(), (2, 2));
     for id in ids {
@@ -506,6 +506,7 @@ async fn record(store: &Store, delivery_id: i64, status: &'static str, next_at: 
             attempt,
             status: status.parse().unwrap(),
             next_at,
+            claim: None,
         })
         .await
         .unwrap();

@@ -391,6 +391,7 @@ impl PgReader {
             action: row.get(14),
             attempts: row.get(15),
             created_at: row.get(16),
+            claim: None,
         };
         fill_file_ids(client, &mut due.event).await?;
         Ok(Some(due))

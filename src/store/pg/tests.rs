@@ -281,6 +281,7 @@ fn outcome(delivery_id: i64, ok: bool) -> AttemptRecord {
             DeliveryStatus::Retrying
         },
         next_at: now_ms() + 60_000,
+        claim: None,
     }
 }
 

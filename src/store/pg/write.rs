@@ -32,7 +32,9 @@ pub(super) async fn write_batch(client: &mut Object, batch: &[Write]) -> Result<
         match write {
             Write::Insert(event, _) => events.push(&**event),
             Write::Reject(body, _) => rejected.push(&**body),
-            Write::Attempt(attempt, claim, _) => attempts.push((&**attempt, claim.as_deref())),
+            Write::Attempt(attempt, claim, _) => {
+                attempts.push((&**attempt, claim.as_deref().or(attempt.claim.as_deref())));
+            }
         }
     }
     let transaction = client.transaction().await?;
@@ -491,7 +493,7 @@ async fn record_attempts<C: GenericClient>(
         .prepare_cached(
             "UPDATE deliveries SET status = $2, attempts = attempts + 1, next_at = $3, updated_at = $4,
                  last_error = $5, claim = NULL, lease_until = NULL
-             WHERE id = $1 AND ($6::text IS NULL OR claim = $6)",
+             WHERE id = $1 AND ($6::text IS NULL OR claim IS NULL OR claim = $6)",
         )
         .await?;
     let insert = client

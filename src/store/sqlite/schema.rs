@@ -116,6 +116,14 @@ DROP INDEX deliveries_event_id;
 CREATE INDEX deliveries_retrying ON deliveries (next_at) WHERE status = 'retrying';
 "#,
     MIGRATION_IDS_NEVER_REUSED,
+    r#"
+-- Claims (issue 16): a delivery is run by the process holding its claim
+-- (`claim`, until `lease_until` ms), so that two processes on one file
+-- (`serve` and `pull`) run it once. Only claimed rows are in the index.
+ALTER TABLE deliveries ADD COLUMN claim TEXT;
+ALTER TABLE deliveries ADD COLUMN lease_until INTEGER;
+CREATE INDEX deliveries_leased ON deliveries (lease_until) WHERE lease_until IS NOT NULL;
+"#,
 ];
 
 /// Schema 4 (the store helper's migration): ids are never handed out twice,
