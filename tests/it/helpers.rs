@@ -289,11 +289,27 @@ impl Daemon {
         env: &[(&str, &str)],
     ) -> (Daemon, String) {
         let db = dir.path().join("vodhook.db");
+        Daemon::spawn_db(db.as_os_str(), args, env).await
+    }
+
+    /// `vodhook serve` on 127.0.0.1:0 on the store `db` (a file or a
+    /// PostgreSQL URL), without an admin listener.
+    pub async fn serve_on(db: &str, args: &[&str], env: &[(&str, &str)]) -> (Daemon, String) {
+        let mut all = vec!["serve", "--admin-listen", "", "--listen", "127.0.0.1:0"];
+        all.extend(args);
+        Daemon::spawn_db(std::ffi::OsStr::new(db), &all, env).await
+    }
+
+    async fn spawn_db(
+        db: &std::ffi::OsStr,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> (Daemon, String) {
         let mut child = Command::new(BIN)
             .envs(env.iter().copied())
             .args(&args[..1])
             .arg("--db")
-            .arg(&db)
+            .arg(db)
             .args(&args[1..])
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
