@@ -27,8 +27,10 @@ pub struct TestApp {
     pub addr: SocketAddr,
     /// The admin (metrics) listener.
     pub admin: SocketAddr,
-    /// The database file, in `dir`.
+    /// The database file, in `dir` (or the PostgreSQL URL).
     pub db: PathBuf,
+    /// The PostgreSQL database, kept while the app lives.
+    _pg: Option<Arc<crate::pg::PgDatabase>>,
     _dir: tempfile::TempDir,
     pub client: reqwest::Client,
     pub url: String,
@@ -37,7 +39,58 @@ pub struct TestApp {
     server: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
+/// The store a test runs on ([`on_both_backends`]).
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// A file in a temporary directory.
+    Sqlite,
+    /// A database of the test's own on `VODHOOK_TEST_PG`.
+    Postgres(Arc<crate::pg::PgDatabase>),
+}
+
+/// Runs a test body once per backend: `<name>::sqlite`, and
+/// `<name>::postgres` (which skips, saying so, without `VODHOOK_TEST_PG`).
+macro_rules! on_both_backends {
+    ($(#[$attr:meta])* async fn $name:ident($backend:ident) $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn body($backend: crate::helpers::Backend) $body
+
+            $(#[$attr])*
+            async fn sqlite() {
+                body(crate::helpers::Backend::Sqlite).await
+            }
+
+            $(#[$attr])*
+            async fn postgres() {
+                let Some(db) = crate::pg::PgDatabase::create().await else {
+                    return;
+                };
+                body(crate::helpers::Backend::Postgres(std::sync::Arc::new(db))).await
+            }
+        }
+    };
+}
+pub(crate) use on_both_backends;
+
 impl TestApp {
+    /// Spawns the server with `config` on `backend`; `db` is the file or
+    /// the URL (both work as `--db`).
+    pub async fn spawn_on(backend: &Backend, mut config: Config) -> TestApp {
+        match backend {
+            Backend::Sqlite => TestApp::spawn_with(config).await,
+            Backend::Postgres(database) => {
+                config.store.url = Some(database.url.clone());
+                let mut app = TestApp::spawn_in(config, tempfile::tempdir().unwrap()).await;
+                app.db = PathBuf::from(&database.url);
+                app._pg = Some(Arc::clone(database));
+                app
+            }
+        }
+    }
+
     pub async fn spawn() -> TestApp {
         TestApp::spawn_with(Config::default()).await
     }
@@ -73,6 +126,7 @@ impl TestApp {
             addr,
             admin,
             db,
+            _pg: None,
             _dir: dir,
             client: reqwest::Client::new(),
             url: format!("http://{addr}{path}"),
