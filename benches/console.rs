@@ -125,6 +125,7 @@ async fn generate(path: &Path, count: usize) {
         store
             .record_attempt(AttemptRecord {
                 delivery_id: id,
+                claim: None,
                 attempt: AttemptRow {
                     started_at: now - 1000,
                     duration_ms: 12,

@@ -660,12 +660,22 @@ fn show_networks<S: serde::Serializer>(
     serializer.collect_seq(networks.iter().map(ToString::to_string))
 }
 
-/// `[store]`: the SQLite event store.
+/// Whether `--db` names a PostgreSQL URL rather than a file.
+fn db_is_url(db: &std::path::Path) -> bool {
+    db.to_str().is_some_and(crate::store::pg::is_url)
+}
+
+/// `[store]`: the event store, an SQLite file or a PostgreSQL database.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
     /// Database file (`store.path`, default `./vodhook.db`), created if missing.
     pub path: PathBuf,
+    /// A PostgreSQL database shared by several instances (`store.url`,
+    /// `postgres://…` or `postgresql://…`); when set, `store.path` is not
+    /// used. The password may come from `PGPASSWORD` instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     /// Days events are kept (`store.retention_days`, default 90; 0 keeps them forever).
     pub retention_days: u32,
     /// How long a write waits for a lock held by another process
@@ -683,6 +693,7 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             path: PathBuf::from("./vodhook.db"),
+            url: None,
             retention_days: 90,
             busy_timeout_ms: Duration::from_millis(2000),
             max_size_mb: 0,
@@ -691,10 +702,19 @@ impl Default for StoreConfig {
 }
 
 impl StoreConfig {
+    /// Where the store is (`store.url` over `store.path`); shown without
+    /// a password.
+    pub fn location(&self) -> crate::store::Location {
+        self.options().location()
+    }
+
     /// The options the store opens with.
     pub fn options(&self) -> crate::store::StoreOptions {
         crate::store::StoreOptions {
-            path: self.path.clone(),
+            path: self
+                .url
+                .as_ref()
+                .map_or_else(|| self.path.clone(), PathBuf::from),
             busy_timeout: self.busy_timeout_ms,
             max_size_bytes: self.max_size_mb.saturating_mul(1024 * 1024),
         }
@@ -814,7 +834,14 @@ impl Overrides {
             ("server.path", self.path.is_some()),
             ("log.format", self.log_format.is_some()),
             ("server.max_body_bytes", self.max_body_bytes.is_some()),
-            ("store.path", self.db.is_some()),
+            (
+                "store.path",
+                self.db.as_ref().is_some_and(|db| !db_is_url(db)),
+            ),
+            (
+                "store.url",
+                self.db.as_ref().is_some_and(|db| db_is_url(db)),
+            ),
             ("admin.listen", self.admin_listen.is_some()),
             ("admin.pull_listen", self.pull_admin_listen.is_some()),
         ]
@@ -1358,7 +1385,14 @@ impl Config {
             self.server.max_body_bytes = max;
         }
         if let Some(db) = overrides.db {
-            self.store.path = db;
+            // A URL goes to store.url; a file path wins over store.url.
+            match db.to_str().filter(|text| crate::store::pg::is_url(text)) {
+                Some(url) => self.store.url = Some(url.to_owned()),
+                None => {
+                    self.store.path = db;
+                    self.store.url = None;
+                }
+            }
         }
         if let Some(admin) = overrides.admin_listen {
             self.admin.listen =
@@ -1602,6 +1636,14 @@ impl Config {
             check_action_on(action).map_err(ConfigError::Invalid)?;
             check_action_program(action).map_err(ConfigError::Invalid)?;
         }
+        if let Some(url) = &self.store.url {
+            if !crate::store::pg::is_url(url) {
+                return Err(ConfigError::Invalid(format!(
+                    "store.url must be a postgres:// or postgresql:// URL, got {}",
+                    crate::redact::redact(url)
+                )));
+            }
+        }
         if self.store.path.as_os_str().is_empty() {
             return Err(ConfigError::Invalid(
                 "store.path must not be empty".to_owned(),
@@ -1701,6 +1743,9 @@ impl Config {
             {
                 *url = crate::redact::redact(url).into_owned();
             }
+        }
+        if let Some(url) = &mut shown.store.url {
+            *url = crate::redact::redact(url).into_owned();
         }
         let value = match crate::secret::redacting(|| toml::Value::try_from(&shown)) {
             Ok(value) => value,

@@ -182,17 +182,21 @@ pub async fn run(options: Options) -> Report {
     };
 
     let store = config.store.clone();
-    report.checks.push(
-        tokio::task::spawn_blocking(move || check_store(&store))
-            .await
-            .unwrap_or_else(|_| {
-                Check::fail(
-                    "store",
-                    "the store check stopped",
-                    "run it again; report a bug if it persists",
-                )
-            }),
-    );
+    if let crate::store::Location::Postgres(url) = store.location() {
+        report.checks.push(check_postgres(&url).await);
+    } else {
+        report.checks.push(
+            tokio::task::spawn_blocking(move || check_store(&store))
+                .await
+                .unwrap_or_else(|_| {
+                    Check::fail(
+                        "store",
+                        "the store check stopped",
+                        "run it again; report a bug if it persists",
+                    )
+                }),
+        );
+    }
 
     let http = match probe_client(config.tls.cert.is_some()) {
         Ok(http) => http,
@@ -283,6 +287,27 @@ fn read_secrets(path: &Path, overrides: &mut Overrides) -> Check {
             format!("chmod 0600 {}", path.display()),
         ),
         _ => Check::pass(name, format!("{} read (mode 600)", path.display())),
+    }
+}
+
+/// The PostgreSQL database answers, and a transaction begins and is rolled
+/// back (nothing changes); its URL is shown without the password.
+async fn check_postgres(url: &str) -> Check {
+    let shown = crate::redact::redact(url).into_owned();
+    match crate::store::pg::probe_writable(url).await {
+        Ok(None) => Check::pass(
+            "store",
+            format!("{shown} answers (no vodhook tables yet; serve creates them)"),
+        ),
+        Ok(Some(events)) => Check::pass(
+            "store",
+            format!("{shown} answers; {events} events stored"),
+        ),
+        Err(error) => Check::fail(
+            "store",
+            format!("{error:#}"),
+            "check store.url (host, port, database, user; the password from PGPASSWORD) and that PostgreSQL runs",
+        ),
     }
 }
 

@@ -142,7 +142,7 @@ impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("App")
             .field("checked", &self.checked)
-            .field("db", &self.config.store.path)
+            .field("db", &self.config.store.location())
             .finish_non_exhaustive()
     }
 }
@@ -186,7 +186,7 @@ impl App {
     pub fn build(config: Config) -> Result<App, BuildError> {
         let checked = App::check(&config).map_err(BuildError::Check)?;
         let metrics = Metrics::default();
-        tracing::debug!(db = %config.store.path.display(), "opening the event store");
+        tracing::debug!(db = %config.store.location(), "opening the event store");
         let store =
             Store::open(&config.store.options(), metrics.clone()).map_err(BuildError::Store)?;
         let wake = Arc::new(tokio::sync::Notify::new());
@@ -243,7 +243,7 @@ impl App {
         let stop = CancellationToken::new();
         if config.store.retention_days > 0 {
             let retention = Duration::from_secs(u64::from(config.store.retention_days) * 86_400);
-            tokio::spawn(prune_periodically(store, retention, stop.clone()));
+            tokio::spawn(prune_periodically(store.clone(), retention, stop.clone()));
         }
         let limits = server::Limits::for_main(&config.server);
         let mut tasks = tokio::task::JoinSet::new();
@@ -262,7 +262,7 @@ impl App {
                 address = %address,
                 path = %callback_path,
                 url = callback_url(scheme, address, &callback_path),
-                db = %config.store.path.display(),
+                db = %config.store.location(),
                 signature = if checked.verifier.is_some() { "required" } else { "off" },
                 "listening"
             );
@@ -306,6 +306,8 @@ impl App {
             log_action(action);
         }
         if let Some(dispatcher) = dispatcher {
+            // Deliveries written by other instances of a fleet wake it too.
+            store.listen(dispatcher.wake(), stop.clone());
             let stopped = dispatcher
                 .spawn(stop.clone())
                 .context("cannot start the actions thread")?;

@@ -109,6 +109,9 @@ enum Command {
     /// The outbox: what the configured actions did with each event.
     #[command(subcommand)]
     Deliveries(DeliveriesCommand),
+    /// Move the store: copy an SQLite file into a PostgreSQL database.
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Run actions again for stored events, or re-POST them to another receiver.
     Replay(ReplayArgs),
     /// Print a shell completion script on stdout (e.g. `vodhook completions bash > /etc/bash_completion.d/vodhook`).
@@ -137,6 +140,28 @@ struct CompletionsArgs {
     /// The shell to complete for.
     #[arg(value_enum)]
     shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Copy every event, refused body, delivery and attempt of an SQLite
+    /// file into a PostgreSQL database (the task and file state is rebuilt
+    /// from the events). Running it again copies nothing twice.
+    Copy(StoreCopyArgs),
+}
+
+#[derive(Debug, Args)]
+struct StoreCopyArgs {
+    /// The SQLite database file to copy from.
+    #[arg(long, value_name = "PATH")]
+    from: PathBuf,
+    /// The PostgreSQL database to copy into: a postgres:// URL (password
+    /// also from PGPASSWORD).
+    #[arg(long, value_name = "URL")]
+    to: String,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -206,8 +231,14 @@ struct SigningArgs {
 struct PullArgs {
     #[command(flatten)]
     config: ConfigArgs,
-    /// SQLite database file [default: store.path, ./vodhook.db].
-    #[arg(long, value_name = "PATH", env = "VODHOOK_DB")]
+    /// SQLite database file, or a postgres:// URL shared by several
+    /// instances [default: store.url, store.path, ./vodhook.db].
+    #[arg(
+        long,
+        value_name = "PATH|URL",
+        env = "VODHOOK_DB",
+        hide_env_values = true
+    )]
     db: Option<PathBuf>,
     /// Log format on stdout [default: text].
     #[arg(long, value_name = "FORMAT")]
@@ -310,8 +341,14 @@ enum EventsCommand {
 struct StoreArgs {
     #[command(flatten)]
     config: ConfigArgs,
-    /// SQLite database file [default: store.path, ./vodhook.db].
-    #[arg(long, value_name = "PATH", env = "VODHOOK_DB")]
+    /// SQLite database file, or a postgres:// URL shared by several
+    /// instances [default: store.url, store.path, ./vodhook.db].
+    #[arg(
+        long,
+        value_name = "PATH|URL",
+        env = "VODHOOK_DB",
+        hide_env_values = true
+    )]
     db: Option<PathBuf>,
     /// Print JSON instead of text.
     #[arg(long)]
@@ -406,8 +443,14 @@ fn config_path(given: Option<&Path>, default: &Path) -> Option<PathBuf> {
 struct CheckConfigArgs {
     #[command(flatten)]
     config: ConfigArgs,
-    /// SQLite database file, as `serve --db` [default: store.path].
-    #[arg(long, value_name = "PATH", env = "VODHOOK_DB")]
+    /// SQLite database file or postgres:// URL, as `serve --db`
+    /// [default: store.url, store.path].
+    #[arg(
+        long,
+        value_name = "PATH|URL",
+        env = "VODHOOK_DB",
+        hide_env_values = true
+    )]
     db: Option<PathBuf>,
 }
 
@@ -415,8 +458,14 @@ struct CheckConfigArgs {
 struct ServeArgs {
     #[command(flatten)]
     config: ConfigArgs,
-    /// SQLite database file [default: store.path, ./vodhook.db].
-    #[arg(long, value_name = "PATH", env = "VODHOOK_DB")]
+    /// SQLite database file, or a postgres:// URL shared by several
+    /// instances [default: store.url, store.path, ./vodhook.db].
+    #[arg(
+        long,
+        value_name = "PATH|URL",
+        env = "VODHOOK_DB",
+        hide_env_values = true
+    )]
     db: Option<PathBuf>,
     /// Address to listen on [default: 0.0.0.0:8080].
     #[arg(long, value_name = "ADDR")]
@@ -599,6 +648,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 .ok_or_else(|| CliError::NotFound(format!("nothing known about task {}", args.id)))
         })),
         Command::Reindex(args) => runtime.block_on(reindex(&args.store)),
+        Command::Store(StoreCommand::Copy(args)) => runtime.block_on(store_copy(args)),
         Command::Pull(args) => runtime.block_on(pull(args, log_spec)),
         Command::Vod(command) => runtime.block_on(vod_command(command)),
         Command::Deliveries(DeliveriesCommand::List(args)) => {
@@ -1067,10 +1117,44 @@ async fn query(
         }
         Err(CliError::NotFound(message)) => Err(CliError::NotFound(format!(
             "{message} in {}",
-            config.store.path.display()
+            config.store.location()
         ))),
         Err(error) => Err(error),
     }
+}
+
+/// `vodhook store copy`: progress on stderr, the summary on stdout.
+async fn store_copy(args: StoreCopyArgs) -> Result<(), CliError> {
+    if !store::pg::is_url(&args.to) {
+        return Err(CliError::Usage(format!(
+            "--to must be a postgres:// or postgresql:// URL, got {}",
+            vodhook::redact::redact(&args.to)
+        )));
+    }
+    let started = std::time::Instant::now();
+    let mut shown = std::time::Instant::now();
+    let report = store::pg::copy_from_sqlite(&args.from, &args.to, |done, total| {
+        if shown.elapsed() >= std::time::Duration::from_secs(1) || done == total {
+            eprintln!("copied {done} of {total} events");
+            shown = std::time::Instant::now();
+        }
+    })
+    .await?;
+    if args.json {
+        outln!("{}", serde_json::to_string(&report).unwrap_or_default());
+    } else {
+        outln!(
+            "copied {} of {} read ({} already there), {}, {}, {} in {:.1} s",
+            inspect::plural(report.events_copied, "event", "events"),
+            report.events_read,
+            report.events_read - report.events_copied,
+            inspect::plural(report.deliveries_copied, "delivery", "deliveries"),
+            inspect::plural(report.attempts_copied, "attempt", "attempts"),
+            inspect::plural(report.rejected_copied, "refused body", "refused bodies"),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
 }
 
 async fn reindex(args: &StoreArgs) -> Result<(), CliError> {
@@ -1107,7 +1191,7 @@ async fn replay(args: ReplayArgs) -> Result<(), CliError> {
     {
         return Err(CliError::NotFound(format!(
             "no event {missing} in {}",
-            config.store.path.display()
+            config.store.location()
         )));
     }
     if let Some(url) = &args.to {

@@ -60,6 +60,8 @@ struct Shared {
     kept: Mutex<Kept>,
     /// A pass writing kept outcomes is under way.
     flushing: AtomicBool,
+    /// How long a claim on a delivery lasts (`Actions::lease`).
+    lease: Duration,
 }
 
 /// What one round of the dispatcher ([`Dispatcher::step`]) did.
@@ -160,6 +162,11 @@ impl Kept {
 }
 
 impl Dispatcher {
+    /// What wakes the dispatcher when new deliveries are written.
+    pub fn wake(&self) -> Arc<Notify> {
+        Arc::clone(&self.shared.wake)
+    }
+
     /// A dispatcher for `actions`; `wake` is notified when new deliveries
     /// are written; `arrivals` counts the bodies received, and attempts
     /// wait while they come faster than [`BURST_RATE`] a second.
@@ -171,6 +178,7 @@ impl Dispatcher {
         arrivals: Arc<AtomicU64>,
     ) -> Dispatcher {
         let shared = Shared {
+            lease: actions.lease(),
             actions,
             store,
             metrics,
@@ -409,15 +417,35 @@ impl Dispatcher {
             stop.clone(),
         );
         self.tasks.spawn(async move {
-            let loaded = reader.waiting_delivery(id).await;
-            let settled = match loaded {
-                Ok(Some(mut delivery)) => {
-                    // Attempts whose outcome is kept count too.
-                    delivery.attempts += lock(&this.kept).attempts(id);
-                    this.attempt(delivery, &spawner, &stop).await
-                }
-                Ok(None) => this.unloadable(&reader, id).await,
-                Err(error) => load_failed(id, &error),
+            // Run only what this process holds the claim of: another one on
+            // the same store (`serve` and `pull`, or a fleet) skips it.
+            // A delivery with kept outcomes ran here under a claim that was
+            // not given back (its outcome is not written yet): it is run
+            // again under that claim, even while the store cannot be
+            // written.
+            let held = lock(&this.kept)
+                .outcomes
+                .get(&id)
+                .and_then(|list| list.last())
+                .and_then(|last| last.claim.clone());
+            let claimed = match held {
+                Some(claim) => Ok(Some(claim)),
+                None => this.store.claim(id, now_ms(), this.lease).await,
+            };
+            let settled = match claimed {
+                // Another process runs it, or it no longer waits.
+                Ok(None) => true,
+                Err(error) => load_failed(id, &anyhow::Error::from(error)),
+                Ok(Some(claim)) => match reader.waiting_delivery(id).await {
+                    Ok(Some(mut delivery)) => {
+                        delivery.claim = Some(claim);
+                        // Attempts whose outcome is kept count too.
+                        delivery.attempts += lock(&this.kept).attempts(id);
+                        this.attempt(delivery, &spawner, &stop).await
+                    }
+                    Ok(None) => this.unloadable(&reader, id).await,
+                    Err(error) => load_failed(id, &error),
+                },
             };
             if !settled {
                 // The store could not be read: give it a moment rather
@@ -665,6 +693,7 @@ impl Shared {
                     attempt,
                     status: DeliveryStatus::Dead,
                     next_at: now_ms(),
+                    claim: None,
                 })
                 .await;
                 true
@@ -685,6 +714,7 @@ impl Shared {
             attempt,
             status,
             next_at,
+            claim: delivery.claim.clone(),
         })
         .await;
     }

@@ -65,6 +65,9 @@ pub use exec::env_value;
 pub use forward::{webhook_key, webhook_signature};
 pub use hold::{BURST_RATE, MAX_HOLD};
 
+/// What a claim's lease adds to an action's timeout and the burst hold.
+pub const LEASE_MARGIN: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Output kept per stream and attempt.
 pub const OUTPUT_LIMIT: usize = 16 * 1024;
 
@@ -112,6 +115,21 @@ pub fn matches(config: &ActionConfig, event: &Event, derived: &Derived) -> bool 
 }
 
 impl Actions {
+    /// How long a claim on a delivery lasts (`Store::claim`): the longest
+    /// timeout of an action, plus the longest hold of a burst
+    /// ([`MAX_HOLD`]) and a margin for waiting on the action's own
+    /// concurrency limit. Another process takes a delivery over only after
+    /// this long.
+    pub fn lease(&self) -> std::time::Duration {
+        let longest = self
+            .list
+            .iter()
+            .map(|action| action.config.timeout_secs)
+            .max()
+            .unwrap_or_default();
+        longest + MAX_HOLD + LEASE_MARGIN
+    }
+
     /// The actions of the configuration.
     pub fn new(configs: &[ActionConfig]) -> Actions {
         let list: Vec<Action> = configs

@@ -138,6 +138,7 @@ impl Store {
     pub async fn console_write(&self, write: ConsoleWrite) -> Result<usize, StoreError> {
         match &self.backend {
             StoreBackend::Sqlite(writes) => writes.console(write).await,
+            StoreBackend::Postgres(store) => store.console(write).await,
         }
     }
 }

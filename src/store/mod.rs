@@ -28,6 +28,7 @@
 //! file documents, and queues one delivery per matching action (the
 //! outbox), in the same transaction.
 
+pub mod pg;
 mod sqlite;
 mod types;
 
@@ -59,50 +60,68 @@ pub const REJECTED_BUDGET: i64 = 16 * 1024 * 1024;
 pub const EVENT_GONE: &str =
     "the event is no longer stored (pruned by store.retention_days, or deleted)";
 
-/// Where the store is: today an SQLite file (`store.path`, `--db`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the store is: an SQLite file, or a PostgreSQL database shared by
+/// a fleet (`store.url`, `store.path`, `--db`, `VODHOOK_DB`).
+#[derive(Clone, PartialEq, Eq)]
 pub enum Location {
     /// An SQLite database file.
     Sqlite(PathBuf),
+    /// A PostgreSQL database: its `postgres://` or `postgresql://` URL.
+    Postgres(String),
 }
 
 impl Location {
-    /// The location `text` names (`--db`, `store.path`): a file path.
+    /// The location `text` names: a `postgres://`/`postgresql://` URL, or
+    /// a file path.
     pub fn parse(text: &str) -> Location {
-        Location::Sqlite(PathBuf::from(text))
+        if pg::is_url(text) {
+            Location::Postgres(text.to_owned())
+        } else {
+            Location::Sqlite(PathBuf::from(text))
+        }
     }
 }
 
+/// Shown without the password of a URL.
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Location::Sqlite(path) => write!(f, "{}", path.display()),
+            Location::Postgres(url) => f.write_str(&crate::redact::redact(url)),
         }
+    }
+}
+
+/// Never shows a password: as [`fmt::Display`].
+impl fmt::Debug for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Location({self})")
     }
 }
 
 impl From<&Path> for Location {
     fn from(path: &Path) -> Location {
-        Location::Sqlite(path.to_owned())
+        path.to_str()
+            .map_or_else(|| Location::Sqlite(path.to_owned()), Location::parse)
     }
 }
 
 impl From<&PathBuf> for Location {
     fn from(path: &PathBuf) -> Location {
-        Location::Sqlite(path.clone())
+        Location::from(path.as_path())
     }
 }
 
 impl From<PathBuf> for Location {
     fn from(path: PathBuf) -> Location {
-        Location::Sqlite(path)
+        Location::from(path.as_path())
     }
 }
 
 /// Store settings, from `[store]`.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
-    /// The database file.
+    /// The database file, or a PostgreSQL URL ([`Location::parse`]).
     pub path: PathBuf,
     /// How long a write waits for a lock held by another process.
     pub busy_timeout: Duration,
@@ -144,6 +163,8 @@ pub enum StoreError {
 #[derive(Debug, Clone)]
 pub struct Store {
     backend: StoreBackend,
+    /// Who this handle claims deliveries as (`pg::claims`).
+    holder: Arc<str>,
     // Shared: the handle is cloned for every request.
     location: Arc<Location>,
 }
@@ -151,6 +172,7 @@ pub struct Store {
 #[derive(Debug, Clone)]
 enum StoreBackend {
     Sqlite(sqlite::Writes),
+    Postgres(pg::PgStore),
 }
 
 impl Store {
@@ -169,9 +191,13 @@ impl Store {
                 options.max_size_bytes,
                 metrics,
             )?),
+            Location::Postgres(url) => {
+                StoreBackend::Postgres(pg::PgStore::open_blocking(url, metrics)?)
+            }
         };
         Ok(Store {
             backend,
+            holder: pg::claims::holder().into(),
             location: Arc::new(location),
         })
     }
@@ -199,6 +225,7 @@ impl Store {
     pub async fn insert(&self, event: NewEvent) -> Result<Stored, StoreError> {
         match &self.backend {
             StoreBackend::Sqlite(writes) => writes.insert(event).await,
+            StoreBackend::Postgres(store) => store.insert(event).await,
         }
     }
 
@@ -212,6 +239,7 @@ impl Store {
     pub async fn reject(&self, rejected: Rejected) -> Result<(), StoreError> {
         match &self.backend {
             StoreBackend::Sqlite(writes) => writes.reject(rejected).await,
+            StoreBackend::Postgres(store) => store.reject(rejected).await,
         }
     }
 
@@ -223,6 +251,7 @@ impl Store {
     pub async fn record_attempt(&self, attempt: AttemptRecord) -> Result<(), StoreError> {
         match &self.backend {
             StoreBackend::Sqlite(writes) => writes.record_attempt(attempt).await,
+            StoreBackend::Postgres(store) => store.record_attempt(attempt).await,
         }
     }
 
@@ -235,6 +264,47 @@ impl Store {
     pub async fn prune(&self, cutoff_ms: i64) -> Result<usize, StoreError> {
         match &self.backend {
             StoreBackend::Sqlite(writes) => writes.prune(cutoff_ms).await,
+            StoreBackend::Postgres(store) => store.prune(cutoff_ms).await,
+        }
+    }
+
+    /// Claims delivery `id` for `lease`, so that this process alone runs it
+    /// (another on the same store skips it until the lease expires): when
+    /// it is waiting, due at `now`, and unclaimed, its lease expired, or it
+    /// is this handle's already. Returns the claim id, which the outcome
+    /// carries ([`AttemptRecord::claim`]); `None` when it is not to be run
+    /// here.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    pub async fn claim(
+        &self,
+        id: i64,
+        now: i64,
+        lease: Duration,
+    ) -> Result<Option<String>, StoreError> {
+        let lease_until = now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
+        match &self.backend {
+            StoreBackend::Sqlite(writes) => writes.claim(id, now, lease_until, &self.holder).await,
+            StoreBackend::Postgres(store) => store
+                .claim(id, now, lease)
+                .await
+                .map(|claimed| claimed.map(|c| c.claim)),
+        }
+    }
+
+    /// Notifies `wake` whenever deliveries are written by another process
+    /// (PostgreSQL: `LISTEN`/`NOTIFY`), until `stop`. SQLite has no such
+    /// signal: the dispatcher's polling (every second) finds them.
+    pub fn listen(
+        &self,
+        wake: Arc<tokio::sync::Notify>,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        match &self.backend {
+            StoreBackend::Sqlite(_) => {}
+            StoreBackend::Postgres(store) => store.listen(wake, stop),
         }
     }
 
@@ -246,6 +316,7 @@ impl Store {
     pub async fn probe(&self) -> Result<(), StoreError> {
         match &self.backend {
             StoreBackend::Sqlite(writes) => writes.probe().await,
+            StoreBackend::Postgres(store) => store.probe().await,
         }
     }
 }
@@ -259,6 +330,7 @@ pub struct Reader {
 #[derive(Debug)]
 enum ReaderBackend {
     Sqlite(sqlite::Reads),
+    Postgres(pg::PgReader),
 }
 
 /// Calls the same query on whichever backend the reader has. SQLite's
@@ -270,6 +342,7 @@ macro_rules! read {
                 let connection = reads.lock();
                 connection.$method($($arg),*)
             }
+            ReaderBackend::Postgres(reader) => reader.$method($($arg),*).await,
         }
     };
 }
@@ -289,6 +362,7 @@ impl Reader {
     pub async fn open(location: impl Into<Location>) -> anyhow::Result<Reader> {
         let backend = match location.into() {
             Location::Sqlite(path) => ReaderBackend::Sqlite(sqlite::Reads::open(&path)?),
+            Location::Postgres(url) => ReaderBackend::Postgres(pg::PgReader::open(&url).await?),
         };
         Ok(Reader { backend })
     }
@@ -464,6 +538,7 @@ pub async fn reindex(options: &StoreOptions) -> anyhow::Result<ReindexReport> {
             tokio::task::spawn_blocking(move || sqlite::reindex(&path, options.busy_timeout))
                 .await?
         }
+        Location::Postgres(url) => pg::reindex(&url).await,
     }
 }
 
@@ -485,5 +560,6 @@ pub async fn enqueue_deliveries(
             })
             .await?
         }
+        Location::Postgres(url) => pg::enqueue_deliveries(&url, pairs).await,
     }
 }

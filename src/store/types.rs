@@ -214,6 +214,11 @@ pub struct AttemptRecord {
     pub status: DeliveryStatus,
     /// When to try again (ms), for `retrying`.
     pub next_at: i64,
+    /// The claim the attempt ran under (`Store::claim`): the delivery's
+    /// state changes only while it is still the delivery's claim (a holder
+    /// whose lease expired and whose delivery was taken over changes
+    /// nothing). `None`: whatever the claim.
+    pub claim: Option<String>,
 }
 
 /// A delivery with what running it needs.
@@ -232,6 +237,9 @@ pub struct DueDelivery {
     /// The event's exact bytes.
     #[serde(skip)]
     pub raw: Vec<u8>,
+    /// The claim this process holds on it, once claimed.
+    #[serde(skip)]
+    pub claim: Option<String>,
 }
 
 /// A delivery as `deliveries list` shows it.

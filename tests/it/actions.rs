@@ -7,7 +7,9 @@ use serde_json::{json, Value};
 use vodhook::config::{ActionConfig, Config, When};
 use vodhook::store::DeliveryRow;
 
-use crate::helpers::{exec_action, fixture, vodhook, with_actions, Daemon, TestApp, PATIENCE};
+use crate::helpers::{
+    exec_action, fixture, on_both_backends, vodhook, with_actions, Daemon, TestApp, PATIENCE,
+};
 
 async fn deliveries(app: &TestApp) -> Vec<DeliveryRow> {
     app.reader()
@@ -37,8 +39,9 @@ fn sh_quote(path: &Path) -> String {
     format!("'{}'", path.display())
 }
 
-#[tokio::test]
-async fn a_program_gets_the_exact_json_on_stdin_and_the_env() {
+on_both_backends! {
+    #[tokio::test]
+    async fn a_program_gets_the_exact_json_on_stdin_and_the_env(backend) {
     let out = tempfile::tempdir().unwrap();
     let script = format!(
         "cat > {stdin}; env | grep '^VODHOOK_' | sort > {env}; echo done",
@@ -46,7 +49,7 @@ async fn a_program_gets_the_exact_json_on_stdin_and_the_env() {
         env = sh_quote(&out.path().join("env.txt"))
     );
     let mut app =
-        TestApp::spawn_with(with_actions(vec![exec_action("record", &["*"], &script)])).await;
+        TestApp::spawn_on(&backend, with_actions(vec![exec_action("record", &["*"], &script)])).await;
     let body = fixture("samples/v3-ProcedureStateChanged.json");
     let received = app.post_event(body.clone()).await;
     let rows = settled(&app, 1).await;
@@ -81,12 +84,14 @@ async fn a_program_gets_the_exact_json_on_stdin_and_the_env() {
     assert_eq!(attempts[0].stdout.as_deref(), Some("done\n"));
     app.stop().await.unwrap();
 }
+}
 
-#[tokio::test]
-async fn a_failing_program_is_retried_then_dead_with_its_output() {
+on_both_backends! {
+    #[tokio::test]
+    async fn a_failing_program_is_retried_then_dead_with_its_output(backend) {
     let mut action = exec_action("fail", &["*"], "echo trying; echo 'no disk' >&2; exit 3");
     action.max_attempts = 3;
-    let mut app = TestApp::spawn_with(with_actions(vec![action])).await;
+    let mut app = TestApp::spawn_on(&backend, with_actions(vec![action])).await;
     app.post_event(fixture("samples/v3-FileDeleted.json")).await;
     let rows = settled(&app, 1).await;
     assert_eq!((rows[0].status.as_str(), rows[0].attempts), ("dead", 3));
@@ -151,6 +156,7 @@ async fn a_failing_program_is_retried_then_dead_with_its_output() {
         "{metrics}"
     );
     app.stop().await.unwrap();
+}
 }
 
 #[tokio::test]
@@ -295,8 +301,9 @@ async fn pending_deliveries_are_completed_after_a_restart() {
     app.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn filters_decide_which_events_trigger_an_action() {
+on_both_backends! {
+    #[tokio::test]
+    async fn filters_decide_which_events_trigger_an_action(backend) {
     let mut transcoded = exec_action("transcoded", &["ProcedureStateChanged"], "true");
     transcoded.when = When {
         status: Some("FINISH".to_owned()),
@@ -304,7 +311,7 @@ async fn filters_decide_which_events_trigger_an_action() {
         subtask_status: Some("SUCCESS".to_owned()),
     };
     let uploads = exec_action("uploads", &["NewFileUpload", "PullComplete"], "true");
-    let mut app = TestApp::spawn_with(with_actions(vec![transcoded, uploads])).await;
+    let mut app = TestApp::spawn_on(&backend, with_actions(vec![transcoded, uploads])).await;
     let procedure = |task: &str, status: &str, transcode: &str| {
         serde_json::to_vec(&json!({"EventType": "ProcedureStateChanged", "ProcedureStateChangeEvent": {
             "TaskId": task, "Status": status, "FileId": "1",
@@ -331,13 +338,15 @@ async fn filters_decide_which_events_trigger_an_action() {
     );
     app.stop().await.unwrap();
 }
+}
 
-#[tokio::test]
-async fn a_duplicate_callback_does_not_run_the_action_again() {
+on_both_backends! {
+    #[tokio::test]
+    async fn a_duplicate_callback_does_not_run_the_action_again(backend) {
     let out = tempfile::tempdir().unwrap();
     let script = format!("echo run >> {}", sh_quote(&out.path().join("runs")));
     let mut app =
-        TestApp::spawn_with(with_actions(vec![exec_action("once", &["*"], &script)])).await;
+        TestApp::spawn_on(&backend, with_actions(vec![exec_action("once", &["*"], &script)])).await;
     let body = fixture("samples/v3-NewFileUpload.json");
     app.post_event(body.clone()).await;
     let again = app.post_event(body).await;
@@ -348,6 +357,7 @@ async fn a_duplicate_callback_does_not_run_the_action_again() {
         "run\n"
     );
     app.stop().await.unwrap();
+}
 }
 
 #[tokio::test]
@@ -400,8 +410,9 @@ async fn programs_run_only_on_spare_cpu() {
     app.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn replay_runs_actions_again_for_one_event_or_a_time_range() {
+on_both_backends! {
+    #[tokio::test]
+    async fn replay_runs_actions_again_for_one_event_or_a_time_range(backend) {
     let out = tempfile::tempdir().unwrap();
     let script = format!(
         "echo $VODHOOK_EVENT_ID >> {}",
@@ -411,7 +422,7 @@ async fn replay_runs_actions_again_for_one_event_or_a_time_range() {
     let dir = tempfile::tempdir().unwrap();
     let config_file = dir.path().join("vodhook.toml");
     std::fs::write(&config_file, toml::to_string(&config).unwrap()).unwrap();
-    let mut app = TestApp::spawn_with(config).await;
+    let mut app = TestApp::spawn_on(&backend, config).await;
     let first = app
         .post_event(fixture("samples/v3-NewFileUpload.json"))
         .await;
@@ -475,6 +486,7 @@ async fn replay_runs_actions_again_for_one_event_or_a_time_range() {
     assert_eq!(code, 1);
     assert!(stderr.contains("no event 999999"), "{stderr}");
     app.stop().await.unwrap();
+}
 }
 
 #[tokio::test]

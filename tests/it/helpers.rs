@@ -65,8 +65,10 @@ pub struct TestApp {
     pub addr: SocketAddr,
     /// The admin (metrics) listener.
     pub admin: SocketAddr,
-    /// The database file, in `dir`.
+    /// The database file, in `dir` (or the PostgreSQL URL).
     pub db: PathBuf,
+    /// The PostgreSQL database, kept while the app lives.
+    _pg: Option<Arc<crate::pg::PgDatabase>>,
     _dir: tempfile::TempDir,
     pub client: reqwest::Client,
     pub url: String,
@@ -75,7 +77,58 @@ pub struct TestApp {
     server: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
+/// The store a test runs on ([`on_both_backends`]).
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// A file in a temporary directory.
+    Sqlite,
+    /// A database of the test's own on `VODHOOK_TEST_PG`.
+    Postgres(Arc<crate::pg::PgDatabase>),
+}
+
+/// Runs a test body once per backend: `<name>::sqlite`, and
+/// `<name>::postgres` (which skips, saying so, without `VODHOOK_TEST_PG`).
+macro_rules! on_both_backends {
+    ($(#[$attr:meta])* async fn $name:ident($backend:ident) $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn body($backend: crate::helpers::Backend) $body
+
+            $(#[$attr])*
+            async fn sqlite() {
+                body(crate::helpers::Backend::Sqlite).await
+            }
+
+            $(#[$attr])*
+            async fn postgres() {
+                let Some(db) = crate::pg::PgDatabase::create().await else {
+                    return;
+                };
+                body(crate::helpers::Backend::Postgres(std::sync::Arc::new(db))).await
+            }
+        }
+    };
+}
+pub(crate) use on_both_backends;
+
 impl TestApp {
+    /// Spawns the server with `config` on `backend`; `db` is the file or
+    /// the URL (both work as `--db`).
+    pub async fn spawn_on(backend: &Backend, mut config: Config) -> TestApp {
+        match backend {
+            Backend::Sqlite => TestApp::spawn_with(config).await,
+            Backend::Postgres(database) => {
+                config.store.url = Some(database.url.clone());
+                let mut app = TestApp::spawn_in(config, tempfile::tempdir().unwrap()).await;
+                app.db = PathBuf::from(&database.url);
+                app._pg = Some(Arc::clone(database));
+                app
+            }
+        }
+    }
+
     pub async fn spawn() -> TestApp {
         TestApp::spawn_with(Config::default()).await
     }
@@ -111,6 +164,7 @@ impl TestApp {
             addr,
             admin,
             db,
+            _pg: None,
             _dir: dir,
             client: reqwest::Client::new(),
             url: format!("http://{addr}{path}"),
@@ -327,11 +381,27 @@ impl Daemon {
         env: &[(&str, &str)],
     ) -> (Daemon, String) {
         let db = dir.path().join("vodhook.db");
+        Daemon::spawn_db(db.as_os_str(), args, env).await
+    }
+
+    /// `vodhook serve` on 127.0.0.1:0 on the store `db` (a file or a
+    /// PostgreSQL URL), without an admin listener.
+    pub async fn serve_on(db: &str, args: &[&str], env: &[(&str, &str)]) -> (Daemon, String) {
+        let mut all = vec!["serve", "--admin-listen", "", "--listen", "127.0.0.1:0"];
+        all.extend(args);
+        Daemon::spawn_db(std::ffi::OsStr::new(db), &all, env).await
+    }
+
+    async fn spawn_db(
+        db: &std::ffi::OsStr,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> (Daemon, String) {
         let mut child = Command::new(BIN)
             .envs(env.iter().copied())
             .args(&args[..1])
             .arg("--db")
-            .arg(&db)
+            .arg(db)
             .args(&args[1..])
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())

@@ -13,7 +13,9 @@ use vodhook::store::{EventFilter, Reader, Store};
 use vodhook::vod::{ClientOptions, Credentials, VodClient};
 
 use crate::fake_vod::{FakeOptions, FakeVod};
-use crate::helpers::{fixture, fixture_files, vodhook, Daemon, TestApp, PATIENCE};
+use crate::helpers::{
+    fixture, fixture_files, on_both_backends, vodhook, Daemon, TestApp, PATIENCE,
+};
 
 /// Every documented sample and every self-built fixture, as queue events.
 fn backlog() -> Vec<Value> {
@@ -111,8 +113,9 @@ impl Consumer {
     }
 }
 
-#[tokio::test]
-async fn serve_with_pull_enabled_stores_a_backlog_once_and_confirms_it() {
+on_both_backends! {
+    #[tokio::test]
+    async fn serve_with_pull_enabled_stores_a_backlog_once_and_confirms_it(backend) {
     let fake = FakeVod::start(FakeOptions::default()).await;
     let events = backlog();
     let total = events.len();
@@ -124,7 +127,7 @@ async fn serve_with_pull_enabled_stores_a_backlog_once_and_confirms_it() {
     config.vod.secret_id = Some(fake.shared.options.secret_id.clone());
     config.vod.secret_key = Some(fake.shared.options.secret_key.as_str().into());
     config.vod.sub_app_id = Some(1_500_000_000);
-    let app = TestApp::spawn_with(config).await;
+    let app = TestApp::spawn_on(&backend, config).await;
     fake.drained(PATIENCE).await;
 
     let rows = app
@@ -166,6 +169,7 @@ async fn serve_with_pull_enabled_stores_a_backlog_once_and_confirms_it() {
         200
     );
     app.stop().await.unwrap();
+}
 }
 
 #[tokio::test]

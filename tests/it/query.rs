@@ -3,11 +3,11 @@
 
 use serde_json::Value;
 
-use crate::helpers::{fixture, vodhook, TestApp};
+use crate::helpers::{fixture, on_both_backends, vodhook, Backend, TestApp};
 
 /// A server with a few events in its store, and the `--db` argument for it.
-async fn populated() -> (TestApp, String) {
-    let mut app = TestApp::spawn().await;
+async fn populated(backend: &Backend) -> (TestApp, String) {
+    let mut app = TestApp::spawn_on(backend, vodhook::config::Config::default()).await;
     for sample in [
         "samples/v3-NewFileUpload.json",
         "samples/v3-ProcedureStateChanged.json",
@@ -29,9 +29,10 @@ fn json_lines(stdout: &str) -> Vec<Value> {
         .collect()
 }
 
-#[tokio::test]
-async fn events_list_in_text_and_json_with_filters() {
-    let (app, db) = populated().await;
+on_both_backends! {
+    #[tokio::test]
+    async fn events_list_in_text_and_json_with_filters(backend) {
+    let (app, db) = populated(&backend).await;
     let (code, stdout, stderr) = vodhook(&["events", "list", "--db", &db]).await;
     assert_eq!(code, 0, "{stderr}");
     let lines: Vec<&str> = stdout.lines().collect();
@@ -81,10 +82,12 @@ async fn events_list_in_text_and_json_with_filters() {
     assert!(stderr.contains("--since"), "{stderr}");
     app.stop().await.unwrap();
 }
+}
 
-#[tokio::test]
-async fn events_show_typed_json_and_raw() {
-    let (app, db) = populated().await;
+on_both_backends! {
+    #[tokio::test]
+    async fn events_show_typed_json_and_raw(backend) {
+    let (app, db) = populated(&backend).await;
     let id = app
         .reader()
         .await
@@ -138,10 +141,12 @@ async fn events_show_typed_json_and_raw() {
     assert!(stderr.contains("no event 99999"), "{stderr}");
     app.stop().await.unwrap();
 }
+}
 
-#[tokio::test]
-async fn file_and_task_views() {
-    let (app, db) = populated().await;
+on_both_backends! {
+    #[tokio::test]
+    async fn file_and_task_views(backend) {
+    let (app, db) = populated(&backend).await;
     let (code, stdout, stderr) = vodhook(&["file", "5285890784246869930", "--db", &db]).await;
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.starts_with("file 5285890784246869930"), "{stdout}");
@@ -202,10 +207,12 @@ async fn file_and_task_views() {
     }
     app.stop().await.unwrap();
 }
+}
 
-#[tokio::test]
-async fn rejected_bodies_and_reindex() {
-    let (app, db) = populated().await;
+on_both_backends! {
+    #[tokio::test]
+    async fn rejected_bodies_and_reindex(backend) {
+    let (app, db) = populated(&backend).await;
     let (code, stdout, _) = vodhook(&["events", "rejected", "--db", &db]).await;
     assert_eq!(code, 0);
     assert!(
@@ -224,6 +231,7 @@ async fn rejected_bodies_and_reindex() {
     let report: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(report["events"], 4);
     app.stop().await.unwrap();
+}
 }
 
 #[tokio::test]

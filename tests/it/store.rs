@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use vodhook::config::Config;
 use vodhook::store::{EventFilter, Reader, Store, StoreOptions};
 
-use crate::helpers::{fixture, TestApp};
+use crate::helpers::{fixture, on_both_backends, TestApp};
 
 fn all() -> EventFilter {
     EventFilter {
@@ -15,9 +15,10 @@ fn all() -> EventFilter {
     }
 }
 
-#[tokio::test]
-async fn a_duplicate_is_stored_once_and_counted() {
-    let mut app = TestApp::spawn().await;
+on_both_backends! {
+    #[tokio::test]
+    async fn a_duplicate_is_stored_once_and_counted(backend) {
+    let mut app = TestApp::spawn_on(&backend, Config::default()).await;
     let body = json!({"EventType": "ProcedureStateChanged", "ProcedureStateChangeEvent": {
         "TaskId": "dup-1", "Status": "FINISH", "FileId": "777"}});
     let first = app.post_event(serde_json::to_vec(&body).unwrap()).await;
@@ -59,10 +60,12 @@ async fn a_duplicate_is_stored_once_and_counted() {
     );
     app.stop().await.unwrap();
 }
+}
 
-#[tokio::test]
-async fn finish_then_processing_leaves_finish() {
-    let mut app = TestApp::spawn().await;
+on_both_backends! {
+    #[tokio::test]
+    async fn finish_then_processing_leaves_finish(backend) {
+    let mut app = TestApp::spawn_on(&backend, Config::default()).await;
     let procedure = |status: &str, transcode: &str| {
         json!({"EventType": "ProcedureStateChanged", "ProcedureStateChangeEvent": {
             "TaskId": "order-1", "Status": status, "FileId": "888",
@@ -92,10 +95,12 @@ async fn finish_then_processing_leaves_finish() {
     );
     app.stop().await.unwrap();
 }
+}
 
-#[tokio::test]
-async fn the_file_view_follows_upload_procedure_and_deletion() {
-    let mut app = TestApp::spawn().await;
+on_both_backends! {
+    #[tokio::test]
+    async fn the_file_view_follows_upload_procedure_and_deletion(backend) {
+    let mut app = TestApp::spawn_on(&backend, Config::default()).await;
     let upload = json!({"EventType": "NewFileUpload", "FileUploadEvent": {"FileId": "999", "ProcedureTaskId": "proc-9",
         "MediaBasicInfo": {"Name": "holiday", "MediaUrl": "https://x/holiday.mp4", "Category": "Video", "Type": "mp4"},
         "MetaData": {"Size": 1234, "Duration": 12.5}}});
@@ -143,6 +148,7 @@ async fn the_file_view_follows_upload_procedure_and_deletion() {
     );
     app.stop().await.unwrap();
 }
+}
 
 #[tokio::test]
 async fn a_locked_store_answers_503_and_recovers_by_itself() {
@@ -184,9 +190,10 @@ async fn a_locked_store_answers_503_and_recovers_by_itself() {
     app.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn refused_bodies_are_kept_but_only_the_last_thousand() {
-    let app = TestApp::spawn().await;
+on_both_backends! {
+    #[tokio::test]
+    async fn refused_bodies_are_kept_but_only_the_last_thousand(backend) {
+    let app = TestApp::spawn_on(&backend, Config::default()).await;
     let sent: Vec<String> = (0..1050).map(|n| format!("not json {n}")).collect();
     for round in sent.chunks(50) {
         let mut requests = tokio::task::JoinSet::new();
@@ -216,6 +223,7 @@ async fn refused_bodies_are_kept_but_only_the_last_thousand() {
         "refused bodies are not events"
     );
     app.stop().await.unwrap();
+}
 }
 
 #[tokio::test]
@@ -446,7 +454,7 @@ async fn a_database_of_an_older_schema_is_migrated_and_keeps_its_events() {
     let version: i64 = connection
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(version, 5);
+    assert_eq!(version, 6);
     let indexes: Vec<String> = connection
         .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'deliveries' ORDER BY name")
         .unwrap()
@@ -458,6 +466,7 @@ async fn a_database_of_an_older_schema_is_migrated_and_keeps_its_events() {
         indexes,
         [
             "deliveries_event_id",
+            "deliveries_leased",
             "deliveries_open",
             "deliveries_retrying"
         ]
@@ -515,6 +524,7 @@ async fn record(store: &Store, delivery_id: i64, status: &'static str, next_at: 
             attempt,
             status: status.parse().unwrap(),
             next_at,
+            claim: None,
         })
         .await
         .unwrap();

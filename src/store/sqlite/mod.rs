@@ -38,6 +38,7 @@ pub use checkpoint::WAL_LIMIT;
 pub(crate) use outbox::enqueue_deliveries;
 pub(crate) use read::Reads;
 pub(crate) use reindex::reindex;
+pub(crate) use schema::open_existing;
 pub(crate) use writer::Writes;
 pub use writer::MAX_BATCH;
 

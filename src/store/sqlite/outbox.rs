@@ -70,11 +70,39 @@ pub(super) fn record_attempt(
         ])?;
     transaction
         .prepare_cached(
-            "UPDATE deliveries SET status = ?2, attempts = attempts + 1, next_at = ?3, updated_at = ?4, last_error = ?5
-             WHERE id = ?1",
+            "UPDATE deliveries SET status = ?2, attempts = attempts + 1, next_at = ?3, updated_at = ?4, last_error = ?5,
+                 claim = NULL, lease_until = NULL
+             WHERE id = ?1 AND (?6 IS NULL OR claim IS NULL OR claim = ?6)",
         )?
-        .execute(params![record.delivery_id, record.status, record.next_at, now_ms(), record.attempt.error])?;
+        .execute(params![record.delivery_id, record.status, record.next_at, now_ms(), record.attempt.error, record.claim])?;
     Ok(())
+}
+
+/// Claims delivery `id` until `lease_until` for `holder` (see
+/// `pg::claims`): when it is waiting, due at `now`, and unclaimed, its
+/// lease expired, or already `holder`'s. Returns the claim id.
+pub(super) fn claim(
+    connection: &Connection,
+    id: i64,
+    now: i64,
+    lease_until: i64,
+    holder: &str,
+) -> rusqlite::Result<Option<String>> {
+    let claim = crate::store::pg::claims::next(holder);
+    let changed = connection
+        .prepare_cached(
+            "UPDATE deliveries SET claim = ?4, lease_until = ?3
+             WHERE id = ?1 AND status IN ('pending', 'retrying') AND next_at <= ?2
+               AND (lease_until IS NULL OR lease_until <= ?2 OR claim LIKE ?5)",
+        )?
+        .execute(params![
+            id,
+            now,
+            lease_until,
+            claim,
+            crate::store::pg::claims::of(holder)
+        ])?;
+    Ok((changed == 1).then_some(claim))
 }
 
 /// Queues deliveries for already stored events (`vodhook replay`), through
@@ -134,6 +162,7 @@ impl ReadConnection {
         let mut due: Vec<i64> = read
             .prepare_cached(
                 "SELECT id FROM deliveries WHERE status = 'retrying' AND next_at <= ?1
+                   AND (lease_until IS NULL OR lease_until <= ?1)
                  ORDER BY next_at, id LIMIT ?2",
             )?
             .query_map(params![now_ms, limit], |row| row.get(0))?
@@ -141,10 +170,22 @@ impl ReadConnection {
         let pending: Vec<i64> = read
             .prepare_cached(
                 "SELECT id FROM deliveries WHERE id >= ?1 AND id <= ?2 AND status = 'pending'
+                   AND (lease_until IS NULL OR lease_until <= ?4)
                  ORDER BY id LIMIT ?3",
             )?
-            .query_map(params![from_id, end, limit], |row| row.get(0))?
+            .query_map(params![from_id, end, limit, now_ms], |row| row.get(0))?
             .collect::<Result<_, _>>()?;
+        // Claimed by another process that went away: below the cursor, but
+        // due again once its lease expired.
+        let expired: Vec<i64> = read
+            .prepare_cached(
+                "SELECT id FROM deliveries WHERE lease_until IS NOT NULL AND lease_until <= ?1
+                   AND status = 'pending' AND id < ?2
+                 ORDER BY lease_until LIMIT ?3",
+            )?
+            .query_map(params![now_ms, from_id, limit], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+        due.extend(expired);
         let next_retry_at = read
             .prepare_cached(
                 "SELECT min(next_at) FROM deliveries WHERE status = 'retrying' AND next_at > ?1",
@@ -189,6 +230,7 @@ impl ReadConnection {
                     action: row.get(14)?,
                     attempts: row.get(15)?,
                     created_at: row.get(16)?,
+                    claim: None,
                 })
             })
             .optional()?;

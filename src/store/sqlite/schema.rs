@@ -123,6 +123,14 @@ CREATE INDEX deliveries_retrying ON deliveries (next_at) WHERE status = 'retryin
 CREATE INDEX deliveries_event_id ON deliveries (event_id);
 CREATE INDEX deliveries_open ON deliveries (status, action, id) WHERE status <> 'ok';
 "#,
+    r#"
+-- Claims (issue 16): a delivery is run by the process holding its claim
+-- (`claim`, until `lease_until` ms), so that two processes on one file
+-- (`serve` and `pull`) run it once. Only claimed rows are in the index.
+ALTER TABLE deliveries ADD COLUMN claim TEXT;
+ALTER TABLE deliveries ADD COLUMN lease_until INTEGER;
+CREATE INDEX deliveries_leased ON deliveries (lease_until) WHERE lease_until IS NOT NULL;
+"#,
 ];
 
 /// Schema 4 (the store helper's migration): ids are never handed out twice,
@@ -302,7 +310,7 @@ pub(super) fn migrate(connection: &mut Connection, path: &Path) -> anyhow::Resul
 /// # Errors
 ///
 /// No database at `path`, or it cannot be opened or migrated.
-pub(super) fn open_existing(path: &Path, busy_timeout: Duration) -> anyhow::Result<Connection> {
+pub(crate) fn open_existing(path: &Path, busy_timeout: Duration) -> anyhow::Result<Connection> {
     if !path.exists() {
         anyhow::bail!("no database at {}", path.display());
     }

@@ -74,6 +74,8 @@ enum Control {
     Probe(Reply<()>),
     /// A change asked for in the web console, in a transaction of its own.
     Console(Box<ConsoleWrite>, Reply<usize>),
+    /// A claim on a delivery: (id, now, lease until, holder).
+    Claim(Box<(i64, i64, i64, String)>, Reply<Option<String>>),
 }
 
 /// One item to write, its result once written, and who waits for it.
@@ -172,6 +174,7 @@ impl std::fmt::Debug for Command {
             Command::Control(Control::Prune(..)) => "Prune",
             Command::Control(Control::Probe(_)) => "Probe",
             Command::Control(Control::Console(..)) => "Console",
+            Command::Control(Control::Claim(..)) => "Claim",
         })
     }
 }
@@ -301,6 +304,19 @@ impl Writes {
             .await
     }
 
+    /// See [`Store::claim`](crate::store::Store::claim).
+    pub(crate) async fn claim(
+        &self,
+        id: i64,
+        now: i64,
+        lease_until: i64,
+        holder: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let request = Box::new((id, now, lease_until, holder.to_owned()));
+        self.call(|reply| Command::Control(Control::Claim(request, reply)))
+            .await
+    }
+
     /// See [`Store::probe`](crate::store::Store::probe).
     pub(crate) async fn probe(&self) -> Result<(), StoreError> {
         self.call(|reply| Command::Control(Control::Probe(reply)))
@@ -418,6 +434,12 @@ impl Writer {
                         super::console::apply(&mut self.connection, &write)
                             .map_err(|error| unavailable(&error)),
                     );
+                }
+                Command::Control(Control::Claim(request, reply)) => {
+                    let (id, now, lease_until, holder) = *request;
+                    let claimed =
+                        super::outbox::claim(&self.connection, id, now, lease_until, &holder);
+                    let _ = reply.send(claimed.map_err(|e| unavailable(&e)));
                 }
                 Command::Write(write) => writes.push(write),
             }

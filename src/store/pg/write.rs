@@ -1,0 +1,695 @@
+//! The statements that write: a batch of events, refused bodies and
+//! attempt outcomes in one transaction; claims; pruning.
+
+use std::collections::{BTreeMap, HashMap};
+
+use deadpool_postgres::{GenericClient, Object};
+use tokio_postgres::Error;
+
+use super::{claims, clean, clean_opt, Write, CHANNEL};
+use crate::state::{Derived, FileState, TaskState};
+use crate::store::{
+    now_ms, AttemptRecord, EventMeta, NewEvent, Rejected, Stored, EVENT_GONE, REJECTED_BUDGET,
+    REJECTED_KEPT, REJECTED_PREFIX,
+};
+
+fn to_json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "{}".to_owned())
+}
+
+/// What a committed batch gives its writes.
+pub(super) struct Results {
+    /// One per insert, in the batch's order.
+    pub(super) stored: Vec<Stored>,
+}
+
+/// Writes `batch` in one transaction.
+pub(super) async fn write_batch(client: &mut Object, batch: &[Write]) -> Result<Results, Error> {
+    let mut events = Vec::new();
+    let mut rejected = Vec::new();
+    let mut attempts = Vec::new();
+    for write in batch {
+        match write {
+            Write::Insert(event, _) => events.push(&**event),
+            Write::Reject(body, _) => rejected.push(&**body),
+            Write::Attempt(attempt, claim, _) => {
+                attempts.push((&**attempt, claim.as_deref().or(attempt.claim.as_deref())));
+            }
+        }
+    }
+    let transaction = client.transaction().await?;
+    let (stored, queued) = insert_events(&transaction, &events).await?;
+    insert_rejected(&transaction, &rejected).await?;
+    record_attempts(&transaction, &mut attempts).await?;
+    if queued {
+        transaction
+            .batch_execute(&format!("NOTIFY {CHANNEL}"))
+            .await?;
+    }
+    transaction.commit().await?;
+    Ok(Results { stored })
+}
+
+/// One distinct event of a batch (a dedup key may arrive twice in one).
+struct Distinct {
+    /// Index of its first arrival in the batch.
+    first: usize,
+    /// Arrivals in the batch.
+    count: i64,
+    /// Latest arrival time.
+    last_seen: i64,
+}
+
+/// A new event, to fold into the derived state.
+pub(super) struct Folded<'a> {
+    pub(super) id: i64,
+    pub(super) at: i64,
+    pub(super) meta: &'a EventMeta,
+    pub(super) derived: &'a Derived,
+}
+
+/// Inserts `events` (or counts their duplicates), folds the new ones into
+/// the derived state and queues their deliveries; returns one [`Stored`]
+/// per event and whether deliveries were queued.
+async fn insert_events<C: GenericClient>(
+    client: &C,
+    events: &[&NewEvent],
+) -> Result<(Vec<Stored>, bool), Error> {
+    if events.is_empty() {
+        return Ok((Vec::new(), false));
+    }
+    // Taken before ids are drawn, so that `reindex` (which takes a
+    // conflicting lock) knows every event of a later transaction has an id
+    // above all it has seen.
+    client
+        .batch_execute("LOCK TABLE events IN ROW EXCLUSIVE MODE")
+        .await?;
+    let mut by_key: HashMap<[u8; 32], usize> = HashMap::new();
+    let mut distinct: Vec<Distinct> = Vec::new();
+    // Per event: its distinct entry and how many arrivals of it precede.
+    let mut arrivals: Vec<(usize, i64)> = Vec::with_capacity(events.len());
+    for (index, event) in events.iter().enumerate() {
+        match by_key.get(&event.dedup_key) {
+            Some(&d) => {
+                let entry = &mut distinct[d];
+                arrivals.push((d, entry.count));
+                entry.count += 1;
+                entry.last_seen = entry.last_seen.max(event.received_at);
+            }
+            None => {
+                by_key.insert(event.dedup_key, distinct.len());
+                arrivals.push((distinct.len(), 0));
+                distinct.push(Distinct {
+                    first: index,
+                    count: 1,
+                    last_seen: event.received_at,
+                });
+            }
+        }
+    }
+    // Ids in arrival order; rows written in dedup-key order (two batches
+    // holding the same events then lock them in the same order).
+    let draw = client
+        .prepare_cached("SELECT nextval('events_id_seq') FROM generate_series(1, $1::int8)")
+        .await?;
+    let mut ids: Vec<i64> = client
+        .query(&draw, &[&(distinct.len() as i64)])
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    ids.sort_unstable();
+    let mut order: Vec<usize> = (0..distinct.len()).collect();
+    order.sort_by_key(|&d| events[distinct[d].first].dedup_key);
+    let mut columns = EventColumns::default();
+    for &d in &order {
+        let entry = &distinct[d];
+        columns.push(ids[d], events[entry.first], entry.count, entry.last_seen);
+    }
+    let insert = client
+        .prepare_cached(
+            "INSERT INTO events AS e (id, dedup_key, received_at, last_seen, times_seen, source, format,
+                                      event_type, file_id, task_id, status, parse_error, remote, raw)
+             SELECT * FROM unnest($1::int8[], $2::bytea[], $3::int8[], $4::int8[], $5::int8[], $6::text[],
+                                  $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
+                                  $13::text[], $14::bytea[])
+             ON CONFLICT (dedup_key) DO UPDATE SET times_seen = e.times_seen + excluded.times_seen,
+                 last_seen = greatest(e.last_seen, excluded.last_seen)
+             RETURNING id, dedup_key, times_seen",
+        )
+        .await?;
+    let rows = client.query(&insert, &columns.params()).await?;
+    let mut written: HashMap<Vec<u8>, (i64, i64)> = HashMap::with_capacity(rows.len());
+    for row in rows {
+        written.insert(row.get(1), (row.get(0), row.get(2)));
+    }
+    let mut fresh: Vec<(i64, &NewEvent)> = Vec::new();
+    let mut totals: Vec<(i64, i64)> = Vec::with_capacity(distinct.len());
+    for entry in &distinct {
+        let event = events[entry.first];
+        let (id, total) = written
+            .get(&event.dedup_key[..])
+            .copied()
+            .unwrap_or((0, entry.count));
+        if total == entry.count {
+            fresh.push((id, event));
+        }
+        totals.push((id, total));
+    }
+    let stored = arrivals
+        .iter()
+        .map(|&(d, before)| {
+            let (id, total) = totals[d];
+            Stored {
+                id,
+                times_seen: total - distinct[d].count + 1 + before,
+            }
+        })
+        .collect();
+    fresh.sort_by_key(|(id, _)| *id);
+    let folded: Vec<Folded<'_>> = fresh
+        .iter()
+        .map(|(id, event)| Folded {
+            id: *id,
+            at: event.received_at,
+            meta: &event.meta,
+            derived: &event.derived,
+        })
+        .collect();
+    fold(client, &folded).await?;
+    let (mut delivery_events, mut delivery_actions) = (Vec::new(), Vec::new());
+    for (id, event) in &fresh {
+        for action in &event.actions {
+            delivery_events.push(*id);
+            delivery_actions.push(action.clone());
+        }
+    }
+    let queued = !delivery_events.is_empty();
+    if queued {
+        // Deliveries of one batch share its time, as on SQLite each has
+        // its event's.
+        let at = fresh.iter().map(|(_, e)| e.received_at).max().unwrap_or(0);
+        insert_deliveries(client, &delivery_events, &delivery_actions, at).await?;
+    }
+    Ok((stored, queued))
+}
+
+/// The columns of the events of a batch, as arrays.
+#[derive(Default)]
+struct EventColumns {
+    id: Vec<i64>,
+    dedup_key: Vec<Vec<u8>>,
+    received_at: Vec<i64>,
+    last_seen: Vec<i64>,
+    times_seen: Vec<i64>,
+    source: Vec<String>,
+    format: Vec<String>,
+    event_type: Vec<String>,
+    file_id: Vec<Option<String>>,
+    task_id: Vec<Option<String>>,
+    status: Vec<Option<String>>,
+    parse_error: Vec<Option<String>>,
+    remote: Vec<Option<String>>,
+    raw: Vec<Vec<u8>>,
+}
+
+impl EventColumns {
+    fn push(&mut self, id: i64, event: &NewEvent, count: i64, last_seen: i64) {
+        let meta = &event.meta;
+        self.id.push(id);
+        self.dedup_key.push(event.dedup_key.to_vec());
+        self.received_at.push(event.received_at);
+        self.last_seen.push(last_seen);
+        self.times_seen.push(count);
+        self.source.push(clean(event.source).into_owned());
+        self.format.push(clean(&meta.format).into_owned());
+        self.event_type.push(clean(&meta.event_type).into_owned());
+        self.file_id.push(clean_opt(meta.file_id.as_deref()));
+        self.task_id.push(clean_opt(meta.task_id.as_deref()));
+        self.status.push(clean_opt(meta.status.as_deref()));
+        self.parse_error
+            .push(clean_opt(meta.parse_error.as_deref()));
+        self.remote.push(clean_opt(event.remote.as_deref()));
+        self.raw.push(event.raw.to_vec());
+    }
+
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 14] {
+        [
+            &self.id,
+            &self.dedup_key,
+            &self.received_at,
+            &self.last_seen,
+            &self.times_seen,
+            &self.source,
+            &self.format,
+            &self.event_type,
+            &self.file_id,
+            &self.task_id,
+            &self.status,
+            &self.parse_error,
+            &self.remote,
+            &self.raw,
+        ]
+    }
+}
+
+/// Folds new events (in id order) into `event_files`, `tasks` and
+/// `files`. Rows are created when missing, then locked in key order
+/// (`FOR UPDATE`), merged with the `state` merge functions and written
+/// back: another transaction folding into the same rows waits, and its
+/// update is merged, not lost. Unqualified names: `reindex` folds into
+/// temporary tables of the same names with this same code.
+pub(super) async fn fold<C: GenericClient>(client: &C, events: &[Folded<'_>]) -> Result<(), Error> {
+    let (mut file_ids, mut event_ids) = (Vec::new(), Vec::new());
+    let mut tasks: BTreeMap<String, Vec<(i64, i64, &TaskState)>> = BTreeMap::new();
+    let mut files: BTreeMap<String, Vec<(i64, i64, &FileState)>> = BTreeMap::new();
+    for event in events {
+        for file_id in event
+            .meta
+            .file_ids
+            .iter()
+            .filter(|id| Some(id.as_str()) != event.meta.file_id.as_deref())
+        {
+            file_ids.push(clean(file_id).into_owned());
+            event_ids.push(event.id);
+        }
+        for task in &event.derived.tasks {
+            tasks
+                .entry(clean(&task.task_id).into_owned())
+                .or_default()
+                .push((event.id, event.at, task));
+        }
+        for file in &event.derived.files {
+            files
+                .entry(clean(&file.file_id).into_owned())
+                .or_default()
+                .push((event.id, event.at, file));
+        }
+    }
+    if !file_ids.is_empty() {
+        let statement = client
+            .prepare_cached(
+                "INSERT INTO event_files (file_id, event_id)
+                 SELECT * FROM unnest($1::text[], $2::int8[]) AS u(f, e) ORDER BY f, e
+                 ON CONFLICT DO NOTHING",
+            )
+            .await?;
+        client.execute(&statement, &[&file_ids, &event_ids]).await?;
+    }
+    if !tasks.is_empty() {
+        let current = lock_rows(client, "tasks", "task_id", &tasks).await?;
+        let mut columns: [Vec<Option<String>>; 5] = Default::default();
+        let (mut last, mut at) = (Vec::new(), Vec::new());
+        for (key, updates) in &tasks {
+            let mut task = current
+                .get(key)
+                .and_then(|json| serde_json::from_str::<TaskState>(json).ok())
+                .unwrap_or_else(|| TaskState {
+                    task_id: updates[0].2.task_id.clone(),
+                    ..TaskState::default()
+                });
+            for (_, _, update) in updates {
+                task.merge((*update).clone());
+            }
+            let (id, time, _) = updates[updates.len() - 1];
+            columns[0].push(Some(key.clone()));
+            columns[1].push(clean_opt(task.task_type.as_deref()));
+            columns[2].push(clean_opt(task.file_id.as_deref()));
+            columns[3].push(clean_opt(task.status.as_deref()));
+            columns[4].push(Some(to_json(&task)));
+            last.push(id);
+            at.push(time);
+        }
+        let statement = client
+            .prepare_cached(
+                "UPDATE tasks AS t SET task_type = u.task_type, file_id = u.file_id, status = u.status,
+                     state = u.state, last_event = u.last_event, updated_at = u.updated_at
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[], $7::int8[])
+                     AS u(task_id, task_type, file_id, status, state, last_event, updated_at)
+                 WHERE t.task_id = u.task_id",
+            )
+            .await?;
+        let [keys, types, file_ids, statuses, states] = &columns;
+        client
+            .execute(
+                &statement,
+                &[keys, types, file_ids, statuses, states, &last, &at],
+            )
+            .await?;
+    }
+    if !files.is_empty() {
+        let current = lock_rows(client, "files", "file_id", &files).await?;
+        let (mut keys, mut deleted, mut states, mut last, mut at) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (key, updates) in &files {
+            let mut file = current
+                .get(key)
+                .and_then(|json| serde_json::from_str::<FileState>(json).ok())
+                .unwrap_or_else(|| FileState {
+                    file_id: updates[0].2.file_id.clone(),
+                    ..FileState::default()
+                });
+            for (_, _, update) in updates {
+                file.merge((*update).clone());
+            }
+            let (id, time, _) = updates[updates.len() - 1];
+            keys.push(key.clone());
+            deleted.push(file.deleted);
+            states.push(to_json(&file));
+            last.push(id);
+            at.push(time);
+        }
+        let statement = client
+            .prepare_cached(
+                "UPDATE files AS f SET deleted = u.deleted, state = u.state, last_event = u.last_event,
+                     updated_at = u.updated_at
+                 FROM unnest($1::text[], $2::bool[], $3::text[], $4::int8[], $5::int8[])
+                     AS u(file_id, deleted, state, last_event, updated_at)
+                 WHERE f.file_id = u.file_id",
+            )
+            .await?;
+        client
+            .execute(&statement, &[&keys, &deleted, &states, &last, &at])
+            .await?;
+    }
+    Ok(())
+}
+
+/// Makes sure a row exists for every key (a placeholder whose state reads
+/// as unknown), then locks them in key order; returns their state
+/// documents.
+async fn lock_rows<C: GenericClient, T>(
+    client: &C,
+    table: &str,
+    key: &str,
+    updates: &BTreeMap<String, Vec<(i64, i64, T)>>,
+) -> Result<HashMap<String, String>, Error> {
+    let keys: Vec<&String> = updates.keys().collect();
+    let firsts: Vec<i64> = updates.values().map(|u| u[0].0).collect();
+    let ats: Vec<i64> = updates.values().map(|u| u[0].1).collect();
+    let create = client
+        .prepare_cached(&format!(
+            "INSERT INTO {table} ({key}, state, first_event, last_event, updated_at)
+             SELECT k, 'null', f, f, a FROM unnest($1::text[], $2::int8[], $3::int8[]) AS u(k, f, a)
+             ORDER BY k ON CONFLICT ({key}) DO NOTHING"
+        ))
+        .await?;
+    client.execute(&create, &[&keys, &firsts, &ats]).await?;
+    let lock = client
+        .prepare_cached(&format!(
+            "SELECT {key}, state FROM {table} WHERE {key} = ANY($1) ORDER BY {key} FOR UPDATE"
+        ))
+        .await?;
+    Ok(client
+        .query(&lock, &[&keys])
+        .await?
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect())
+}
+
+/// Queues one delivery per (event, action) pair, at `at`.
+pub(super) async fn insert_deliveries<C: GenericClient>(
+    client: &C,
+    events: &[i64],
+    actions: &[String],
+    at: i64,
+) -> Result<(), Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let statement = client
+        .prepare_cached(
+            "INSERT INTO deliveries (event_id, action, status, attempts, next_at, created_at, updated_at)
+             SELECT e, a, 'pending', 0, $3, $3, $3 FROM unnest($1::int8[], $2::text[]) AS u(e, a)",
+        )
+        .await?;
+    let actions: Vec<String> = actions.iter().map(|a| clean(a).into_owned()).collect();
+    client
+        .execute(&statement, &[&events, &actions, &at])
+        .await?;
+    Ok(())
+}
+
+async fn insert_rejected<C: GenericClient>(
+    client: &C,
+    rejected: &[&Rejected],
+) -> Result<(), Error> {
+    if rejected.is_empty() {
+        return Ok(());
+    }
+    let (mut at, mut source, mut remote, mut reason, mut length, mut body) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
+    for r in rejected {
+        at.push(r.received_at);
+        source.push(clean(r.source).into_owned());
+        remote.push(clean_opt(r.remote.as_deref()));
+        reason.push(clean(&r.reason).into_owned());
+        length.push(r.body.len() as i64);
+        body.push(r.body[..r.body.len().min(REJECTED_PREFIX)].to_vec());
+    }
+    let insert = client
+        .prepare_cached(
+            "INSERT INTO rejected (received_at, source, remote, reason, length, body)
+             SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::bytea[])",
+        )
+        .await?;
+    client
+        .execute(&insert, &[&at, &source, &remote, &reason, &length, &body])
+        .await?;
+    let kept = client
+        .prepare_cached("DELETE FROM rejected WHERE id <= (SELECT max(id) FROM rejected) - $1")
+        .await?;
+    client.execute(&kept, &[&REJECTED_KEPT]).await?;
+    let budget = client
+        .prepare_cached(
+            "DELETE FROM rejected WHERE id IN
+                 (SELECT id FROM (SELECT id, sum(length(body)) OVER (ORDER BY id DESC) AS kept FROM rejected) k
+                  WHERE kept > $1)",
+        )
+        .await?;
+    client.execute(&budget, &[&REJECTED_BUDGET]).await?;
+    Ok(())
+}
+
+/// Writes attempts and their deliveries' new states, in delivery order
+/// (rows locked in one order by every writer). With a claim id, the
+/// delivery changes only if the claim is still its own.
+async fn record_attempts<C: GenericClient>(
+    client: &C,
+    attempts: &mut [(&AttemptRecord, Option<&str>)],
+) -> Result<(), Error> {
+    if attempts.is_empty() {
+        return Ok(());
+    }
+    attempts.sort_by_key(|(record, _)| record.delivery_id);
+    let update = client
+        .prepare_cached(
+            "UPDATE deliveries SET status = $2, attempts = attempts + 1, next_at = $3, updated_at = $4,
+                 last_error = $5, claim = NULL, lease_until = NULL
+             WHERE id = $1 AND ($6::text IS NULL OR claim IS NULL OR claim = $6)",
+        )
+        .await?;
+    let insert = client
+        .prepare_cached(
+            "INSERT INTO attempts (delivery_id, started_at, duration_ms, ok, exit_code, http_status, error,
+                                   stdout, stderr)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .await?;
+    let now = now_ms();
+    for (record, claim) in attempts.iter() {
+        let attempt = &record.attempt;
+        let error = clean_opt(attempt.error.as_deref());
+        let changed = client
+            .execute(
+                &update,
+                &[
+                    &record.delivery_id,
+                    &record.status.as_str(),
+                    &record.next_at,
+                    &now,
+                    &error,
+                    claim,
+                ],
+            )
+            .await?;
+        if changed == 0 && claim.is_some() {
+            tracing::warn!(
+                delivery = record.delivery_id,
+                "an attempt ended after its claim was taken over; its outcome is recorded, the delivery left to its new holder"
+            );
+        }
+        client
+            .execute(
+                &insert,
+                &[
+                    &record.delivery_id,
+                    &attempt.started_at,
+                    &attempt.duration_ms,
+                    &attempt.ok,
+                    &attempt.exit_code,
+                    &attempt.http_status.map(i32::from),
+                    &error,
+                    &clean_opt(attempt.stdout.as_deref()),
+                    &clean_opt(attempt.stderr.as_deref()),
+                ],
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// Claims delivery `id` if it is waiting, due and unclaimed (or its lease
+/// expired); the row is skipped, not waited for, while another instance
+/// is claiming it. Returns the claim id.
+pub(super) async fn claim<C: GenericClient>(
+    client: &C,
+    holder: &str,
+    id: i64,
+    now: i64,
+    lease_until: i64,
+) -> Result<Option<String>, Error> {
+    let statement = client
+        .prepare_cached(
+            "UPDATE deliveries SET claim = $4, lease_until = $3
+             WHERE id = (SELECT id FROM deliveries
+                         WHERE id = $1 AND status IN ('pending', 'retrying') AND next_at <= $2
+                           AND (lease_until IS NULL OR lease_until <= $2 OR claim LIKE $5)
+                         FOR UPDATE SKIP LOCKED)
+             RETURNING claim",
+        )
+        .await?;
+    Ok(client
+        .query_opt(
+            &statement,
+            &[
+                &id,
+                &now,
+                &lease_until,
+                &claims::next(holder),
+                &claims::of(holder),
+            ],
+        )
+        .await?
+        .map(|row| row.get(0)))
+}
+
+/// Claims up to `limit` due, unclaimed deliveries: retries by time first,
+/// then pending ones by id.
+pub(super) async fn claim_due<C: GenericClient>(
+    client: &C,
+    holder: &str,
+    now: i64,
+    lease_until: i64,
+    limit: i64,
+) -> Result<Vec<(i64, String)>, Error> {
+    let statement = client
+        .prepare_cached(
+            "WITH retries AS (
+                 SELECT id, next_at FROM deliveries
+                 WHERE status = 'retrying' AND next_at <= $1
+                   AND (lease_until IS NULL OR lease_until <= $1 OR claim LIKE $5)
+                 ORDER BY next_at, id LIMIT $3 FOR UPDATE SKIP LOCKED),
+             pending AS (
+                 SELECT id FROM deliveries
+                 WHERE status = 'pending' AND (lease_until IS NULL OR lease_until <= $1 OR claim LIKE $5)
+                 ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED),
+             due AS (
+                 SELECT id FROM (SELECT id, 0 AS k, next_at AS o FROM retries
+                                 UNION ALL SELECT id, 1, id FROM pending) c
+                 ORDER BY k, o LIMIT $3)
+             UPDATE deliveries d SET claim = $4 || '/' || d.id, lease_until = $2
+             FROM due WHERE d.id = due.id
+             RETURNING d.id, d.claim",
+        )
+        .await?;
+    let mut claimed: Vec<(i64, String)> = client
+        .query(
+            &statement,
+            &[
+                &now,
+                &lease_until,
+                &limit,
+                &claims::next(holder),
+                &claims::of(holder),
+            ],
+        )
+        .await?
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    claimed.sort_by_key(|(id, _)| *id);
+    Ok(claimed)
+}
+
+/// Deletes what is older than `cutoff` (the caller holds the housekeeping
+/// lock), in slices so that writers are not held up for long.
+pub(super) async fn prune(client: &mut Object, cutoff: i64) -> Result<usize, Error> {
+    let mut deleted = 0;
+    loop {
+        let transaction = client.transaction().await?;
+        transaction
+            .execute(
+                "DELETE FROM event_files WHERE event_id IN
+                     (SELECT id FROM events WHERE received_at < $1 ORDER BY id LIMIT 5000)",
+                &[&cutoff],
+            )
+            .await?;
+        let count = transaction
+            .execute(
+                "DELETE FROM events WHERE id IN
+                     (SELECT id FROM events WHERE received_at < $1 ORDER BY id LIMIT 5000)",
+                &[&cutoff],
+            )
+            .await?;
+        transaction.commit().await?;
+        deleted += count as usize;
+        if count < 5000 {
+            break;
+        }
+    }
+    let transaction = client.transaction().await?;
+    for sql in [
+        "DELETE FROM tasks WHERE updated_at < $1",
+        "DELETE FROM files WHERE updated_at < $1",
+        "DELETE FROM rejected WHERE received_at < $1",
+        "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE created_at < $1)",
+        "DELETE FROM deliveries WHERE created_at < $1",
+    ] {
+        transaction.execute(sql, &[&cutoff]).await?;
+    }
+    // A replay may have queued a delivery after its event's cutoff; with
+    // the event gone it can never run.
+    transaction
+        .execute(
+            "UPDATE deliveries SET status = 'dead', updated_at = $1, last_error = $2, claim = NULL,
+                 lease_until = NULL
+             WHERE status IN ('pending', 'retrying')
+               AND NOT EXISTS (SELECT 1 FROM events WHERE events.id = deliveries.event_id)",
+            &[&now_ms(), &EVENT_GONE],
+        )
+        .await?;
+    transaction.commit().await?;
+    Ok(deleted)
+}
+
+/// A real committed write (`/readyz` during an outage).
+pub(super) async fn probe_write(client: &mut Object) -> Result<(), Error> {
+    let transaction = client.transaction().await?;
+    transaction
+        .execute(
+            "INSERT INTO ready_probe (id, body) VALUES (1, $1)
+             ON CONFLICT (id) DO UPDATE SET body = excluded.body",
+            &[&vec![0u8; 64 * 1024]],
+        )
+        .await?;
+    transaction.execute("DELETE FROM ready_probe", &[]).await?;
+    transaction.commit().await
+}
