@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use vodhook::config::Config;
 
-use crate::helpers::{fixture, vodhook, TestApp, PATIENCE};
+use crate::helpers::{fixture, on_both_backends, vodhook, TestApp, PATIENCE};
 
 /// A configuration with an action that always fails once, then is dead.
 fn failing_config(extra: &str) -> Config {
@@ -113,9 +113,10 @@ async fn dead(console: &Console, id: i64, attempts: usize) -> Value {
     .await
 }
 
-#[tokio::test]
-async fn overview_counts_events_types_duplicates_rejections_and_deliveries() {
-    let mut app = TestApp::spawn_with(failing_config("")).await;
+on_both_backends! {
+    #[tokio::test]
+    async fn overview_counts_events_types_duplicates_rejections_and_deliveries(backend) {
+    let mut app = TestApp::spawn_on(&backend, failing_config("")).await;
     let console = Console::of(&app);
     let upload = fixture("samples/v3-NewFileUpload.json");
     app.post_event(upload.clone()).await;
@@ -158,11 +159,13 @@ async fn overview_counts_events_types_duplicates_rejections_and_deliveries() {
     assert!(html.contains(">NewFileUpload</a>"));
     assert!(html.contains("/deliveries?status=dead&amp;action=fail"));
     app.stop().await.unwrap();
+    }
 }
 
-#[tokio::test]
-async fn events_are_listed_newest_first_filtered_and_paged_by_keyset() {
-    let mut app = TestApp::spawn().await;
+on_both_backends! {
+    #[tokio::test]
+    async fn events_are_listed_newest_first_filtered_and_paged_by_keyset(backend) {
+    let mut app = TestApp::spawn_on(&backend, Config::default()).await;
     let console = Console::of(&app);
     let mut ids = Vec::new();
     for i in 0..60 {
@@ -230,11 +233,13 @@ async fn events_are_listed_newest_first_filtered_and_paged_by_keyset() {
     assert_eq!(bad.status(), 400);
     assert!(bad.text().await.unwrap().contains("since"));
     app.stop().await.unwrap();
+    }
 }
 
-#[tokio::test]
-async fn an_event_shows_its_typed_view_raw_body_receipt_and_deliveries() {
-    let mut app = TestApp::spawn_with(failing_config("")).await;
+on_both_backends! {
+    #[tokio::test]
+    async fn an_event_shows_its_typed_view_raw_body_receipt_and_deliveries(backend) {
+    let mut app = TestApp::spawn_on(&backend, failing_config("")).await;
     let console = Console::of(&app);
     let raw = fixture("samples/v3-ProcedureStateChanged.json");
     let id = app.post_event(raw.clone()).await.stored.id;
@@ -280,11 +285,13 @@ async fn an_event_shows_its_typed_view_raw_body_receipt_and_deliveries() {
     assert_eq!(missing.status(), 404);
     assert_eq!(console.get("/events/abc").await.status(), 404);
     app.stop().await.unwrap();
+    }
 }
 
-#[tokio::test]
-async fn file_and_task_timelines_show_every_event_with_the_state_on_top() {
-    let mut app = TestApp::spawn().await;
+on_both_backends! {
+    #[tokio::test]
+    async fn file_and_task_timelines_show_every_event_with_the_state_on_top(backend) {
+    let mut app = TestApp::spawn_on(&backend, Config::default()).await;
     let console = Console::of(&app);
     let (file_id, story) = vodhook::send::story(Some("7000000000000000001".to_owned()));
     let mut ids = Vec::new();
@@ -334,11 +341,13 @@ async fn file_and_task_timelines_show_every_event_with_the_state_on_top() {
         404
     );
     app.stop().await.unwrap();
+    }
 }
 
-#[tokio::test]
-async fn deliveries_are_listed_by_action_and_status_and_retried_one_or_all() {
-    let mut app = TestApp::spawn_with(failing_config("")).await;
+on_both_backends! {
+    #[tokio::test]
+    async fn deliveries_are_listed_by_action_and_status_and_retried_one_or_all(backend) {
+    let mut app = TestApp::spawn_on(&backend, failing_config("")).await;
     let console = Console::of(&app);
     for name in ["a", "b", "c"] {
         let body = json!({"EventType": "NewFileUpload", "FileUploadEvent": {"FileId": name}});
@@ -413,11 +422,13 @@ async fn deliveries_are_listed_by_action_and_status_and_retried_one_or_all() {
         .unwrap();
     assert_eq!(answer.json::<Value>().await.unwrap()["count"], 0);
     app.stop().await.unwrap();
+    }
 }
 
-#[tokio::test]
-async fn run_actions_again_queues_a_delivery_and_repost_sends_the_raw_body() {
-    let mut app = TestApp::spawn_with(failing_config("")).await;
+on_both_backends! {
+    #[tokio::test]
+    async fn run_actions_again_queues_a_delivery_and_repost_sends_the_raw_body(backend) {
+    let mut app = TestApp::spawn_on(&backend, failing_config("")).await;
     let receiver = TestApp::spawn().await;
     let console = Console::of(&app);
     let raw = fixture("samples/v3-NewFileUpload.json");
@@ -461,11 +472,13 @@ async fn run_actions_again_queues_a_delivery_and_repost_sends_the_raw_body() {
     assert_eq!(answer.status(), 400);
     receiver.stop().await.unwrap();
     app.stop().await.unwrap();
+    }
 }
 
-#[tokio::test]
-async fn rejected_bodies_are_listed_with_reason_and_address() {
-    let app = TestApp::spawn().await;
+on_both_backends! {
+    #[tokio::test]
+    async fn rejected_bodies_are_listed_with_reason_and_address(backend) {
+    let app = TestApp::spawn_on(&backend, Config::default()).await;
     let console = Console::of(&app);
     assert_eq!(app.post("\"just a string\"").await.status(), 400);
     assert_eq!(app.post("{not json").await.status(), 400);
@@ -479,6 +492,7 @@ async fn rejected_bodies_are_listed_with_reason_and_address() {
     let html = console.html("/rejected").await;
     assert!(html.contains("{not json") && html.contains("&quot;just a string&quot;"));
     app.stop().await.unwrap();
+    }
 }
 
 /// Every row of every table, to compare before and after.

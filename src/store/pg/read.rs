@@ -15,9 +15,9 @@ use crate::store::{
 /// Connections of a reader opened on its own.
 const READER_POOL: usize = 4;
 
-const EVENT_COLUMNS: &str = "e.id, e.received_at, e.last_seen, e.times_seen, e.source, e.remote, e.format, e.event_type, e.file_id, e.task_id, e.status, e.parse_error";
+pub(super) const EVENT_COLUMNS: &str = "e.id, e.received_at, e.last_seen, e.times_seen, e.source, e.remote, e.format, e.event_type, e.file_id, e.task_id, e.status, e.parse_error";
 
-fn event_row(row: &Row) -> EventRow {
+pub(super) fn event_row(row: &Row) -> EventRow {
     EventRow {
         id: row.get(0),
         received_at: row.get(1),
@@ -45,7 +45,7 @@ fn stored_state<T: serde::de::DeserializeOwned>(json: &str, kind: &str) -> anyho
         .with_context(|| format!("corrupt {kind} state; run `vodhook reindex`"))
 }
 
-fn delivery_row(row: &Row) -> anyhow::Result<DeliveryRow> {
+pub(super) fn delivery_row(row: &Row) -> anyhow::Result<DeliveryRow> {
     let status: &str = row.get(4);
     let status: DeliveryStatus = status.parse().map_err(|e: String| anyhow::anyhow!(e))?;
     Ok(DeliveryRow {
@@ -113,7 +113,7 @@ impl PgReader {
         PgReader { pool }
     }
 
-    async fn client(&self) -> anyhow::Result<Object> {
+    pub(super) async fn client(&self) -> anyhow::Result<Object> {
         self.pool
             .get()
             .await
@@ -563,7 +563,10 @@ async fn event_with_raw(client: &Object, id: i64) -> anyhow::Result<Option<(Even
 
 /// Sets `meta.file_ids`: its `file_id`, then the other files the event
 /// names.
-async fn fill_file_ids<C: GenericClient>(client: &C, event: &mut EventRow) -> anyhow::Result<()> {
+pub(super) async fn fill_file_ids<C: GenericClient>(
+    client: &C,
+    event: &mut EventRow,
+) -> anyhow::Result<()> {
     let statement = client
         .prepare_cached("SELECT file_id FROM event_files WHERE event_id = $1 ORDER BY file_id")
         .await?;

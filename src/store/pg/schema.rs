@@ -10,7 +10,8 @@ use super::{location_error, LOCK_MIGRATIONS};
 /// The schema, one migration per entry; `vodhook_schema.version` counts the
 /// ones applied. The tables mirror SQLite's (same columns, times in ms
 /// since the epoch), plus the claim columns of `deliveries`.
-pub(super) const MIGRATIONS: &[&str] = &[r#"
+pub(super) const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE events (
     id           BIGSERIAL PRIMARY KEY,
     dedup_key    BYTEA   NOT NULL UNIQUE,
@@ -110,7 +111,14 @@ CREATE TABLE ready_probe (
     id   INTEGER PRIMARY KEY,
     body BYTEA   NOT NULL
 );
-"#];
+"#,
+    r#"
+-- The web console: an event's deliveries, and the deliveries not done by
+-- status and action (as SQLite's `deliveries_open`).
+CREATE INDEX deliveries_event_id ON deliveries (event_id);
+CREATE INDEX deliveries_open ON deliveries (status, action, id) WHERE status <> 'ok';
+"#,
+];
 
 /// Tables every vodhook database has.
 const VODHOOK_TABLES: [&str; 4] = ["events", "tasks", "files", "rejected"];
