@@ -855,3 +855,24 @@ async fn new_events_arrive_on_the_live_stream_filtered() {
     app.stop().await.unwrap();
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+on_both_backends! {
+    /// A page cursor at the far end of `i64` (any id is accepted as
+    /// `before`) is an empty page, not an overflow in the scan window.
+    #[tokio::test]
+    async fn a_cursor_at_the_end_of_the_id_range_is_an_empty_page(backend) {
+    let mut app = TestApp::spawn_on(&backend, failing_config("")).await;
+    let console = Console::of(&app);
+    app.post_event(fixture("samples/v3-NewFileUpload.json")).await;
+    let min = i64::MIN;
+    let events = console
+        .json(&format!("/events?before={min}&type=NewFileUpload"))
+        .await;
+    assert_eq!(events["rows"], json!([]), "{events}");
+    let deliveries = console
+        .json(&format!("/deliveries?before={min}&action=fail"))
+        .await;
+    assert_eq!(deliveries["rows"], json!([]), "{deliveries}");
+    app.stop().await.unwrap();
+    }
+}

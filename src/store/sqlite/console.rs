@@ -75,7 +75,7 @@ impl ReadConnection {
         let bottom = if indexed || !query.needs_scan() {
             floor
         } else {
-            floor.max(top - window)
+            floor.max(top.saturating_sub(window))
         };
         let source = if query.file_id.is_some() {
             "(SELECT * FROM events WHERE id IN
@@ -235,7 +235,7 @@ impl ReadConnection {
         let bottom = if indexed || (action.is_none() && status.is_none()) {
             0
         } else {
-            (top - SCAN_WINDOW).max(0)
+            top.saturating_sub(SCAN_WINDOW).max(0)
         };
         let sql = if indexed {
             format!(
