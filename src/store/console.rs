@@ -57,6 +57,24 @@ pub struct EventQuery {
 }
 
 impl EventQuery {
+    /// The lowest event id a page below `top` looks at, given the lowest
+    /// id of the time range (`floor`): all of them when an index serves
+    /// the filters (file, task) or there are none to test, else the last
+    /// [`SCAN_WINDOW`] ids ([`TEXT_WINDOW`] for a text search), so a page
+    /// is bounded whatever the store holds. The same on every backend.
+    pub fn lowest_id(&self, top: i64, floor: i64) -> i64 {
+        let indexed = self.file_id.is_some() || self.task_id.is_some();
+        if indexed || !self.needs_scan() {
+            return floor;
+        }
+        let window = if self.text.is_some() {
+            TEXT_WINDOW
+        } else {
+            SCAN_WINDOW
+        };
+        floor.max(top.saturating_sub(window))
+    }
+
     /// Whether a filter no index serves is set.
     pub fn needs_scan(&self) -> bool {
         self.event_type.is_some()
@@ -65,6 +83,27 @@ impl EventQuery {
             || self.duplicates
             || self.parse_errors
             || self.text.is_some()
+    }
+}
+
+/// Whether a deliveries page by `status` is served by an index: the
+/// deliveries not done are in `deliveries_open`; `ok` ones are most of the
+/// table and found by scanning a window.
+pub(super) fn deliveries_indexed(status: Option<DeliveryStatus>) -> bool {
+    status.is_some_and(|status| status != DeliveryStatus::Ok)
+}
+
+/// The lowest delivery id a page below `top` looks at: every id when an
+/// index serves it or nothing is filtered, else the last [`SCAN_WINDOW`].
+pub(super) fn deliveries_lowest_id(
+    top: i64,
+    action: Option<&str>,
+    status: Option<DeliveryStatus>,
+) -> i64 {
+    if deliveries_indexed(status) || (action.is_none() && status.is_none()) {
+        0
+    } else {
+        top.saturating_sub(SCAN_WINDOW).max(0)
     }
 }
 

@@ -10,8 +10,7 @@ use super::read::{delivery_row, event_row, fill_file_ids, PgReader, EVENT_COLUMN
 use super::{write, PgStore, CHANNEL};
 use crate::clock::now_ms;
 use crate::store::console::{
-    ActionCounts, ConsoleWrite, EventQuery, Overview, Page, SCAN_WINDOW, TEXT_WINDOW,
-    TIMELINE_LIMIT,
+    ActionCounts, ConsoleWrite, EventQuery, Overview, Page, TIMELINE_LIMIT,
 };
 use crate::store::{DeliveryRow, DeliveryStatus, EventRow, RejectedRow, StoreError};
 
@@ -59,17 +58,7 @@ impl PgReader {
             Some(since) => first_event_at(&client, since).await?.unwrap_or(top),
             None => 0,
         };
-        let indexed = query.file_id.is_some() || query.task_id.is_some();
-        let window = if query.text.is_some() {
-            TEXT_WINDOW
-        } else {
-            SCAN_WINDOW
-        };
-        let bottom = if indexed || !query.needs_scan() {
-            floor
-        } else {
-            floor.max(top.saturating_sub(window))
-        };
+        let bottom = query.lowest_id(top, floor);
         let source = if query.file_id.is_some() {
             "(SELECT * FROM events WHERE id IN
                 (SELECT id FROM events WHERE file_id = $1 UNION SELECT event_id FROM event_files WHERE file_id = $1))"
@@ -197,14 +186,8 @@ impl PgReader {
         let limit = i64::from(limit.max(1));
         let (max, min) = id_bounds(&client, "deliveries").await?;
         let top = before.unwrap_or(max + 1);
-        // Deliveries not done are in `deliveries_open`; `ok` ones are most
-        // of the table and found by scanning a window.
-        let indexed = status.is_some_and(|status| status != DeliveryStatus::Ok);
-        let bottom = if indexed || (action.is_none() && status.is_none()) {
-            0
-        } else {
-            top.saturating_sub(SCAN_WINDOW).max(0)
-        };
+        let indexed = crate::store::console::deliveries_indexed(status);
+        let bottom = crate::store::console::deliveries_lowest_id(top, action, status);
         let sql = if indexed {
             format!(
                 "SELECT {DELIVERY_COLUMNS} FROM deliveries d LEFT JOIN events e ON e.id = d.event_id

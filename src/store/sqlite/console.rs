@@ -7,8 +7,7 @@ use super::outbox::{delivery_row, insert_deliveries};
 use super::read::{event_row, ReadConnection, EVENT_COLUMNS};
 use crate::clock::now_ms;
 use crate::store::console::{
-    ActionCounts, ConsoleWrite, EventQuery, Overview, Page, SCAN_WINDOW, TEXT_WINDOW,
-    TIMELINE_LIMIT,
+    ActionCounts, ConsoleWrite, EventQuery, Overview, Page, TIMELINE_LIMIT,
 };
 use crate::store::{DeliveryRow, DeliveryStatus, EventRow, RejectedRow};
 
@@ -66,17 +65,7 @@ impl ReadConnection {
             Some(since) => self.first_event_at(since)?.unwrap_or(top),
             None => 0,
         };
-        let indexed = query.file_id.is_some() || query.task_id.is_some();
-        let window = if query.text.is_some() {
-            TEXT_WINDOW
-        } else {
-            SCAN_WINDOW
-        };
-        let bottom = if indexed || !query.needs_scan() {
-            floor
-        } else {
-            floor.max(top.saturating_sub(window))
-        };
+        let bottom = query.lowest_id(top, floor);
         let source = if query.file_id.is_some() {
             "(SELECT * FROM events WHERE id IN
                 (SELECT id FROM events WHERE file_id = ?1 UNION SELECT event_id FROM event_files WHERE file_id = ?1))"
@@ -229,14 +218,8 @@ impl ReadConnection {
             .prepare_cached("SELECT coalesce(max(id), 0), coalesce(min(id), 0) FROM deliveries")?
             .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))?;
         let top = before.unwrap_or(max + 1);
-        // Deliveries not done are in `deliveries_open`; `ok` ones are most
-        // of the table and found by scanning a window.
-        let indexed = status.is_some_and(|status| status != DeliveryStatus::Ok);
-        let bottom = if indexed || (action.is_none() && status.is_none()) {
-            0
-        } else {
-            top.saturating_sub(SCAN_WINDOW).max(0)
-        };
+        let indexed = crate::store::console::deliveries_indexed(status);
+        let bottom = crate::store::console::deliveries_lowest_id(top, action, status);
         let sql = if indexed {
             format!(
                 "SELECT {DELIVERY_COLUMNS} FROM deliveries d INDEXED BY deliveries_open
