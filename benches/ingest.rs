@@ -9,6 +9,7 @@
 //!     BENCH_ROUNDS=3 cargo bench --bench ingest   # medians of 3 rounds
 //!     BENCH_SKIP_ACTION=1 cargo bench --bench ingest
 //!     BENCH_SERVERS=naive,vodhook cargo bench --bench ingest
+//!     BENCH_PG=postgres://postgres@127.0.0.1:5432/postgres cargo bench --bench ingest
 //!
 //! Load: 64 concurrent keep-alive connections, each POSTing the documented
 //! NewFileUpload sample (with a unique FileId per request, so that every
@@ -28,11 +29,24 @@
 //! without, every delivery completed; issue #17, vodhook's CPU per request
 //! ≤ 2.0× the naive server's, req/s ≥ 0.3× the bare one's.
 //!
+//! With `BENCH_PG` (the URL of a PostgreSQL database to connect to for
+//! `CREATE DATABASE`), three more servers run, each on a database of its
+//! own that is dropped afterwards: `pg-anchor`, a minimal axum server that
+//! INSERTs each body into PostgreSQL in its own autocommit transaction
+//! (`synchronous_commit = on`, a pool of 16) before answering, the way a
+//! hand-written receiver does it; `vodhook-pg`, `vodhook serve` on
+//! PostgreSQL; `vodhook-pg2`, two `vodhook serve` on one database, each
+//! taking half of the connections. For these the PostgreSQL server's own
+//! CPU per request is reported too (every `postgres` process). Goals
+//! (issue #16): vodhook-pg ≥ 1.0× the anchor's req/s, p99 ≤ 50 ms, no
+//! errors; vodhook-pg2 ≥ 0.9× vodhook-pg.
+//!
 //! Rates drift by ±10% from one run to the next on a shared machine; with
 //! `BENCH_ROUNDS=N` the servers take turns N times and the medians (of each
 //! column on its own) are compared. `BENCH_SERVERS` picks some of `bare`,
-//! `naive`, `vodhook`, `action` (default all; `BENCH_SKIP_ACTION=1` leaves
-//! out `action`). Dirty pages left by one server are written back (`sync`)
+//! `naive`, `vodhook`, `action`, `pg-anchor`, `vodhook-pg`, `vodhook-pg2`
+//! (default all, the PostgreSQL ones only with `BENCH_PG`;
+//! `BENCH_SKIP_ACTION=1` leaves out `action`). Dirty pages left by one server are written back (`sync`)
 //! before the next one starts.
 
 use std::net::SocketAddr;
@@ -57,8 +71,11 @@ struct Run {
     elapsed: Duration,
     /// The server's utime+stime over the measured window, in seconds.
     cpu_secs: f64,
-    /// Peak RSS of the server (VmHWM), in MB.
+    /// Peak RSS of the server (VmHWM), in MB; the sum over its processes.
     rss_mb: f64,
+    /// The PostgreSQL server's utime+stime over the measured window (every
+    /// `postgres` process), in seconds; 0 when the server uses none.
+    pg_cpu_secs: f64,
 }
 
 impl Run {
@@ -80,6 +97,14 @@ impl Run {
             return f64::NAN;
         }
         self.cpu_secs * 1e6 / self.ok as f64
+    }
+
+    /// CPU µs PostgreSQL spent per request the server answered.
+    fn pg_cpu_us(&self) -> f64 {
+        if self.ok == 0 {
+            return f64::NAN;
+        }
+        self.pg_cpu_secs * 1e6 / self.ok as f64
     }
 }
 
@@ -133,22 +158,42 @@ fn cpu_secs(pid: u32) -> f64 {
     (stat.utime + stat.stime) as f64 / procfs::ticks_per_second().max(1) as f64
 }
 
-async fn load(addr: SocketAddr, pid: u32, path: &str, duration: Duration) -> Run {
+/// The CPU time every `postgres` process has used so far, in seconds (0
+/// where none runs or none can be read).
+fn postgres_cpu_secs() -> f64 {
+    let Ok(processes) = procfs::process::all_processes() else {
+        return 0.0;
+    };
+    let ticks = procfs::ticks_per_second().max(1) as f64;
+    processes
+        .filter_map(Result::ok)
+        .filter_map(|process| process.stat().ok())
+        .filter(|stat| stat.comm.starts_with("postgres"))
+        .map(|stat| (stat.utime + stat.stime) as f64 / ticks)
+        .sum()
+}
+
+/// Loads the servers at `addrs` (the connections spread over them in
+/// turn); `pids` are their processes, whose CPU is counted together.
+async fn load(addrs: &[SocketAddr], pids: &[u32], path: &str, duration: Duration) -> Run {
+    let target = |worker: usize| addrs[worker % addrs.len()];
     // Warm up: one request per connection's worth before measuring.
     let warm = Instant::now() + Duration::from_millis(500);
     let mut warmups = tokio::task::JoinSet::new();
     for worker in 0..CONNECTIONS {
-        let path = path.to_owned();
+        let (path, addr) = (path.to_owned(), target(worker));
         warmups.spawn(async move { connection(addr, &path, 900 + worker, warm).await });
     }
     while warmups.join_next().await.is_some() {}
 
-    let cpu_before = cpu_secs(pid);
+    let cpu = || pids.iter().map(|&pid| cpu_secs(pid)).sum::<f64>();
+    let cpu_before = cpu();
+    let pg_before = postgres_cpu_secs();
     let started = Instant::now();
     let deadline = started + duration;
     let mut workers = tokio::task::JoinSet::new();
     for worker in 0..CONNECTIONS {
-        let path = path.to_owned();
+        let (path, addr) = (path.to_owned(), target(worker));
         workers.spawn(async move { connection(addr, &path, worker, deadline).await });
     }
     let mut total = Run::default();
@@ -159,7 +204,8 @@ async fn load(addr: SocketAddr, pid: u32, path: &str, duration: Duration) -> Run
         total.latencies_us.extend(run.latencies_us);
     }
     total.elapsed = started.elapsed();
-    total.cpu_secs = cpu_secs(pid) - cpu_before;
+    total.cpu_secs = cpu() - cpu_before;
+    total.pg_cpu_secs = postgres_cpu_secs() - pg_before;
     total.latencies_us.sort_unstable();
     total
 }
@@ -259,49 +305,200 @@ async fn naive_server() {
     axum::serve(listener, app).await.expect("serve");
 }
 
-/// Runs one of this executable's own servers (`VODHOOK_BENCH_<mode>`) under
-/// the load.
-async fn run_anchor(mode: &str, duration: Duration) -> Run {
+/// Runs one of this executable's own servers (`VODHOOK_BENCH_<mode>` set
+/// to `value`) under the load.
+async fn run_anchor(mode: &str, value: &str, duration: Duration) -> Run {
     let mut command = Command::new(std::env::current_exe().expect("exe"));
-    command.env(mode, "1");
+    command.env(mode, value);
     let (mut child, addr) = start(command).await;
     let pid = child.id().expect("pid");
-    let mut run = load(addr, pid, "/", duration).await;
+    let mut run = load(&[addr], &[pid], "/", duration).await;
     run.rss_mb = peak_rss_mb(pid);
     child.kill().await.ok();
     child.wait().await.ok();
     run
 }
 
+/// A minimal receiver on PostgreSQL, as one is written by hand: each body
+/// INSERTed in its own autocommit transaction (`synchronous_commit = on`)
+/// from a pool of 16 connections before the answer.
+async fn pg_anchor_server(url: String) {
+    use axum::http::StatusCode;
+    use axum::routing::post;
+    use serde_json::json;
+    let mut config: tokio_postgres::Config = url.parse().expect("a PostgreSQL URL");
+    config.options("-c synchronous_commit=on");
+    let manager = deadpool_postgres::Manager::new(config, tokio_postgres::NoTls);
+    let pool = deadpool_postgres::Pool::builder(manager)
+        .max_size(16)
+        .build()
+        .expect("pool");
+    pool.get()
+        .await
+        .expect("connect to PostgreSQL")
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS received (id bigserial PRIMARY KEY,
+                 received_at timestamptz NOT NULL DEFAULT now(), body text NOT NULL)",
+        )
+        .await
+        .expect("create the table");
+    let app = axum::Router::new().route(
+        "/",
+        post(move |body: Bytes| {
+            let pool = pool.clone();
+            async move {
+                let Ok(body) = std::str::from_utf8(&body) else {
+                    return (StatusCode::BAD_REQUEST, axum::Json(json!({"code": 400})));
+                };
+                let inserted = async {
+                    let client = pool.get().await.map_err(|error| error.to_string())?;
+                    let insert = client
+                        .prepare_cached("INSERT INTO received (body) VALUES ($1)")
+                        .await
+                        .map_err(|error| error.to_string())?;
+                    client
+                        .execute(&insert, &[&body])
+                        .await
+                        .map_err(|error| error.to_string())
+                };
+                match inserted.await {
+                    Ok(_) => (StatusCode::OK, axum::Json(json!({"code": 0}))),
+                    Err(error) => {
+                        eprintln!("insert failed: {error}");
+                        (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            axum::Json(json!({"code": 503})),
+                        )
+                    }
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    println!("address={}", listener.local_addr().expect("addr"));
+    axum::serve(listener, app).await.expect("serve");
+}
+
+/// A PostgreSQL database of one run's own, on the server `BENCH_PG` names;
+/// dropped when the value goes.
+struct PgDatabase {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl PgDatabase {
+    async fn create(admin: &str) -> PgDatabase {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static COUNT: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "vodhook_bench_{}_{}",
+            std::process::id(),
+            COUNT.fetch_add(1, Ordering::Relaxed)
+        );
+        pg_admin(admin, &format!("DROP DATABASE IF EXISTS {name}")).await;
+        pg_admin(admin, &format!("CREATE DATABASE {name}")).await;
+        let mut config: tokio_postgres::Config = admin.parse().expect("BENCH_PG is a URL");
+        config.dbname(&name);
+        let url = postgres_url(&config);
+        PgDatabase {
+            admin: admin.to_owned(),
+            name,
+            url,
+        }
+    }
+
+    async fn drop_it(self) {
+        pg_admin(
+            &self.admin,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        )
+        .await;
+    }
+}
+
+/// `config` as a `postgres://` URL (host, port, user, password, database).
+fn postgres_url(config: &tokio_postgres::Config) -> String {
+    let host = config
+        .get_hosts()
+        .iter()
+        .find_map(|host| match host {
+            tokio_postgres::config::Host::Tcp(name) => Some(name.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| "127.0.0.1".to_owned());
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let user = config.get_user().unwrap_or("postgres");
+    let password = config
+        .get_password()
+        .map(|p| format!(":{}", String::from_utf8_lossy(p)))
+        .unwrap_or_default();
+    let database = config.get_dbname().unwrap_or("postgres");
+    format!("postgres://{user}{password}@{host}:{port}/{database}")
+}
+
+async fn pg_admin(admin: &str, statement: &str) {
+    let (client, connection) = tokio_postgres::connect(admin, tokio_postgres::NoTls)
+        .await
+        .expect("connect to BENCH_PG");
+    tokio::spawn(connection);
+    client
+        .batch_execute(statement)
+        .await
+        .unwrap_or_else(|error| panic!("{statement}: {error}"));
+}
+
+/// Where the vodhook servers of a run keep their events.
+enum Db<'a> {
+    /// A new SQLite file in a temporary directory.
+    Sqlite,
+    /// A new PostgreSQL database (its URL), shared by `instances` servers,
+    /// each taking its share of the connections.
+    Postgres { url: &'a str, instances: usize },
+}
+
 /// Runs `vodhook serve` (with `config`, if any) under the load; checks that
 /// every acknowledged request is a committed row; after an action run,
 /// waits for every delivery to complete.
-async fn run_vodhook(duration: Duration, config: Option<&str>) -> Run {
+async fn run_vodhook(duration: Duration, config: Option<&str>, db: Db<'_>) -> Run {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("bench.db");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_vodhook"));
-    command
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "",
-            "--log-format",
-            "text",
-            "--db",
-        ])
-        .arg(&db)
-        .env("RUST_LOG", "vodhook=info");
-    if let Some(config) = config {
+    let (location, instances) = match db {
+        Db::Sqlite => (dir.path().join("bench.db").display().to_string(), 1),
+        Db::Postgres { url, instances } => (url.to_owned(), instances),
+    };
+    let config_path = config.map(|config| {
         let path = dir.path().join("vodhook.toml");
         std::fs::write(&path, config).expect("config");
-        command.arg("--config").arg(path);
+        path
+    });
+    let (mut children, mut addrs, mut pids) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..instances {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_vodhook"));
+        command
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "",
+                "--log-format",
+                "text",
+                "--db",
+                &location,
+            ])
+            .env("RUST_LOG", "vodhook=info");
+        if let Some(path) = &config_path {
+            command.arg("--config").arg(path);
+        }
+        let (child, addr) = start(command).await;
+        pids.push(child.id().expect("pid"));
+        addrs.push(addr);
+        children.push(child);
     }
-    let (mut child, addr) = start(command).await;
-    let pid = child.id().expect("pid");
-    let mut run = load(addr, pid, "/", duration).await;
-    let reader = vodhook::store::Reader::open(&db)
+    let mut run = load(&addrs, &pids, "/", duration).await;
+    let reader = vodhook::store::Reader::open(vodhook::store::Location::parse(&location))
         .await
         .expect("open the bench store");
     let (events, received) = reader.counts().await.expect("count");
@@ -340,9 +537,11 @@ async fn run_vodhook(duration: Duration, config: Option<&str>) -> Run {
         );
         assert_eq!(done as i64, events, "one completed delivery per event");
     }
-    run.rss_mb = peak_rss_mb(pid);
-    child.kill().await.ok();
-    child.wait().await.ok();
+    run.rss_mb = pids.iter().map(|&pid| peak_rss_mb(pid)).sum();
+    for mut child in children {
+        child.kill().await.ok();
+        child.wait().await.ok();
+    }
     run
 }
 
@@ -359,10 +558,21 @@ enum Server {
     Naive,
     Vodhook,
     Action,
+    PgAnchor,
+    VodhookPg,
+    VodhookPg2,
 }
 
 impl Server {
-    const ALL: [Server; 4] = [Server::Bare, Server::Naive, Server::Vodhook, Server::Action];
+    const ALL: [Server; 7] = [
+        Server::Bare,
+        Server::Naive,
+        Server::Vodhook,
+        Server::Action,
+        Server::PgAnchor,
+        Server::VodhookPg,
+        Server::VodhookPg2,
+    ];
 
     fn key(self) -> &'static str {
         match self {
@@ -370,6 +580,9 @@ impl Server {
             Server::Naive => "naive",
             Server::Vodhook => "vodhook",
             Server::Action => "action",
+            Server::PgAnchor => "pg-anchor",
+            Server::VodhookPg => "vodhook-pg",
+            Server::VodhookPg2 => "vodhook-pg2",
         }
     }
 
@@ -379,7 +592,17 @@ impl Server {
             Server::Naive => "naive axum (Value+log)",
             Server::Vodhook => "vodhook serve (durable)",
             Server::Action => "vodhook + exec action",
+            Server::PgAnchor => "axum INSERT per request",
+            Server::VodhookPg => "vodhook on PostgreSQL",
+            Server::VodhookPg2 => "2 × vodhook, one PG db",
         }
+    }
+
+    fn on_postgres(self) -> bool {
+        matches!(
+            self,
+            Server::PgAnchor | Server::VodhookPg | Server::VodhookPg2
+        )
     }
 }
 
@@ -392,6 +615,7 @@ struct Medians {
     errors: u64,
     rss: f64,
     cpu_us: f64,
+    pg_cpu_us: f64,
     requests: u64,
 }
 
@@ -409,26 +633,37 @@ fn medians(runs: &[Run]) -> Medians {
         errors: runs.iter().map(|run| run.errors).max().unwrap_or(0),
         rss: column(&|run| run.rss_mb),
         cpu_us: column(&Run::cpu_us),
+        pg_cpu_us: column(&Run::pg_cpu_us),
         requests: column(&|run| run.ok as f64) as u64,
     }
 }
 
-fn report(name: &str, m: &Medians) {
+fn report(server: Server, m: &Medians) {
+    let postgres = if server.on_postgres() {
+        format!("   + PostgreSQL {:>6.1} µs/req", m.pg_cpu_us)
+    } else {
+        String::new()
+    };
     println!(
-        "{name:<24} {:>8.0} req/s   p50 {:>6.2} ms   p99 {:>6.2} ms   errors {:>4}   peak RSS {:>6.1} MB   CPU {:>6.1} µs/req   ({} requests)",
-        m.rate, m.p50, m.p99, m.errors, m.rss, m.cpu_us, m.requests
+        "{:<24} {:>8.0} req/s   p50 {:>6.2} ms   p99 {:>6.2} ms   errors {:>4}   peak RSS {:>6.1} MB   CPU {:>6.1} µs/req{postgres}   ({} requests)",
+        server.title(), m.rate, m.p50, m.p99, m.errors, m.rss, m.cpu_us, m.requests
     );
 }
 
 fn main() {
     let anchor = |mode: &str| std::env::var_os(mode).is_some();
-    if anchor("VODHOOK_BENCH_BARE") || anchor("VODHOOK_BENCH_NAIVE") {
+    if anchor("VODHOOK_BENCH_BARE")
+        || anchor("VODHOOK_BENCH_NAIVE")
+        || anchor("VODHOOK_BENCH_PG_ANCHOR")
+    {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .expect("runtime");
         if anchor("VODHOOK_BENCH_BARE") {
             runtime.block_on(bare_server());
+        } else if let Ok(url) = std::env::var("VODHOOK_BENCH_PG_ANCHOR") {
+            runtime.block_on(pg_anchor_server(url));
         } else {
             runtime.block_on(naive_server());
         }
@@ -456,11 +691,12 @@ fn main() {
         .unwrap_or(1)
         .max(1);
     let chosen = std::env::var("BENCH_SERVERS").ok();
+    let postgres = std::env::var("BENCH_PG").ok();
     let servers: Vec<Server> = Server::ALL
         .into_iter()
         .filter(|server| match &chosen {
             Some(list) => list.split(',').any(|name| name.trim() == server.key()),
-            None => true,
+            None => postgres.is_some() || !server.on_postgres(),
         })
         .filter(|server| {
             *server != Server::Action || std::env::var_os("BENCH_SKIP_ACTION").is_none()
@@ -468,8 +704,15 @@ fn main() {
         .collect();
     assert!(
         !servers.is_empty(),
-        "BENCH_SERVERS names none of bare, naive, vodhook, action"
+        "BENCH_SERVERS names none of bare, naive, vodhook, action, pg-anchor, vodhook-pg, vodhook-pg2"
     );
+    assert!(
+        postgres.is_some() || !servers.iter().any(|server| server.on_postgres()),
+        "the PostgreSQL servers need BENCH_PG, e.g. postgres://postgres@127.0.0.1:5432/postgres"
+    );
+    if postgres.is_none() {
+        println!("PostgreSQL runs skipped: set BENCH_PG (e.g. postgres://postgres@127.0.0.1:5432/postgres)");
+    }
     let action = "[[action]]\nname = \"true\"\non = \"*\"\nexec = [\"/bin/true\"]\n";
     runtime.block_on(async {
         println!("{CONNECTIONS} connections, {seconds} s each, NewFileUpload sample with unique FileIds, {rounds} round(s)");
@@ -477,12 +720,29 @@ fn main() {
         for round in 1..=rounds {
             let mut line = format!("round {round}:");
             for (index, server) in servers.iter().enumerate() {
-                let run = match server {
-                    Server::Bare => run_anchor("VODHOOK_BENCH_BARE", duration).await,
-                    Server::Naive => run_anchor("VODHOOK_BENCH_NAIVE", duration).await,
-                    Server::Vodhook => run_vodhook(duration, None).await,
-                    Server::Action => run_vodhook(duration, Some(action)).await,
+                let database = match (server.on_postgres(), &postgres) {
+                    (true, Some(admin)) => Some(PgDatabase::create(admin).await),
+                    _ => None,
                 };
+                let url = database.as_ref().map_or("", |db| db.url.as_str());
+                let run = match server {
+                    Server::Bare => run_anchor("VODHOOK_BENCH_BARE", "1", duration).await,
+                    Server::Naive => run_anchor("VODHOOK_BENCH_NAIVE", "1", duration).await,
+                    Server::Vodhook => run_vodhook(duration, None, Db::Sqlite).await,
+                    Server::Action => run_vodhook(duration, Some(action), Db::Sqlite).await,
+                    Server::PgAnchor => run_anchor("VODHOOK_BENCH_PG_ANCHOR", url, duration).await,
+                    Server::VodhookPg => {
+                        let db = Db::Postgres { url, instances: 1 };
+                        run_vodhook(duration, None, db).await
+                    }
+                    Server::VodhookPg2 => {
+                        let db = Db::Postgres { url, instances: 2 };
+                        run_vodhook(duration, None, db).await
+                    }
+                };
+                if let Some(database) = database {
+                    database.drop_it().await;
+                }
                 settle();
                 line += &format!(
                     " {} {:.0} req/s {:.1} µs/req,",
@@ -502,7 +762,7 @@ fn main() {
             .map(|(server, runs)| (*server, medians(runs)))
             .collect();
         for (server, m) in &medians {
-            report(server.title(), m);
+            report(*server, m);
         }
         let get = |wanted: Server| {
             medians
@@ -529,6 +789,21 @@ fn main() {
                 "ratio naive/bare        req/s {:.2}   CPU/req {:.1}",
                 naive.rate / bare.rate,
                 naive.cpu_us / bare.cpu_us
+            );
+        }
+        if let (Some(vodhook), Some(anchor)) = (get(Server::VodhookPg), get(Server::PgAnchor)) {
+            println!(
+                "ratio vodhook-pg/anchor req/s {:.2}   CPU/req {:.2}   PostgreSQL CPU/req {:.2}",
+                vodhook.rate / anchor.rate,
+                vodhook.cpu_us / anchor.cpu_us,
+                vodhook.pg_cpu_us / anchor.pg_cpu_us
+            );
+        }
+        if let (Some(two), Some(one)) = (get(Server::VodhookPg2), get(Server::VodhookPg)) {
+            println!(
+                "ratio 2 instances/1     req/s {:.2}   CPU/req {:.2}",
+                two.rate / one.rate,
+                two.cpu_us / one.cpu_us
             );
         }
         if let (Some(with), Some(plain)) = (get(Server::Action), get(Server::Vodhook)) {
