@@ -1,9 +1,10 @@
 //! The statements that write: a batch of events, refused bodies and
 //! attempt outcomes in one transaction; claims; pruning.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use deadpool_postgres::{GenericClient, Object};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Error;
 
 use super::{claims, clean, clean_opt, Write, CHANNEL};
@@ -78,12 +79,6 @@ async fn insert_events<C: GenericClient>(
     if events.is_empty() {
         return Ok((Vec::new(), false));
     }
-    // Taken before ids are drawn, so that `reindex` (which takes a
-    // conflicting lock) knows every event of a later transaction has an id
-    // above all it has seen.
-    client
-        .batch_execute("LOCK TABLE events IN ROW EXCLUSIVE MODE")
-        .await?;
     let mut by_key: HashMap<[u8; 32], usize> = HashMap::new();
     let mut distinct: Vec<Distinct> = Vec::new();
     // Per event: its distinct entry and how many arrivals of it precede.
@@ -112,12 +107,17 @@ async fn insert_events<C: GenericClient>(
     let draw = client
         .prepare_cached("SELECT nextval('events_id_seq') FROM generate_series(1, $1::int8)")
         .await?;
-    let mut ids: Vec<i64> = client
-        .query(&draw, &[&(distinct.len() as i64)])
-        .await?
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+    // The lock is taken before ids are drawn, so that `reindex` (which
+    // takes a conflicting lock) knows every event of a later transaction
+    // has an id above all it has seen. Both go out in one round trip:
+    // statements polled together are pipelined, and run in the order sent.
+    let count = distinct.len() as i64;
+    let params: [&(dyn ToSql + Sync); 1] = [&count];
+    let (_, drawn) = tokio::try_join!(
+        client.batch_execute("LOCK TABLE events IN ROW EXCLUSIVE MODE"),
+        client.query(&draw, &params),
+    )?;
+    let mut ids: Vec<i64> = drawn.iter().map(|row| row.get(0)).collect();
     ids.sort_unstable();
     let mut order: Vec<usize> = (0..distinct.len()).collect();
     order.sort_by_key(|&d| events[distinct[d].first].dedup_key);
@@ -176,7 +176,6 @@ async fn insert_events<C: GenericClient>(
             derived: &event.derived,
         })
         .collect();
-    fold(client, &folded).await?;
     let (mut delivery_events, mut delivery_actions) = (Vec::new(), Vec::new());
     for (id, event) in &fresh {
         for action in &event.actions {
@@ -184,14 +183,14 @@ async fn insert_events<C: GenericClient>(
             delivery_actions.push(action.clone());
         }
     }
-    let queued = !delivery_events.is_empty();
-    if queued {
-        // Deliveries of one batch share its time, as on SQLite each has
-        // its event's.
-        let at = fresh.iter().map(|(_, e)| e.received_at).max().unwrap_or(0);
-        insert_deliveries(client, &delivery_events, &delivery_actions, at).await?;
-    }
-    Ok((stored, queued))
+    // Deliveries of one batch share its time, as on SQLite each has its
+    // event's. Queued in the same round trips as the fold.
+    let at = fresh.iter().map(|(_, e)| e.received_at).max().unwrap_or(0);
+    tokio::try_join!(
+        fold(client, &folded),
+        insert_deliveries(client, &delivery_events, &delivery_actions, at),
+    )?;
+    Ok((stored, !delivery_events.is_empty()))
 }
 
 /// The columns of the events of a batch, as arrays.
@@ -254,10 +253,19 @@ impl EventColumns {
 }
 
 /// Folds new events (in id order) into `event_files`, `tasks` and
-/// `files`. Rows are created when missing, then locked in key order
-/// (`FOR UPDATE`), merged with the `state` merge functions and written
-/// back: another transaction folding into the same rows waits, and its
-/// update is merged, not lost. Unqualified names: `reindex` folds into
+/// `files`, in one round trip when every task and file is new:
+///
+/// 1. the links and the rows of every key, merged from nothing, go out
+///    together (statements polled together are pipelined and run in the
+///    order sent); `INSERT … ON CONFLICT DO NOTHING RETURNING` tells which
+///    keys were new, and those are done: one row version each;
+/// 2. only for keys that already had a row: lock them in key order
+///    (`FOR UPDATE`, tasks before files), merge the updates into their
+///    documents with the `state` merge functions and write them back.
+///
+/// Another transaction creating the same key at the same moment makes the
+/// insert wait for it; the key then counts as existing and is merged under
+/// the lock, so no update is lost. Unqualified names: `reindex` folds into
 /// temporary tables of the same names with this same code.
 pub(super) async fn fold<C: GenericClient>(client: &C, events: &[Folded<'_>]) -> Result<(), Error> {
     let (mut file_ids, mut event_ids) = (Vec::new(), Vec::new());
@@ -286,21 +294,154 @@ pub(super) async fn fold<C: GenericClient>(client: &C, events: &[Folded<'_>]) ->
                 .push((event.id, event.at, file));
         }
     }
-    if !file_ids.is_empty() {
-        let statement = client
-            .prepare_cached(
-                "INSERT INTO event_files (file_id, event_id)
-                 SELECT * FROM unnest($1::text[], $2::int8[]) AS u(f, e) ORDER BY f, e
-                 ON CONFLICT DO NOTHING",
-            )
-            .await?;
-        client.execute(&statement, &[&file_ids, &event_ids]).await?;
+    let link = client
+        .prepare_cached(
+            "INSERT INTO event_files (file_id, event_id)
+             SELECT * FROM unnest($1::text[], $2::int8[]) AS u(f, e) ORDER BY f, e
+             ON CONFLICT DO NOTHING",
+        )
+        .await?;
+    let create_tasks = client
+        .prepare_cached(
+            "INSERT INTO tasks (task_id, task_type, file_id, status, state, first_event, last_event, updated_at)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[],
+                                  $7::int8[], $8::int8[]) AS u(k, t, f, s, d, fe, le, a)
+             ORDER BY k ON CONFLICT (task_id) DO NOTHING RETURNING task_id",
+        )
+        .await?;
+    let create_files = client
+        .prepare_cached(
+            "INSERT INTO files (file_id, deleted, state, first_event, last_event, updated_at)
+             SELECT * FROM unnest($1::text[], $2::bool[], $3::text[], $4::int8[], $5::int8[], $6::int8[])
+                 AS u(k, x, d, fe, le, a)
+             ORDER BY k ON CONFLICT (file_id) DO NOTHING RETURNING file_id",
+        )
+        .await?;
+    let nothing = HashMap::new();
+    let new_tasks = TaskColumns::merged(tasks.iter(), &nothing);
+    let new_files = FileColumns::merged(files.iter(), &nothing);
+    let linked = async {
+        if file_ids.is_empty() {
+            return Ok(0);
+        }
+        client.execute(&link, &[&file_ids, &event_ids]).await
+    };
+    let tasks_created = async {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        client.query(&create_tasks, &new_tasks.params()).await
+    };
+    let files_created = async {
+        if files.is_empty() {
+            return Ok(Vec::new());
+        }
+        client.query(&create_files, &new_files.params()).await
+    };
+    let (_, tasks_created, files_created) = tokio::try_join!(linked, tasks_created, files_created)?;
+    let created = |rows: Vec<tokio_postgres::Row>| -> HashSet<String> {
+        rows.iter().map(|row| row.get(0)).collect()
+    };
+    let (tasks_created, files_created) = (created(tasks_created), created(files_created));
+    let old_tasks: Vec<_> = tasks
+        .iter()
+        .filter(|(key, _)| !tasks_created.contains(*key))
+        .collect();
+    let old_files: Vec<_> = files
+        .iter()
+        .filter(|(key, _)| !files_created.contains(*key))
+        .collect();
+    if old_tasks.is_empty() && old_files.is_empty() {
+        return Ok(());
     }
-    if !tasks.is_empty() {
-        let current = lock_rows(client, "tasks", "task_id", &tasks).await?;
-        let mut columns: [Vec<Option<String>>; 5] = Default::default();
-        let (mut last, mut at) = (Vec::new(), Vec::new());
-        for (key, updates) in &tasks {
+
+    let lock_tasks = client
+        .prepare_cached(
+            "SELECT task_id, state FROM tasks WHERE task_id = ANY($1) ORDER BY task_id FOR UPDATE",
+        )
+        .await?;
+    let lock_files = client
+        .prepare_cached(
+            "SELECT file_id, state FROM files WHERE file_id = ANY($1) ORDER BY file_id FOR UPDATE",
+        )
+        .await?;
+    let task_keys: Vec<&String> = old_tasks.iter().map(|(key, _)| *key).collect();
+    let file_keys: Vec<&String> = old_files.iter().map(|(key, _)| *key).collect();
+    let locked = |rows: Vec<tokio_postgres::Row>| -> HashMap<String, String> {
+        rows.iter().map(|row| (row.get(0), row.get(1))).collect()
+    };
+    let tasks_locked = async {
+        if task_keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        client.query(&lock_tasks, &[&task_keys]).await
+    };
+    let files_locked = async {
+        if file_keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        client.query(&lock_files, &[&file_keys]).await
+    };
+    let (current_tasks, current_files) = tokio::try_join!(tasks_locked, files_locked)?;
+    let old_tasks = TaskColumns::merged(old_tasks.into_iter(), &locked(current_tasks));
+    let old_files = FileColumns::merged(old_files.into_iter(), &locked(current_files));
+
+    let update_tasks = client
+        .prepare_cached(
+            "UPDATE tasks AS t SET task_type = u.task_type, file_id = u.file_id, status = u.status,
+                 state = u.state, last_event = u.last_event, updated_at = u.updated_at
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[],
+                         $7::int8[], $8::int8[])
+                 AS u(task_id, task_type, file_id, status, state, first_event, last_event, updated_at)
+             WHERE t.task_id = u.task_id",
+        )
+        .await?;
+    let update_files = client
+        .prepare_cached(
+            "UPDATE files AS f SET deleted = u.deleted, state = u.state, last_event = u.last_event,
+                 updated_at = u.updated_at
+             FROM unnest($1::text[], $2::bool[], $3::text[], $4::int8[], $5::int8[], $6::int8[])
+                 AS u(file_id, deleted, state, first_event, last_event, updated_at)
+             WHERE f.file_id = u.file_id",
+        )
+        .await?;
+    let tasks_written = async {
+        if old_tasks.keys.is_empty() {
+            return Ok(0);
+        }
+        client.execute(&update_tasks, &old_tasks.params()).await
+    };
+    let files_written = async {
+        if old_files.keys.is_empty() {
+            return Ok(0);
+        }
+        client.execute(&update_files, &old_files.params()).await
+    };
+    tokio::try_join!(tasks_written, files_written)?;
+    Ok(())
+}
+
+/// The columns of `tasks` rows, as arrays: each key's updates merged (in
+/// order) into its current document, or into an empty one.
+#[derive(Default)]
+struct TaskColumns {
+    keys: Vec<String>,
+    types: Vec<Option<String>>,
+    file_ids: Vec<Option<String>>,
+    statuses: Vec<Option<String>>,
+    states: Vec<String>,
+    first: Vec<i64>,
+    last: Vec<i64>,
+    at: Vec<i64>,
+}
+
+impl TaskColumns {
+    fn merged<'a, 'b: 'a>(
+        updates: impl Iterator<Item = (&'a String, &'a Vec<(i64, i64, &'b TaskState)>)>,
+        current: &HashMap<String, String>,
+    ) -> TaskColumns {
+        let mut columns = TaskColumns::default();
+        for (key, updates) in updates {
             let mut task = current
                 .get(key)
                 .and_then(|json| serde_json::from_str::<TaskState>(json).ok())
@@ -312,36 +453,50 @@ pub(super) async fn fold<C: GenericClient>(client: &C, events: &[Folded<'_>]) ->
                 task.merge((*update).clone());
             }
             let (id, time, _) = updates[updates.len() - 1];
-            columns[0].push(Some(key.clone()));
-            columns[1].push(clean_opt(task.task_type.as_deref()));
-            columns[2].push(clean_opt(task.file_id.as_deref()));
-            columns[3].push(clean_opt(task.status.as_deref()));
-            columns[4].push(Some(to_json(&task)));
-            last.push(id);
-            at.push(time);
+            columns.keys.push(key.clone());
+            columns.types.push(clean_opt(task.task_type.as_deref()));
+            columns.file_ids.push(clean_opt(task.file_id.as_deref()));
+            columns.statuses.push(clean_opt(task.status.as_deref()));
+            columns.states.push(to_json(&task));
+            columns.first.push(updates[0].0);
+            columns.last.push(id);
+            columns.at.push(time);
         }
-        let statement = client
-            .prepare_cached(
-                "UPDATE tasks AS t SET task_type = u.task_type, file_id = u.file_id, status = u.status,
-                     state = u.state, last_event = u.last_event, updated_at = u.updated_at
-                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[], $7::int8[])
-                     AS u(task_id, task_type, file_id, status, state, last_event, updated_at)
-                 WHERE t.task_id = u.task_id",
-            )
-            .await?;
-        let [keys, types, file_ids, statuses, states] = &columns;
-        client
-            .execute(
-                &statement,
-                &[keys, types, file_ids, statuses, states, &last, &at],
-            )
-            .await?;
+        columns
     }
-    if !files.is_empty() {
-        let current = lock_rows(client, "files", "file_id", &files).await?;
-        let (mut keys, mut deleted, mut states, mut last, mut at) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for (key, updates) in &files {
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 8] {
+        [
+            &self.keys,
+            &self.types,
+            &self.file_ids,
+            &self.statuses,
+            &self.states,
+            &self.first,
+            &self.last,
+            &self.at,
+        ]
+    }
+}
+
+/// The columns of `files` rows, as arrays, merged as [`TaskColumns`] are.
+#[derive(Default)]
+struct FileColumns {
+    keys: Vec<String>,
+    deleted: Vec<bool>,
+    states: Vec<String>,
+    first: Vec<i64>,
+    last: Vec<i64>,
+    at: Vec<i64>,
+}
+
+impl FileColumns {
+    fn merged<'a, 'b: 'a>(
+        updates: impl Iterator<Item = (&'a String, &'a Vec<(i64, i64, &'b FileState)>)>,
+        current: &HashMap<String, String>,
+    ) -> FileColumns {
+        let mut columns = FileColumns::default();
+        for (key, updates) in updates {
             let mut file = current
                 .get(key)
                 .and_then(|json| serde_json::from_str::<FileState>(json).ok())
@@ -353,59 +508,26 @@ pub(super) async fn fold<C: GenericClient>(client: &C, events: &[Folded<'_>]) ->
                 file.merge((*update).clone());
             }
             let (id, time, _) = updates[updates.len() - 1];
-            keys.push(key.clone());
-            deleted.push(file.deleted);
-            states.push(to_json(&file));
-            last.push(id);
-            at.push(time);
+            columns.keys.push(key.clone());
+            columns.deleted.push(file.deleted);
+            columns.states.push(to_json(&file));
+            columns.first.push(updates[0].0);
+            columns.last.push(id);
+            columns.at.push(time);
         }
-        let statement = client
-            .prepare_cached(
-                "UPDATE files AS f SET deleted = u.deleted, state = u.state, last_event = u.last_event,
-                     updated_at = u.updated_at
-                 FROM unnest($1::text[], $2::bool[], $3::text[], $4::int8[], $5::int8[])
-                     AS u(file_id, deleted, state, last_event, updated_at)
-                 WHERE f.file_id = u.file_id",
-            )
-            .await?;
-        client
-            .execute(&statement, &[&keys, &deleted, &states, &last, &at])
-            .await?;
+        columns
     }
-    Ok(())
-}
 
-/// Makes sure a row exists for every key (a placeholder whose state reads
-/// as unknown), then locks them in key order; returns their state
-/// documents.
-async fn lock_rows<C: GenericClient, T>(
-    client: &C,
-    table: &str,
-    key: &str,
-    updates: &BTreeMap<String, Vec<(i64, i64, T)>>,
-) -> Result<HashMap<String, String>, Error> {
-    let keys: Vec<&String> = updates.keys().collect();
-    let firsts: Vec<i64> = updates.values().map(|u| u[0].0).collect();
-    let ats: Vec<i64> = updates.values().map(|u| u[0].1).collect();
-    let create = client
-        .prepare_cached(&format!(
-            "INSERT INTO {table} ({key}, state, first_event, last_event, updated_at)
-             SELECT k, 'null', f, f, a FROM unnest($1::text[], $2::int8[], $3::int8[]) AS u(k, f, a)
-             ORDER BY k ON CONFLICT ({key}) DO NOTHING"
-        ))
-        .await?;
-    client.execute(&create, &[&keys, &firsts, &ats]).await?;
-    let lock = client
-        .prepare_cached(&format!(
-            "SELECT {key}, state FROM {table} WHERE {key} = ANY($1) ORDER BY {key} FOR UPDATE"
-        ))
-        .await?;
-    Ok(client
-        .query(&lock, &[&keys])
-        .await?
-        .iter()
-        .map(|row| (row.get(0), row.get(1)))
-        .collect())
+    fn params(&self) -> [&(dyn ToSql + Sync); 6] {
+        [
+            &self.keys,
+            &self.deleted,
+            &self.states,
+            &self.first,
+            &self.last,
+            &self.at,
+        ]
+    }
 }
 
 /// Queues one delivery per (event, action) pair, at `at`.
