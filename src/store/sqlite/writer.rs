@@ -74,9 +74,12 @@ enum Control {
     Probe(Reply<()>),
     /// A change asked for in the web console, in a transaction of its own.
     Console(Box<ConsoleWrite>, Reply<usize>),
-    /// A claim on a delivery: (id, now, lease until, holder).
-    Claim(Box<(i64, i64, i64, String)>, Reply<Option<String>>),
+    /// A claim on a delivery; the claims waiting share a transaction.
+    Claim(Box<ClaimRequest>, Reply<Option<String>>),
 }
+
+/// A claim on a delivery: (id, now, lease until, holder).
+type ClaimRequest = (i64, i64, i64, String);
 
 /// One item to write, its result once written, and who waits for it.
 struct Request<T, R> {
@@ -385,6 +388,42 @@ impl Writer {
         }
     }
 
+    /// Claims deliveries for the dispatchers, every claim waiting in one
+    /// transaction: with `synchronous=FULL` each commit is an fsync, and
+    /// one per claim held publishing to ~250 deliveries/s.
+    fn claim(&mut self, claims: Vec<(Box<ClaimRequest>, Reply<Option<String>>)>) {
+        let transaction = match self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+        {
+            Ok(transaction) => transaction,
+            Err(error) => {
+                for (_, reply) in claims {
+                    let _ = reply.send(Err(unavailable(&error)));
+                }
+                return;
+            }
+        };
+        let mut claimed = Vec::with_capacity(claims.len());
+        for (request, reply) in claims {
+            let (id, now, lease_until, holder) = *request;
+            let result = super::outbox::claim(&transaction, id, now, lease_until, &holder);
+            claimed.push((result, reply));
+        }
+        match transaction.commit() {
+            Ok(()) => {
+                for (result, reply) in claimed {
+                    let _ = reply.send(result.map_err(|e| unavailable(&e)));
+                }
+            }
+            Err(error) => {
+                for (_, reply) in claimed {
+                    let _ = reply.send(Err(unavailable(&error)));
+                }
+            }
+        }
+    }
+
     /// `/readyz`: the file is still the one open, the write lock can be
     /// taken, and — after a failed write — a real write commits again.
     fn probe(&mut self) -> Result<(), StoreError> {
@@ -420,6 +459,7 @@ impl Writer {
 
     fn process(&mut self, batch: Vec<Command>) {
         let mut writes = Vec::with_capacity(batch.len());
+        let mut claims = Vec::new();
         for command in batch {
             match command {
                 Command::Control(Control::Prune(cutoff, reply)) => {
@@ -435,14 +475,12 @@ impl Writer {
                             .map_err(|error| unavailable(&error)),
                     );
                 }
-                Command::Control(Control::Claim(request, reply)) => {
-                    let (id, now, lease_until, holder) = *request;
-                    let claimed =
-                        super::outbox::claim(&self.connection, id, now, lease_until, &holder);
-                    let _ = reply.send(claimed.map_err(|e| unavailable(&e)));
-                }
+                Command::Control(Control::Claim(request, reply)) => claims.push((request, reply)),
                 Command::Write(write) => writes.push(write),
             }
+        }
+        if !claims.is_empty() {
+            self.claim(claims);
         }
         if writes.is_empty() {
             return;
