@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::actions::Actions;
 use crate::config::Config;
-use crate::console::{self as pages, EventFilters, Frame};
+use crate::console::{self as pages, EventFilters, Frame, Redacted as _};
 use crate::events::{describe, Event};
 use crate::ingest::{Ingest, Received};
 use crate::metrics::Metrics;
@@ -788,7 +788,7 @@ async fn event(
         summary,
         typed,
         raw: pretty(&raw),
-        deliveries,
+        deliveries: deliveries.redacted(),
         actions: console.inner.action_names.clone(),
     };
     let title = format!("Event {id}");
@@ -919,7 +919,7 @@ async fn deliveries(
     let page = pages::DeliveriesPage {
         action,
         status,
-        page,
+        page: page.redacted(),
         actions: console.inner.action_names.clone(),
     };
     ask.answer(
@@ -955,7 +955,10 @@ async fn delivery(
             .json(ask.json)
             .into_response();
     };
-    let page = pages::DeliveryPage { delivery, attempts };
+    let page = pages::DeliveryPage {
+        delivery: delivery.redacted(),
+        attempts: attempts.redacted(),
+    };
     let title = format!("Delivery {id}");
     ask.answer(&console, &page, pages::delivery, &title, "Deliveries")
 }

@@ -876,3 +876,63 @@ on_both_backends! {
     app.stop().await.unwrap();
     }
 }
+
+/// Runs `sql` on the app's store, on either backend.
+async fn execute(backend: &crate::helpers::Backend, app: &TestApp, sql: &str) {
+    match backend {
+        crate::helpers::Backend::Sqlite => rusqlite::Connection::open(&app.db)
+            .unwrap()
+            .execute_batch(sql)
+            .unwrap(),
+        crate::helpers::Backend::Postgres(db) => {
+            db.client().await.batch_execute(sql).await.unwrap()
+        }
+    }
+}
+
+on_both_backends! {
+    /// Errors are redacted before they are recorded, but a row recorded
+    /// before that holds a forward URL's credentials: the console shows it
+    /// redacted, as `deliveries list|show` do, in its HTML and its JSON.
+    #[tokio::test]
+    async fn stored_errors_are_shown_with_the_credentials_of_their_urls_redacted(backend) {
+    let mut app = TestApp::spawn_on(&backend, failing_config("")).await;
+    let console = Console::of(&app);
+    let id = app
+        .post_event(fixture("samples/v3-NewFileUpload.json"))
+        .await
+        .stored
+        .id;
+    dead(&console, 1, 1).await;
+    let old = "cannot connect to http://u:old-pw@127.0.0.1/robot/send?access_token=old-tok&x=1";
+    execute(
+        &backend,
+        &app,
+        &format!(
+            "UPDATE deliveries SET last_error = '{old}'; UPDATE attempts SET error = '{old}';"
+        ),
+    )
+    .await;
+    let shown = "cannot connect to http://<redacted>@127.0.0.1/robot/send?access_token=<redacted>&x=1";
+
+    let list = console.json("/deliveries").await;
+    assert_eq!(list["rows"][0]["last_error"], shown, "{list}");
+    let one = console.json("/deliveries/1").await;
+    assert_eq!(one["delivery"]["last_error"], shown, "{one}");
+    assert_eq!(one["attempts"][0]["error"], shown, "{one}");
+    let event = console.json(&format!("/events/{id}")).await;
+    assert_eq!(event["deliveries"][0]["last_error"], shown, "{event}");
+
+    let in_html = "cannot connect to http://&lt;redacted&gt;@127.0.0.1/robot/send?access_token=&lt;redacted&gt;&amp;x=1";
+    for path in ["/deliveries", "/deliveries/1", &format!("/events/{id}")] {
+        let html = console.html(path).await;
+        assert!(html.contains(in_html), "{path}:\n{html}");
+        let json = console.json(path).await.to_string();
+        for secret in ["old-pw", "old-tok"] {
+            assert!(!html.contains(secret), "{secret} on {path}:\n{html}");
+            assert!(!json.contains(secret), "{secret} in {path}?format=json:\n{json}");
+        }
+    }
+    app.stop().await.unwrap();
+    }
+}
