@@ -733,11 +733,71 @@ fn live_row(received: &Received) -> Value {
     })
 }
 
+/// The body as the raw view shows it: JSON re-indented from its own text
+/// (two spaces, `": "`, as `serde_json`'s pretty printer), so every number,
+/// escape and key stays as written: parsed into a `Value`, an integer id
+/// beyond 64 bits would come back as an `f64` (`1.2345678901234568e+29`).
+/// Anything that is not JSON is shown as received.
 fn pretty(raw: &[u8]) -> String {
-    serde_json::from_slice::<Value>(raw)
-        .ok()
-        .and_then(|value| serde_json::to_string_pretty(&value).ok())
-        .unwrap_or_else(|| String::from_utf8_lossy(raw).into_owned())
+    match std::str::from_utf8(raw) {
+        Ok(text) if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() => reindent(text),
+        _ => String::from_utf8_lossy(raw).into_owned(),
+    }
+}
+
+/// `json` (valid JSON) laid out one value per line; only the whitespace
+/// between tokens changes.
+fn reindent(json: &str) -> String {
+    fn newline(out: &mut String, depth: usize) {
+        out.push('\n');
+        for _ in 0..depth {
+            out.push_str("  ");
+        }
+    }
+    let mut out = String::with_capacity(json.len() + json.len() / 2);
+    let mut depth = 0usize;
+    let mut chars = json.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                out.push(c);
+                while let Some(c) = chars.next() {
+                    out.push(c);
+                    match c {
+                        '\\' => out.extend(chars.next()),
+                        '"' => break,
+                        _ => {}
+                    }
+                }
+            }
+            '{' | '[' => {
+                out.push(c);
+                while chars
+                    .next_if(|c| matches!(c, ' ' | '\t' | '\n' | '\r'))
+                    .is_some()
+                {}
+                if let Some(close) = chars.next_if(|c| matches!(c, '}' | ']')) {
+                    out.push(close);
+                } else {
+                    depth += 1;
+                    newline(&mut out, depth);
+                }
+            }
+            '}' | ']' => {
+                depth = depth.saturating_sub(1);
+                newline(&mut out, depth);
+                out.push(c);
+            }
+            ',' => {
+                out.push(c);
+                newline(&mut out, depth);
+            }
+            ':' => out.push_str(": "),
+            ' ' | '\t' | '\n' | '\r' => {}
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 fn summary_of(raw: &[u8]) -> (String, Value) {
@@ -1289,4 +1349,32 @@ async fn logout(State(console): State<Console>, Form(posted): Form<Posted>) -> R
         HeaderValue::from_static("vodhook_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_raw_view_is_laid_out_as_serde_json_would() {
+        // Keys in order and no escape serde_json would rewrite: the same text.
+        let body =
+            r#" {"A":[1, 2.5,-3,{"B":null,"C":[ ],"D":{ }}],"E":"x, y: {[\"]}\\","F":true} "#;
+        let value: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            pretty(body.as_bytes()),
+            serde_json::to_string_pretty(&value).unwrap()
+        );
+    }
+
+    #[test]
+    fn the_raw_view_keeps_numbers_escapes_and_key_order_as_written() {
+        let body = r#"{"Z":123456789012345678901234567890,"A":[-98765432109876543210987654321,1.50],"S":"\u00e9\n"}"#;
+        assert_eq!(
+            pretty(body.as_bytes()),
+            "{\n  \"Z\": 123456789012345678901234567890,\n  \"A\": [\n    -98765432109876543210987654321,\n    1.50\n  ],\n  \"S\": \"\\u00e9\\n\"\n}"
+        );
+        assert_eq!(pretty(b"{not json"), "{not json");
+        assert_eq!(pretty(b"{\"a\":\xff}"), "{\"a\":\u{fffd}}");
+    }
 }

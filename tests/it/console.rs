@@ -936,3 +936,34 @@ on_both_backends! {
     app.stop().await.unwrap();
     }
 }
+
+on_both_backends! {
+    /// The raw view keeps an integer id beyond 64 bits as written (issue
+    /// 12 item 10), in the page and in its JSON.
+    #[tokio::test]
+    async fn the_raw_body_keeps_every_digit_of_a_huge_integer_id(backend) {
+    let mut app = TestApp::spawn_on(&backend, Config::default()).await;
+    let console = Console::of(&app);
+    let big = "123456789012345678901234567890";
+    let body = format!(
+        r#"{{"EventType":"NewFileUpload","FileUploadEvent":{{"FileId":{big},"MediaBasicInfo":{{"Name":"big","Duration":1.50}}}}}}"#
+    );
+    let id = app.post_event(body.clone()).await.stored.id;
+
+    let page = console.json(&format!("/events/{id}")).await;
+    let raw = page["raw"].as_str().unwrap();
+    assert!(raw.contains(&format!("\"FileId\": {big}")), "{raw}");
+    assert!(raw.contains("\"Duration\": 1.50"), "as written: {raw}");
+    assert!(!raw.contains("e+29"), "{raw}");
+    assert_eq!(
+        raw.split_whitespace().collect::<String>(),
+        body.replace(' ', ""),
+        "only whitespace changes"
+    );
+    assert_eq!(page["typed"]["FileId"], big, "{page}");
+    let html = console.html(&format!("/events/{id}")).await;
+    assert!(html.contains(&format!("&quot;FileId&quot;: {big}")), "{html}");
+    assert!(!html.contains("e+29"));
+    app.stop().await.unwrap();
+    }
+}
