@@ -433,6 +433,13 @@ impl Ask {
                 .get("n")
                 .and_then(|n| n.parse::<u64>().ok())
                 .unwrap_or(0);
+            // Digits only: the notice shows nothing else of the query.
+            let status: String = query
+                .get("status")
+                .map_or("?", String::as_str)
+                .chars()
+                .filter(char::is_ascii_digit)
+                .collect();
             Some(match done.as_str() {
                 "retried" if n == 0 => {
                     "Nothing to retry: the delivery is not dead or retrying.".to_owned()
@@ -445,16 +452,11 @@ impl Ask {
                     "{} queued.",
                     crate::inspect::plural(n, "delivery", "deliveries")
                 ),
-                "posted" => format!(
-                    "Re-POSTed: the URL answered HTTP {}.",
-                    query
-                        .get("status")
-                        .map_or("?", String::as_str)
-                        .chars()
-                        .filter(char::is_ascii_digit)
-                        .collect::<String>()
-                ),
+                "posted" => format!("Re-POSTed: the URL answered HTTP {status}."),
                 "post_failed" => "The re-POST failed: the URL could not be reached.".to_owned(),
+                "post_redirected" => format!(
+                    "The re-POST failed: the URL answered HTTP {status}, a redirect, which was not followed."
+                ),
                 _ => return None,
             })
         });
@@ -1289,7 +1291,14 @@ async fn repost(
                 .json(true)
                 .into_response();
             }
-            Redirect::to(&format!("/events/{id}?done=post_failed&n=0")).into_response()
+            match error.downcast_ref::<crate::send::Redirected>() {
+                Some(redirected) => Redirect::to(&format!(
+                    "/events/{id}?done=post_redirected&n=0&status={}",
+                    redirected.status
+                ))
+                .into_response(),
+                None => Redirect::to(&format!("/events/{id}?done=post_failed&n=0")).into_response(),
+            }
         }
     }
 }

@@ -967,3 +967,57 @@ on_both_backends! {
     app.stop().await.unwrap();
     }
 }
+
+/// The console's re-POST (run inside the daemon) does not follow a
+/// redirect: the page says so, the JSON names the status and the
+/// redacted location, and the second server sees nothing.
+#[tokio::test]
+async fn repost_does_not_follow_redirects() {
+    use std::sync::atomic::Ordering;
+    let (first, second, hits) = crate::helpers::redirect_pair(307).await;
+    let mut app = TestApp::spawn().await;
+    let console = Console::of(&app);
+    let id = app
+        .post_event(fixture("samples/v3-NewFileUpload.json"))
+        .await
+        .stored
+        .id;
+    let csrf = console.csrf().await;
+    let url = format!("http://{first}/");
+    let form = [("csrf", csrf.as_str()), ("url", url.as_str())];
+    let answer = console.post(&format!("/events/{id}/repost"), &form).await;
+    assert_eq!(answer.status(), 303);
+    let location = answer.headers()["location"].to_str().unwrap().to_owned();
+    assert_eq!(
+        location,
+        format!("/events/{id}?done=post_redirected&n=0&status=307")
+    );
+    let html = console.html(&location).await;
+    assert!(
+        html.contains("the URL answered HTTP 307, a redirect, which was not followed"),
+        "{html}"
+    );
+
+    let answer = console
+        .client
+        .post(format!("{}/events/{id}/repost", console.base))
+        .header("accept", "application/json")
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 400);
+    let message = answer.json::<Value>().await.unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.contains("307 Temporary Redirect")
+            && message.contains(&format!(
+                "http://<redacted>@{second}/hook?access_token=<redacted>&x=1"
+            )),
+        "{message}"
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "the redirect was followed");
+    app.stop().await.unwrap();
+}
