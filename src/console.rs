@@ -198,6 +198,52 @@ pub struct RejectedPage {
     pub page: Page<RejectedRow>,
 }
 
+/// Rows as the console shows them: the credentials of every URL in their
+/// errors hidden by [`crate::redact::redact`], as `deliveries list|show`
+/// hide them. Errors are redacted before they are recorded; this covers
+/// rows recorded before that. The handlers give every page's data through
+/// it, so its HTML and its `?format=json` twin show the same redacted text.
+pub trait Redacted {
+    /// `self` with its errors redacted.
+    #[must_use]
+    fn redacted(self) -> Self;
+}
+
+fn redact_text(text: &mut Option<String>) {
+    if let Some(text) = text {
+        if let std::borrow::Cow::Owned(shown) = crate::redact::redact(text) {
+            *text = shown;
+        }
+    }
+}
+
+impl Redacted for DeliveryRow {
+    fn redacted(mut self) -> Self {
+        redact_text(&mut self.last_error);
+        self
+    }
+}
+
+impl Redacted for AttemptRow {
+    fn redacted(mut self) -> Self {
+        redact_text(&mut self.error);
+        self
+    }
+}
+
+impl<T: Redacted> Redacted for Vec<T> {
+    fn redacted(self) -> Self {
+        self.into_iter().map(Redacted::redacted).collect()
+    }
+}
+
+impl<T: Redacted> Redacted for Page<T> {
+    fn redacted(mut self) -> Self {
+        self.rows = self.rows.redacted();
+        self
+    }
+}
+
 /// What every page's frame needs.
 #[derive(Debug, Clone)]
 pub struct Frame<'a> {

@@ -4,7 +4,7 @@
 //! in its query (`?access_token=…`, as DingTalk and WeCom bot URLs do).
 //! [`redact`] is the one function that hides them, wherever a URL can be
 //! shown: log lines, the errors recorded for attempts and deliveries,
-//! `deliveries list|show` and `check-config`. It takes any text and
+//! `deliveries list|show`, the web console and `check-config`. It takes any text and
 //! redacts every URL in it, so that it also serves error messages that
 //! quote a URL, and rows recorded before it existed.
 

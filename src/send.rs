@@ -352,13 +352,39 @@ impl Signature {
     }
 }
 
+/// The receiver answered with a redirect, which [`post`] does not follow:
+/// the event and its signature go to the URL given, or nowhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirected {
+    /// The URL posted to, redacted.
+    pub url: String,
+    /// The status (3xx).
+    pub status: u16,
+    /// Where it pointed: `Location`, redacted and escaped, when given.
+    pub location: Option<String>,
+}
+
+impl std::fmt::Display for Redirected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let status = reqwest::StatusCode::from_u16(self.status)
+            .map_or_else(|_| self.status.to_string(), |status| status.to_string());
+        write!(f, "cannot post to {}: it answered {status}", self.url)?;
+        match &self.location {
+            Some(location) => write!(f, ", a redirect to {location} (not followed)"),
+            None => f.write_str(", a redirect (not followed)"),
+        }
+    }
+}
+
+impl std::error::Error for Redirected {}
+
 /// Posts `body` to `url` as `application/json`, with the `Sign` and `T`
-/// headers of `signature` when given.
+/// headers of `signature` when given. A redirect is not followed.
 ///
 /// # Errors
 ///
-/// The URL is invalid, or the receiver cannot be reached or does not answer
-/// within `timeout`.
+/// The URL is invalid, the receiver cannot be reached or does not answer
+/// within `timeout`, or it answers with a redirect ([`Redirected`]).
 pub async fn post(
     url: &str,
     body: Vec<u8>,
@@ -368,6 +394,10 @@ pub async fn post(
     let client = reqwest::Client::builder()
         .timeout(timeout)
         .user_agent(concat!("vodhook-send/", env!("CARGO_PKG_VERSION")))
+        // The receiver given answers, or the post fails: a redirect must
+        // not carry the event and its signature elsewhere (a 307 would
+        // have them posted again), nor pass for the receiver's answer.
+        .redirect(reqwest::redirect::Policy::none())
         .build()?;
     let mut request = client
         .post(url)
@@ -393,9 +423,29 @@ pub async fn post(
             redact(&root_cause(&error))
         )
     })?;
-    let status = response.status().as_u16();
+    let status = response.status();
+    if status.is_redirection() {
+        let location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .map(|value| {
+                let mut shown = Escaping(String::new());
+                // Writing to a String cannot fail.
+                let _ = shown.write_str(&redact(&String::from_utf8_lossy(value.as_bytes())));
+                shown.0
+            });
+        return Err(Redirected {
+            url: redact(url).into_owned(),
+            status: status.as_u16(),
+            location,
+        }
+        .into());
+    }
     let body = response.text().await.unwrap_or_default();
-    Ok(Answer { status, body })
+    Ok(Answer {
+        status: status.as_u16(),
+        body,
+    })
 }
 
 fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::actions::Actions;
 use crate::config::Config;
-use crate::console::{self as pages, EventFilters, Frame};
+use crate::console::{self as pages, EventFilters, Frame, Redacted as _};
 use crate::events::{describe, Event};
 use crate::ingest::{Ingest, Received};
 use crate::metrics::Metrics;
@@ -433,6 +433,13 @@ impl Ask {
                 .get("n")
                 .and_then(|n| n.parse::<u64>().ok())
                 .unwrap_or(0);
+            // Digits only: the notice shows nothing else of the query.
+            let status: String = query
+                .get("status")
+                .map_or("?", String::as_str)
+                .chars()
+                .filter(char::is_ascii_digit)
+                .collect();
             Some(match done.as_str() {
                 "retried" if n == 0 => {
                     "Nothing to retry: the delivery is not dead or retrying.".to_owned()
@@ -445,16 +452,11 @@ impl Ask {
                     "{} queued.",
                     crate::inspect::plural(n, "delivery", "deliveries")
                 ),
-                "posted" => format!(
-                    "Re-POSTed: the URL answered HTTP {}.",
-                    query
-                        .get("status")
-                        .map_or("?", String::as_str)
-                        .chars()
-                        .filter(char::is_ascii_digit)
-                        .collect::<String>()
-                ),
+                "posted" => format!("Re-POSTed: the URL answered HTTP {status}."),
                 "post_failed" => "The re-POST failed: the URL could not be reached.".to_owned(),
+                "post_redirected" => format!(
+                    "The re-POST failed: the URL answered HTTP {status}, a redirect, which was not followed."
+                ),
                 _ => return None,
             })
         });
@@ -733,11 +735,71 @@ fn live_row(received: &Received) -> Value {
     })
 }
 
+/// The body as the raw view shows it: JSON re-indented from its own text
+/// (two spaces, `": "`, as `serde_json`'s pretty printer), so every number,
+/// escape and key stays as written: parsed into a `Value`, an integer id
+/// beyond 64 bits would come back as an `f64` (`1.2345678901234568e+29`).
+/// Anything that is not JSON is shown as received.
 fn pretty(raw: &[u8]) -> String {
-    serde_json::from_slice::<Value>(raw)
-        .ok()
-        .and_then(|value| serde_json::to_string_pretty(&value).ok())
-        .unwrap_or_else(|| String::from_utf8_lossy(raw).into_owned())
+    match std::str::from_utf8(raw) {
+        Ok(text) if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() => reindent(text),
+        _ => String::from_utf8_lossy(raw).into_owned(),
+    }
+}
+
+/// `json` (valid JSON) laid out one value per line; only the whitespace
+/// between tokens changes.
+fn reindent(json: &str) -> String {
+    fn newline(out: &mut String, depth: usize) {
+        out.push('\n');
+        for _ in 0..depth {
+            out.push_str("  ");
+        }
+    }
+    let mut out = String::with_capacity(json.len() + json.len() / 2);
+    let mut depth = 0usize;
+    let mut chars = json.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                out.push(c);
+                while let Some(c) = chars.next() {
+                    out.push(c);
+                    match c {
+                        '\\' => out.extend(chars.next()),
+                        '"' => break,
+                        _ => {}
+                    }
+                }
+            }
+            '{' | '[' => {
+                out.push(c);
+                while chars
+                    .next_if(|c| matches!(c, ' ' | '\t' | '\n' | '\r'))
+                    .is_some()
+                {}
+                if let Some(close) = chars.next_if(|c| matches!(c, '}' | ']')) {
+                    out.push(close);
+                } else {
+                    depth += 1;
+                    newline(&mut out, depth);
+                }
+            }
+            '}' | ']' => {
+                depth = depth.saturating_sub(1);
+                newline(&mut out, depth);
+                out.push(c);
+            }
+            ',' => {
+                out.push(c);
+                newline(&mut out, depth);
+            }
+            ':' => out.push_str(": "),
+            ' ' | '\t' | '\n' | '\r' => {}
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 fn summary_of(raw: &[u8]) -> (String, Value) {
@@ -788,7 +850,7 @@ async fn event(
         summary,
         typed,
         raw: pretty(&raw),
-        deliveries,
+        deliveries: deliveries.redacted(),
         actions: console.inner.action_names.clone(),
     };
     let title = format!("Event {id}");
@@ -919,7 +981,7 @@ async fn deliveries(
     let page = pages::DeliveriesPage {
         action,
         status,
-        page,
+        page: page.redacted(),
         actions: console.inner.action_names.clone(),
     };
     ask.answer(
@@ -955,7 +1017,10 @@ async fn delivery(
             .json(ask.json)
             .into_response();
     };
-    let page = pages::DeliveryPage { delivery, attempts };
+    let page = pages::DeliveryPage {
+        delivery: delivery.redacted(),
+        attempts: attempts.redacted(),
+    };
     let title = format!("Delivery {id}");
     ask.answer(&console, &page, pages::delivery, &title, "Deliveries")
 }
@@ -1226,7 +1291,14 @@ async fn repost(
                 .json(true)
                 .into_response();
             }
-            Redirect::to(&format!("/events/{id}?done=post_failed&n=0")).into_response()
+            match error.downcast_ref::<crate::send::Redirected>() {
+                Some(redirected) => Redirect::to(&format!(
+                    "/events/{id}?done=post_redirected&n=0&status={}",
+                    redirected.status
+                ))
+                .into_response(),
+                None => Redirect::to(&format!("/events/{id}?done=post_failed&n=0")).into_response(),
+            }
         }
     }
 }
@@ -1286,4 +1358,32 @@ async fn logout(State(console): State<Console>, Form(posted): Form<Posted>) -> R
         HeaderValue::from_static("vodhook_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_raw_view_is_laid_out_as_serde_json_would() {
+        // Keys in order and no escape serde_json would rewrite: the same text.
+        let body =
+            r#" {"A":[1, 2.5,-3,{"B":null,"C":[ ],"D":{ }}],"E":"x, y: {[\"]}\\","F":true} "#;
+        let value: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            pretty(body.as_bytes()),
+            serde_json::to_string_pretty(&value).unwrap()
+        );
+    }
+
+    #[test]
+    fn the_raw_view_keeps_numbers_escapes_and_key_order_as_written() {
+        let body = r#"{"Z":123456789012345678901234567890,"A":[-98765432109876543210987654321,1.50],"S":"\u00e9\n"}"#;
+        assert_eq!(
+            pretty(body.as_bytes()),
+            "{\n  \"Z\": 123456789012345678901234567890,\n  \"A\": [\n    -98765432109876543210987654321,\n    1.50\n  ],\n  \"S\": \"\\u00e9\\n\"\n}"
+        );
+        assert_eq!(pretty(b"{not json"), "{not json");
+        assert_eq!(pretty(b"{\"a\":\xff}"), "{\"a\":\u{fffd}}");
+    }
 }

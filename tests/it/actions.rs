@@ -858,8 +858,17 @@ async fn a_forward_does_not_follow_redirects() {
     app.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn event_values_with_control_characters_are_escaped_in_the_env() {
+on_both_backends! {
+    /// NUL and control characters in the event's type and ids are escaped in
+    /// the variables; stdin has the exact bytes. PostgreSQL's `text`
+    /// columns cannot hold a NUL, so there the store keeps a NUL of a type or
+    /// id as U+FFFD (the raw body keeps it), and the variable carries that.
+    #[tokio::test]
+    async fn event_values_with_control_characters_are_escaped_in_the_env(backend) {
+    let nul = match backend {
+        crate::helpers::Backend::Sqlite => r"\u0000",
+        crate::helpers::Backend::Postgres(_) => "\u{FFFD}",
+    };
     let out = tempfile::tempdir().unwrap();
     let script = format!(
         "cat > {stdin}; env | grep '^VODHOOK_'",
@@ -867,7 +876,7 @@ async fn event_values_with_control_characters_are_escaped_in_the_env() {
     );
     let mut action = exec_action("env", &["*"], &script);
     action.max_attempts = 1;
-    let mut app = TestApp::spawn_with(with_actions(vec![action])).await;
+    let mut app = TestApp::spawn_on(&backend, with_actions(vec![action])).await;
     let mut upload: Value =
         serde_json::from_slice(&fixture("samples/v3-NewFileUpload.json")).unwrap();
     upload["FileUploadEvent"]["FileId"] = json!("5285\u{0}89\n07\\9\u{1b}");
@@ -883,11 +892,8 @@ async fn event_values_with_control_characters_are_escaped_in_the_env() {
         .unwrap()
         .unwrap();
     let env = attempts[0].stdout.clone().unwrap();
-    assert!(
-        env.lines()
-            .any(|line| line == r"VODHOOK_FILE_ID=5285\u000089\n07\\9\u001b"),
-        "{env}"
-    );
+    let file_id = format!(r"VODHOOK_FILE_ID=5285{nul}89\n07\\9\u001b");
+    assert!(env.lines().any(|line| line == file_id), "{file_id} in\n{env}");
     assert!(
         env.lines()
             .any(|line| line == "VODHOOK_EVENT_TYPE=NewFileUpload"),
@@ -900,27 +906,39 @@ async fn event_values_with_control_characters_are_escaped_in_the_env() {
     );
 
     // A NUL in the event type, and in a task id.
-    let odd =
-        serde_json::to_vec(&json!({"EventType": "Odd\u{0}Type", "TaskId": "t\u{0}1"})).unwrap();
-    app.post_event(odd.clone()).await;
-    let rows = settled(&app, 2).await;
-    assert!(rows.iter().all(|row| row.status == "ok"), "{rows:?}");
-    let newest = rows.iter().max_by_key(|row| row.id).unwrap();
-    let (_, attempts) = app
-        .reader()
-        .await
-        .delivery(newest.id)
-        .await
-        .unwrap()
-        .unwrap();
-    let env = attempts[0].stdout.clone().unwrap();
-    assert!(
-        env.lines()
-            .any(|line| line == r"VODHOOK_EVENT_TYPE=Odd\u0000Type"),
-        "{env}"
-    );
-    assert_eq!(std::fs::read(out.path().join("stdin.json")).unwrap(), odd);
+    let odd_type = serde_json::to_vec(&json!({"EventType": "Odd\u{0}Type"})).unwrap();
+    let odd_task = serde_json::to_vec(&json!({
+        "EventType": "ProcedureStateChanged",
+        "ProcedureStateChangeEvent": {"TaskId": "t\u{0}1", "Status": "FINISH"}
+    }))
+    .unwrap();
+    for (count, body, expected) in [
+        (2, &odd_type, format!("VODHOOK_EVENT_TYPE=Odd{nul}Type")),
+        (3, &odd_task, format!("VODHOOK_TASK_ID=t{nul}1")),
+    ] {
+        app.post_event(body.clone()).await;
+        let rows = settled(&app, count).await;
+        assert!(rows.iter().all(|row| row.status == "ok"), "{rows:?}");
+        let newest = rows.iter().max_by_key(|row| row.id).unwrap();
+        let (_, attempts) = app
+            .reader()
+            .await
+            .delivery(newest.id)
+            .await
+            .unwrap()
+            .unwrap();
+        let env = attempts[0].stdout.clone().unwrap();
+        assert!(
+            env.lines().any(|line| line == expected),
+            "{expected} in\n{env}"
+        );
+        assert_eq!(
+            &std::fs::read(out.path().join("stdin.json")).unwrap(),
+            body
+        );
+    }
     app.stop().await.unwrap();
+    }
 }
 
 /// Writes `config` to `dir/vodhook.toml` and returns its path.

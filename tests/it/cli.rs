@@ -457,3 +457,51 @@ async fn send_and_replay_escape_the_answer_and_redact_the_url() {
         "{stderr}"
     );
 }
+
+/// `send` and `replay --to` post to the URL given, or fail: a 307 would
+/// have them post the signed event again to wherever it points.
+#[tokio::test]
+async fn send_and_replay_do_not_follow_redirects() {
+    use std::sync::atomic::Ordering;
+    let (first, second, hits) = crate::helpers::redirect_pair(307).await;
+    let url = format!("http://{first}/");
+    let shown = format!("http://<redacted>@{second}/hook?access_token=<redacted>&x=1");
+    let check = |what: &str, code: i32, output: &str| {
+        assert_eq!(code, 1, "{what}: {output}");
+        assert!(
+            output.contains("307 Temporary Redirect") && output.contains(&shown),
+            "{what}: the status and the redacted location: {output}"
+        );
+        assert!(output.contains("not followed"), "{what}: {output}");
+        assert!(
+            !output.contains("pw-second") && !output.contains("tok-second"),
+            "{what}: {output}"
+        );
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            0,
+            "{what}: the redirect was followed"
+        );
+    };
+    let (code, stdout, stderr) = vodhook(&[
+        "send",
+        "NewFileUpload",
+        "--sign-key",
+        "MySignKey123",
+        "--to",
+        &url,
+    ])
+    .await;
+    check("send", code, &format!("{stdout}{stderr}"));
+
+    let mut source = TestApp::spawn().await;
+    source
+        .post_event(crate::helpers::fixture("samples/v3-NewFileUpload.json"))
+        .await;
+    let db = source.db.to_str().unwrap().to_owned();
+    let (code, stdout, stderr) =
+        vodhook(&["replay", "--since", "1h", "--to", &url, "--db", &db]).await;
+    check("replay --to", code, &format!("{stdout}{stderr}"));
+    assert!(stdout.contains("0 events sent"), "{stdout}");
+    source.stop().await.unwrap();
+}

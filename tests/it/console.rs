@@ -876,3 +876,148 @@ on_both_backends! {
     app.stop().await.unwrap();
     }
 }
+
+/// Runs `sql` on the app's store, on either backend.
+async fn execute(backend: &crate::helpers::Backend, app: &TestApp, sql: &str) {
+    match backend {
+        crate::helpers::Backend::Sqlite => rusqlite::Connection::open(&app.db)
+            .unwrap()
+            .execute_batch(sql)
+            .unwrap(),
+        crate::helpers::Backend::Postgres(db) => {
+            db.client().await.batch_execute(sql).await.unwrap()
+        }
+    }
+}
+
+on_both_backends! {
+    /// Errors are redacted before they are recorded, but a row recorded
+    /// before that holds a forward URL's credentials: the console shows it
+    /// redacted, as `deliveries list|show` do, in its HTML and its JSON.
+    #[tokio::test]
+    async fn stored_errors_are_shown_with_the_credentials_of_their_urls_redacted(backend) {
+    let mut app = TestApp::spawn_on(&backend, failing_config("")).await;
+    let console = Console::of(&app);
+    let id = app
+        .post_event(fixture("samples/v3-NewFileUpload.json"))
+        .await
+        .stored
+        .id;
+    dead(&console, 1, 1).await;
+    let old = "cannot connect to http://u:old-pw@127.0.0.1/robot/send?access_token=old-tok&x=1";
+    execute(
+        &backend,
+        &app,
+        &format!(
+            "UPDATE deliveries SET last_error = '{old}'; UPDATE attempts SET error = '{old}';"
+        ),
+    )
+    .await;
+    let shown = "cannot connect to http://<redacted>@127.0.0.1/robot/send?access_token=<redacted>&x=1";
+
+    let list = console.json("/deliveries").await;
+    assert_eq!(list["rows"][0]["last_error"], shown, "{list}");
+    let one = console.json("/deliveries/1").await;
+    assert_eq!(one["delivery"]["last_error"], shown, "{one}");
+    assert_eq!(one["attempts"][0]["error"], shown, "{one}");
+    let event = console.json(&format!("/events/{id}")).await;
+    assert_eq!(event["deliveries"][0]["last_error"], shown, "{event}");
+
+    let in_html = "cannot connect to http://&lt;redacted&gt;@127.0.0.1/robot/send?access_token=&lt;redacted&gt;&amp;x=1";
+    for path in ["/deliveries", "/deliveries/1", &format!("/events/{id}")] {
+        let html = console.html(path).await;
+        assert!(html.contains(in_html), "{path}:\n{html}");
+        let json = console.json(path).await.to_string();
+        for secret in ["old-pw", "old-tok"] {
+            assert!(!html.contains(secret), "{secret} on {path}:\n{html}");
+            assert!(!json.contains(secret), "{secret} in {path}?format=json:\n{json}");
+        }
+    }
+    app.stop().await.unwrap();
+    }
+}
+
+on_both_backends! {
+    /// The raw view keeps an integer id beyond 64 bits as written (issue
+    /// 12 item 10), in the page and in its JSON.
+    #[tokio::test]
+    async fn the_raw_body_keeps_every_digit_of_a_huge_integer_id(backend) {
+    let mut app = TestApp::spawn_on(&backend, Config::default()).await;
+    let console = Console::of(&app);
+    let big = "123456789012345678901234567890";
+    let body = format!(
+        r#"{{"EventType":"NewFileUpload","FileUploadEvent":{{"FileId":{big},"MediaBasicInfo":{{"Name":"big","Duration":1.50}}}}}}"#
+    );
+    let id = app.post_event(body.clone()).await.stored.id;
+
+    let page = console.json(&format!("/events/{id}")).await;
+    let raw = page["raw"].as_str().unwrap();
+    assert!(raw.contains(&format!("\"FileId\": {big}")), "{raw}");
+    assert!(raw.contains("\"Duration\": 1.50"), "as written: {raw}");
+    assert!(!raw.contains("e+29"), "{raw}");
+    assert_eq!(
+        raw.split_whitespace().collect::<String>(),
+        body.replace(' ', ""),
+        "only whitespace changes"
+    );
+    assert_eq!(page["typed"]["FileId"], big, "{page}");
+    let html = console.html(&format!("/events/{id}")).await;
+    assert!(html.contains(&format!("&quot;FileId&quot;: {big}")), "{html}");
+    assert!(!html.contains("e+29"));
+    app.stop().await.unwrap();
+    }
+}
+
+/// The console's re-POST (run inside the daemon) does not follow a
+/// redirect: the page says so, the JSON names the status and the
+/// redacted location, and the second server sees nothing.
+#[tokio::test]
+async fn repost_does_not_follow_redirects() {
+    use std::sync::atomic::Ordering;
+    let (first, second, hits) = crate::helpers::redirect_pair(307).await;
+    let mut app = TestApp::spawn().await;
+    let console = Console::of(&app);
+    let id = app
+        .post_event(fixture("samples/v3-NewFileUpload.json"))
+        .await
+        .stored
+        .id;
+    let csrf = console.csrf().await;
+    let url = format!("http://{first}/");
+    let form = [("csrf", csrf.as_str()), ("url", url.as_str())];
+    let answer = console.post(&format!("/events/{id}/repost"), &form).await;
+    assert_eq!(answer.status(), 303);
+    let location = answer.headers()["location"].to_str().unwrap().to_owned();
+    assert_eq!(
+        location,
+        format!("/events/{id}?done=post_redirected&n=0&status=307")
+    );
+    let html = console.html(&location).await;
+    assert!(
+        html.contains("the URL answered HTTP 307, a redirect, which was not followed"),
+        "{html}"
+    );
+
+    let answer = console
+        .client
+        .post(format!("{}/events/{id}/repost", console.base))
+        .header("accept", "application/json")
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 400);
+    let message = answer.json::<Value>().await.unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.contains("307 Temporary Redirect")
+            && message.contains(&format!(
+                "http://<redacted>@{second}/hook?access_token=<redacted>&x=1"
+            )),
+        "{message}"
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "the redirect was followed");
+    app.stop().await.unwrap();
+}

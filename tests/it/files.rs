@@ -3,11 +3,12 @@
 //! file it names; ids with more digits than `u64` holds stay exact.
 
 use serde_json::{json, Value};
+use vodhook::config::Config;
 use vodhook::events::{Payload, V3Payload};
 use vodhook::state::KEPT;
-use vodhook::store::{self, EventFilter, StoreOptions};
+use vodhook::store::EventFilter;
 
-use crate::helpers::{fixture_files, vodhook, Daemon, TestApp};
+use crate::helpers::{fixture_files, on_both_backends, vodhook, Backend, Daemon, TestApp};
 
 /// A 2017-style snapshot event for `file_id` with `count` URLs of its own.
 fn snapshots(file_id: &str, task: usize, count: usize) -> Vec<u8> {
@@ -169,15 +170,20 @@ fn multi_file_events() -> Vec<(Vec<u8>, Vec<&'static str>)> {
     ]
 }
 
-#[tokio::test]
-async fn an_event_naming_several_files_is_found_under_each() {
-    let mut app = TestApp::spawn().await;
+on_both_backends! {
+    /// `event_files` on each backend: `events list --file-id`, `file` and
+    /// `events show` find the event under every file it names, and
+    /// `reindex` rebuilds the index from the raw events.
+    #[tokio::test]
+    async fn an_event_naming_several_files_is_found_under_each(backend) {
+    let mut app = TestApp::spawn_on(&backend, Config::default()).await;
     let mut ids = Vec::new();
     for (body, files) in multi_file_events() {
         let received = app.post_event(body).await;
         assert_eq!(received.event.file_ids, files);
         ids.push((received.stored.id, files));
     }
+    // The SQLite file, or the PostgreSQL URL: `--db` takes either.
     let db = app.db.to_str().unwrap().to_owned();
     let check = |ids: Vec<(i64, Vec<&'static str>)>| {
         let db = db.clone();
@@ -211,22 +217,32 @@ async fn an_event_naming_several_files_is_found_under_each() {
     check(ids.clone()).await;
 
     // `reindex` rebuilds the same index from the raw events.
-    let dir = app.stop_keeping_store().await;
-    let db_path = dir.path().join("vodhook.db");
-    rusqlite::Connection::open(&db_path)
-        .unwrap()
-        .execute("DELETE FROM event_files", [])
-        .unwrap();
+    let _kept = match &backend {
+        Backend::Sqlite => {
+            let dir = app.stop_keeping_store().await;
+            rusqlite::Connection::open(dir.path().join("vodhook.db"))
+                .unwrap()
+                .execute("DELETE FROM event_files", [])
+                .unwrap();
+            Some(dir)
+        }
+        Backend::Postgres(database) => {
+            app.stop().await.unwrap();
+            database
+                .client()
+                .await
+                .execute("DELETE FROM event_files", &[])
+                .await
+                .unwrap();
+            None
+        }
+    };
     let (code, stdout, _) = vodhook(&["events", "list", "--db", &db, "--file-id", "c-src-1"]).await;
     assert_eq!((code, stdout.trim()), (0, "no events"));
-    store::reindex(&StoreOptions {
-        path: db_path,
-        busy_timeout: std::time::Duration::from_secs(5),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let (code, _, stderr) = vodhook(&["reindex", "--db", &db]).await;
+    assert_eq!(code, 0, "{stderr}");
     check(ids).await;
+    }
 }
 
 #[tokio::test]

@@ -305,6 +305,36 @@ pub fn assert_same_json(actual: &Value, expected: &Value, context: &str) {
     }
 }
 
+/// Two local servers: the first answers every request with `status` (a
+/// redirect) to the second, whose `Location` carries credentials
+/// (`user:pw-second@`, `access_token=tok-second`); the second counts the
+/// requests it gets. Returns both addresses and that count.
+pub async fn redirect_pair(
+    status: u16,
+) -> (SocketAddr, SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&hits);
+    let second = axum::Router::new().fallback(move || {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async { "second answer" }
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let second_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, second).await });
+    let location = format!("http://user:pw-second@{second_addr}/hook?access_token=tok-second&x=1");
+    let first = axum::Router::new().fallback(move || async move {
+        (
+            axum::http::StatusCode::from_u16(status).unwrap(),
+            [(axum::http::header::LOCATION, location)],
+        )
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let first_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, first).await });
+    (first_addr, second_addr, hits)
+}
+
 /// Writes `request` on a fresh connection and reads until the server closes it.
 pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
