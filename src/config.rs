@@ -486,12 +486,22 @@ impl PublishFormat {
 pub const DEFAULT_MAX_LEN: u64 = 1_000_000;
 
 /// `url` with every `${NAME}` replaced by the environment variable `NAME`.
+/// A variable in the user information (`amqp://user:${PASSWORD}@host/`) is
+/// percent-encoded, so that a password holding `@`, `/`, `:` or `%` stays
+/// a password; elsewhere (`${BROKER_URL}` as the whole URL, say) the value
+/// is taken as written.
 ///
 /// # Errors
 ///
 /// The name of a variable that is not set (or not valid UTF-8), or of an
 /// unterminated `${`.
 pub fn expand_env(url: &str) -> Result<String, String> {
+    /// Everything but the unreserved characters of RFC 3986.
+    const USERINFO: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
     let mut out = String::with_capacity(url.len());
     let mut rest = url;
     while let Some(start) = rest.find("${") {
@@ -501,11 +511,21 @@ pub fn expand_env(url: &str) -> Result<String, String> {
             return Err("an unterminated ${".to_owned());
         };
         let name = &after[..end];
-        match std::env::var(name) {
-            Ok(value) => out.push_str(&value),
-            Err(_) => return Err(format!("the environment variable {name} is not set")),
-        }
+        let value = std::env::var(name)
+            .map_err(|_| format!("the environment variable {name} is not set"))?;
         rest = &after[end + 1..];
+        // In the user information: after `scheme://`, before the `@` that
+        // ends it, with no `/` or `@` in between.
+        let in_userinfo = out.find("://").is_some_and(|scheme| {
+            let before = &out[scheme + 3..];
+            !before.contains(['/', '@'])
+                && rest.find('@').is_some_and(|at| !rest[..at].contains('/'))
+        });
+        if in_userinfo {
+            out.extend(percent_encoding::utf8_percent_encode(&value, USERINFO));
+        } else {
+            out.push_str(&value);
+        }
     }
     out.push_str(rest);
     Ok(out)
@@ -2113,6 +2133,23 @@ mod tests {
             "amqp://u:pw@h/"
         );
         assert_eq!(expand_env("redis://h").unwrap(), "redis://h");
+        std::env::set_var("VODHOOK_UNIT_EXPAND_ODD", "p@ss/w:rd%");
+        assert_eq!(
+            expand_env("amqp://u:${VODHOOK_UNIT_EXPAND_ODD}@h/").unwrap(),
+            "amqp://u:p%40ss%2Fw%3Ard%25@h/",
+            "a password in the user information is percent-encoded"
+        );
+        std::env::set_var("VODHOOK_UNIT_EXPAND_URL", "redis://:p@h:6379/0");
+        assert_eq!(
+            expand_env("${VODHOOK_UNIT_EXPAND_URL}").unwrap(),
+            "redis://:p@h:6379/0",
+            "a whole URL is taken as written"
+        );
+        assert_eq!(
+            expand_env("nats://h/${VODHOOK_UNIT_EXPAND_ODD}").unwrap(),
+            "nats://h/p@ss/w:rd%",
+            "outside the user information, as written"
+        );
         assert!(expand_env("redis://${X")
             .unwrap_err()
             .contains("unterminated"));
