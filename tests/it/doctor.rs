@@ -27,6 +27,8 @@ struct Setup {
     pull: bool,
     listen: String,
     store: PathBuf,
+    /// `store.url`: a PostgreSQL database instead of the SQLite file.
+    store_url: Option<String>,
     sign_key: String,
 }
 
@@ -53,6 +55,7 @@ impl Setup {
             pull: false,
             listen,
             store,
+            store_url: None,
             sign_key: SIGN_KEY.to_owned(),
         }
     }
@@ -81,6 +84,11 @@ impl Setup {
             .sub_app_id
             .map(|id| format!("sub_app_id = {id}\n"))
             .unwrap_or_default();
+        let store_url = self
+            .store_url
+            .as_ref()
+            .map(|url| format!("url = {url:?}\n"))
+            .unwrap_or_default();
         let text = format!(
             r#"[server]
 listen = "{listen}"
@@ -93,7 +101,7 @@ listen = "{admin}"
 
 [store]
 path = {store:?}
-
+{store_url}
 [vod]
 endpoint = "{endpoint}"
 secret_id = "{secret_id}"
@@ -353,6 +361,95 @@ async fn an_unwritable_store_is_named() {
     setup.store = garbage;
     let (code, report) = setup.doctor().await;
     only_failure(code, &report, "store", "garbage.db");
+}
+
+/// On PostgreSQL the store check writes (`/readyz`'s probe row, or a table
+/// created and rolled back before the first start): a database that
+/// answers but is read-only (as a standby or a read-only role is) is a ✗.
+#[tokio::test]
+async fn a_read_only_postgres_store_is_named() {
+    let Some(db) = crate::pg::PgDatabase::create().await else {
+        return;
+    };
+    let admin = db.client().await;
+    let name: String = admin
+        .query_one("SELECT current_database()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let read_only = |on: bool| {
+        format!(
+            "ALTER DATABASE {name} SET default_transaction_read_only = {}",
+            if on { "on" } else { "off" }
+        )
+    };
+    let mut setup = Setup::start().await;
+    setup.store_url = Some(db.url.clone());
+
+    // Before the first start: no tables, and serve could create them.
+    let (code, report) = setup.doctor().await;
+    assert_eq!(code, 0, "{report:#}");
+    let detail = check(&report, "store")["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        detail.contains("is writable (no vodhook tables yet"),
+        "{detail}"
+    );
+    admin.batch_execute(&read_only(true)).await.unwrap();
+    let (code, report) = setup.doctor().await;
+    only_failure(code, &report, "store", "read-only transaction");
+    assert!(check(&report, "store")["fix"]
+        .as_str()
+        .unwrap()
+        .contains("GRANT CREATE"));
+
+    // Migrated (as serve leaves it): the probe row is written and deleted.
+    admin.batch_execute(&read_only(false)).await.unwrap();
+    drop(
+        vodhook::store::pg::PgStore::open(&db.url, vodhook::metrics::Metrics::default())
+            .await
+            .unwrap(),
+    );
+    let (code, report) = setup.doctor().await;
+    assert_eq!(code, 0, "{report:#}");
+    let detail = check(&report, "store")["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(detail.contains("is writable; 0 events stored"), "{detail}");
+    let left: i64 = admin
+        .query_one("SELECT count(*) FROM ready_probe", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "the probe leaves nothing behind");
+
+    admin.batch_execute(&read_only(true)).await.unwrap();
+    let (code, report) = setup.doctor().await;
+    only_failure(code, &report, "store", "read-only transaction");
+    assert!(check(&report, "store")["fix"]
+        .as_str()
+        .unwrap()
+        .contains("not a standby"));
+    // The text form: the ✗ line and what to do, exit 1.
+    let config = setup.write_config();
+    let (code, text, _) = vodhook(&[
+        "doctor",
+        "--config",
+        config.to_str().unwrap(),
+        "--public-ip",
+        PUBLIC_IP,
+    ])
+    .await;
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.lines()
+            .any(|line| line.starts_with("✗ store") && line.contains("cannot write")),
+        "{text}"
+    );
+    admin.batch_execute(&read_only(false)).await.unwrap();
 }
 
 #[tokio::test]
