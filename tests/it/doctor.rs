@@ -26,6 +26,8 @@ struct Setup {
     sub_app_id: Option<u64>,
     pull: bool,
     listen: String,
+    /// `admin.listen`: the daemon's admin listener unless a test moves it.
+    admin: String,
     store: PathBuf,
     /// `store.url`: a PostgreSQL database instead of the SQLite file.
     store_url: Option<String>,
@@ -45,6 +47,7 @@ impl Setup {
         }));
         let secret_key = fake.shared.options.secret_key.clone();
         let listen = app.addr.to_string();
+        let admin = app.admin.to_string();
         let store = app.db.clone();
         Setup {
             app,
@@ -54,6 +57,7 @@ impl Setup {
             sub_app_id: None,
             pull: false,
             listen,
+            admin,
             store,
             store_url: None,
             sign_key: SIGN_KEY.to_owned(),
@@ -111,7 +115,7 @@ secret_key = "{secret_key}"
 enabled = {pull}
 "#,
             listen = self.listen,
-            admin = self.app.admin,
+            admin = self.admin,
             store = self.store.display().to_string(),
             endpoint = self.fake.endpoint,
             secret_id = self.fake.shared.options.secret_id,
@@ -467,6 +471,72 @@ async fn a_port_taken_by_another_program_is_named() {
     // Not vodhook there: the callback path is not tried.
     assert_eq!(check(&report, "callback path")["status"], "skip");
     drop(squatter);
+}
+
+#[tokio::test]
+async fn an_admin_port_taken_by_another_program_is_named() {
+    let mut setup = Setup::start().await;
+    // A program that holds admin.listen and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    setup.admin = silent.local_addr().unwrap().to_string();
+    let (code, report) = setup.doctor().await;
+    only_failure(
+        code,
+        &report,
+        "admin listener",
+        &format!("{} is taken by another program", setup.admin),
+    );
+    assert!(check(&report, "admin listener")["fix"]
+        .as_str()
+        .unwrap()
+        .contains("admin.listen"));
+    drop(silent);
+
+    // Another program's metrics there (a node exporter, say): HTTP 200,
+    // but none of vodhook's.
+    let exporter = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    setup.admin = exporter.local_addr().unwrap().to_string();
+    let serving = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        loop {
+            let Ok((mut stream, _)) = exporter.accept().await else {
+                return;
+            };
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request).await;
+            let body = "node_cpu_seconds_total 1\n";
+            let _ = stream
+                .write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                )
+                .await;
+        }
+    });
+    let config = setup.write_config();
+    let (code, text, _) = vodhook(&[
+        "doctor",
+        "--config",
+        config.to_str().unwrap(),
+        "--public-ip",
+        PUBLIC_IP,
+    ])
+    .await;
+    assert_eq!(code, 1, "{text}");
+    let failed: Vec<&str> = text.lines().filter(|line| line.starts_with('✗')).collect();
+    assert_eq!(failed.len(), 1, "{text}");
+    assert!(
+        failed[0].starts_with("✗ admin listener") && failed[0].contains("no vodhook metrics there"),
+        "{text}"
+    );
+    assert!(
+        text.contains("→ stop that program, or set admin.listen"),
+        "{text}"
+    );
+    serving.abort();
 }
 
 #[tokio::test]
