@@ -807,3 +807,28 @@ fn readme_code_fences_are_well_formed_and_its_anchors_resolve() {
     }
     assert!(links > 0, "no #anchor links found");
 }
+
+/// Where the README describes the static tarball it says that host names
+/// still go through the host's NSS (glibc linked statically loads NSS
+/// modules other than files and dns from the host), as contrib/package.sh
+/// does.
+#[test]
+fn the_static_binary_documents_its_name_lookups() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let start = readme
+        .find("- **Static binary**: `contrib/package.sh tarball`")
+        .expect("the README describes the static tarball");
+    let bullet = &readme[start..];
+    let bullet = &bullet[..bullet[2..].find("\n- ").map_or(bullet.len(), |end| end + 2)];
+    let bullet = bullet.split_whitespace().collect::<Vec<_>>().join(" ");
+    for needed in [
+        "looked up through glibc's NSS",
+        "/etc/nsswitch.conf",
+        "IP addresses always work",
+    ] {
+        assert!(bullet.contains(needed), "{needed:?} not in {bullet}");
+    }
+    let script = std::fs::read_to_string(root.join("contrib/package.sh")).unwrap();
+    assert!(script.contains("glibc's NSS"), "contrib/package.sh");
+}
