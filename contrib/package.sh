@@ -3,6 +3,10 @@
 #   vodhook_<version>-1_amd64.deb          (cargo deb; see [package.metadata.deb])
 #   vodhook-<version>-x86_64-linux.tar.gz   (a static glibc binary, the unit,
 #                                            the configuration and the README)
+# The static binary still resolves host names through glibc's NSS: /etc/hosts
+# and DNS are built in, other nsswitch.conf sources (resolve, mdns, ldap, sss)
+# are modules dlopen'ed from the host, usable only when they come from the
+# glibc version linked here; IP addresses always work.
 # Installs cargo-deb when missing. Usage: contrib/package.sh [deb|tarball]...
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,8 +24,9 @@ for item in "${what[@]}"; do
       cargo deb --locked --strip --output dist/
       ;;
     tarball)
-      # +crt-static links glibc statically (musl is not installable here).
-      # --target keeps the flag away from build scripts and proc macros.
+      # +crt-static links glibc statically (musl is not installable here);
+      # NSS stays dynamic (see the header). --target keeps the flag away from
+      # build scripts and proc macros.
       target=x86_64-unknown-linux-gnu
       RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
         cargo build --release --locked --target "$target"

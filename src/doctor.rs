@@ -290,24 +290,37 @@ fn read_secrets(path: &Path, overrides: &mut Overrides) -> Check {
     }
 }
 
-/// The PostgreSQL database answers, and a transaction begins and is rolled
-/// back (nothing changes); its URL is shown without the password.
+/// The PostgreSQL database answers and takes a write: `/readyz`'s probe row
+/// written and deleted in one committed transaction (before the first
+/// start, a table created and rolled back). A read-only role or database,
+/// or a standby, is a ✗. Its URL is shown without the password.
 async fn check_postgres(url: &str) -> Check {
     let shown = crate::redact::redact(url).into_owned();
     match crate::store::pg::probe_writable(url).await {
         Ok(None) => Check::pass(
             "store",
-            format!("{shown} answers (no vodhook tables yet; serve creates them)"),
+            format!("{shown} is writable (no vodhook tables yet; serve creates them)"),
         ),
         Ok(Some(events)) => Check::pass(
             "store",
-            format!("{shown} answers; {events} events stored"),
+            format!("{shown} is writable; {events} events stored"),
         ),
-        Err(error) => Check::fail(
-            "store",
-            format!("{error:#}"),
-            "check store.url (host, port, database, user; the password from PGPASSWORD) and that PostgreSQL runs",
-        ),
+        Err(error) => match error.downcast_ref::<crate::store::pg::NotWritable>() {
+            Some(refused) => Check::fail(
+                "store",
+                format!("cannot write: {refused}"),
+                if refused.migrated {
+                    "point store.url at the primary (not a standby), with a role that may write vodhook's tables; check the role's and the database's default_transaction_read_only"
+                } else {
+                    "point store.url at the primary (not a standby), with a role that may create tables in its schema (GRANT CREATE ON SCHEMA public TO <role>); check the role's and the database's default_transaction_read_only"
+                },
+            ),
+            None => Check::fail(
+                "store",
+                format!("{error:#}"),
+                "check store.url (host, port, database, user; the password from PGPASSWORD) and that PostgreSQL runs",
+            ),
+        },
     }
 }
 

@@ -26,7 +26,11 @@ struct Setup {
     sub_app_id: Option<u64>,
     pull: bool,
     listen: String,
+    /// `admin.listen`: the daemon's admin listener unless a test moves it.
+    admin: String,
     store: PathBuf,
+    /// `store.url`: a PostgreSQL database instead of the SQLite file.
+    store_url: Option<String>,
     sign_key: String,
 }
 
@@ -43,6 +47,7 @@ impl Setup {
         }));
         let secret_key = fake.shared.options.secret_key.clone();
         let listen = app.addr.to_string();
+        let admin = app.admin.to_string();
         let store = app.db.clone();
         Setup {
             app,
@@ -52,7 +57,9 @@ impl Setup {
             sub_app_id: None,
             pull: false,
             listen,
+            admin,
             store,
+            store_url: None,
             sign_key: SIGN_KEY.to_owned(),
         }
     }
@@ -81,6 +88,11 @@ impl Setup {
             .sub_app_id
             .map(|id| format!("sub_app_id = {id}\n"))
             .unwrap_or_default();
+        let store_url = self
+            .store_url
+            .as_ref()
+            .map(|url| format!("url = {url:?}\n"))
+            .unwrap_or_default();
         let text = format!(
             r#"[server]
 listen = "{listen}"
@@ -93,7 +105,7 @@ listen = "{admin}"
 
 [store]
 path = {store:?}
-
+{store_url}
 [vod]
 endpoint = "{endpoint}"
 secret_id = "{secret_id}"
@@ -103,7 +115,7 @@ secret_key = "{secret_key}"
 enabled = {pull}
 "#,
             listen = self.listen,
-            admin = self.app.admin,
+            admin = self.admin,
             store = self.store.display().to_string(),
             endpoint = self.fake.endpoint,
             secret_id = self.fake.shared.options.secret_id,
@@ -355,6 +367,95 @@ async fn an_unwritable_store_is_named() {
     only_failure(code, &report, "store", "garbage.db");
 }
 
+/// On PostgreSQL the store check writes (`/readyz`'s probe row, or a table
+/// created and rolled back before the first start): a database that
+/// answers but is read-only (as a standby or a read-only role is) is a ✗.
+#[tokio::test]
+async fn a_read_only_postgres_store_is_named() {
+    let Some(db) = crate::pg::PgDatabase::create().await else {
+        return;
+    };
+    let admin = db.client().await;
+    let name: String = admin
+        .query_one("SELECT current_database()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let read_only = |on: bool| {
+        format!(
+            "ALTER DATABASE {name} SET default_transaction_read_only = {}",
+            if on { "on" } else { "off" }
+        )
+    };
+    let mut setup = Setup::start().await;
+    setup.store_url = Some(db.url.clone());
+
+    // Before the first start: no tables, and serve could create them.
+    let (code, report) = setup.doctor().await;
+    assert_eq!(code, 0, "{report:#}");
+    let detail = check(&report, "store")["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        detail.contains("is writable (no vodhook tables yet"),
+        "{detail}"
+    );
+    admin.batch_execute(&read_only(true)).await.unwrap();
+    let (code, report) = setup.doctor().await;
+    only_failure(code, &report, "store", "read-only transaction");
+    assert!(check(&report, "store")["fix"]
+        .as_str()
+        .unwrap()
+        .contains("GRANT CREATE"));
+
+    // Migrated (as serve leaves it): the probe row is written and deleted.
+    admin.batch_execute(&read_only(false)).await.unwrap();
+    drop(
+        vodhook::store::pg::PgStore::open(&db.url, vodhook::metrics::Metrics::default())
+            .await
+            .unwrap(),
+    );
+    let (code, report) = setup.doctor().await;
+    assert_eq!(code, 0, "{report:#}");
+    let detail = check(&report, "store")["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(detail.contains("is writable; 0 events stored"), "{detail}");
+    let left: i64 = admin
+        .query_one("SELECT count(*) FROM ready_probe", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "the probe leaves nothing behind");
+
+    admin.batch_execute(&read_only(true)).await.unwrap();
+    let (code, report) = setup.doctor().await;
+    only_failure(code, &report, "store", "read-only transaction");
+    assert!(check(&report, "store")["fix"]
+        .as_str()
+        .unwrap()
+        .contains("not a standby"));
+    // The text form: the ✗ line and what to do, exit 1.
+    let config = setup.write_config();
+    let (code, text, _) = vodhook(&[
+        "doctor",
+        "--config",
+        config.to_str().unwrap(),
+        "--public-ip",
+        PUBLIC_IP,
+    ])
+    .await;
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.lines()
+            .any(|line| line.starts_with("✗ store") && line.contains("cannot write")),
+        "{text}"
+    );
+    admin.batch_execute(&read_only(false)).await.unwrap();
+}
+
 #[tokio::test]
 async fn a_port_taken_by_another_program_is_named() {
     let mut setup = Setup::start().await;
@@ -370,6 +471,72 @@ async fn a_port_taken_by_another_program_is_named() {
     // Not vodhook there: the callback path is not tried.
     assert_eq!(check(&report, "callback path")["status"], "skip");
     drop(squatter);
+}
+
+#[tokio::test]
+async fn an_admin_port_taken_by_another_program_is_named() {
+    let mut setup = Setup::start().await;
+    // A program that holds admin.listen and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    setup.admin = silent.local_addr().unwrap().to_string();
+    let (code, report) = setup.doctor().await;
+    only_failure(
+        code,
+        &report,
+        "admin listener",
+        &format!("{} is taken by another program", setup.admin),
+    );
+    assert!(check(&report, "admin listener")["fix"]
+        .as_str()
+        .unwrap()
+        .contains("admin.listen"));
+    drop(silent);
+
+    // Another program's metrics there (a node exporter, say): HTTP 200,
+    // but none of vodhook's.
+    let exporter = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    setup.admin = exporter.local_addr().unwrap().to_string();
+    let serving = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        loop {
+            let Ok((mut stream, _)) = exporter.accept().await else {
+                return;
+            };
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request).await;
+            let body = "node_cpu_seconds_total 1\n";
+            let _ = stream
+                .write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                )
+                .await;
+        }
+    });
+    let config = setup.write_config();
+    let (code, text, _) = vodhook(&[
+        "doctor",
+        "--config",
+        config.to_str().unwrap(),
+        "--public-ip",
+        PUBLIC_IP,
+    ])
+    .await;
+    assert_eq!(code, 1, "{text}");
+    let failed: Vec<&str> = text.lines().filter(|line| line.starts_with('✗')).collect();
+    assert_eq!(failed.len(), 1, "{text}");
+    assert!(
+        failed[0].starts_with("✗ admin listener") && failed[0].contains("no vodhook metrics there"),
+        "{text}"
+    );
+    assert!(
+        text.contains("→ stop that program, or set admin.listen"),
+        "{text}"
+    );
+    serving.abort();
 }
 
 #[tokio::test]

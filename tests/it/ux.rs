@@ -747,3 +747,88 @@ async fn metrics_carry_the_process_metrics() {
     }
     app.stop().await.unwrap();
 }
+
+/// The README's code fences: a fence line is ```` ``` ```` alone or
+/// ```` ```<language> ````, so a closing fence with text after it (which
+/// CommonMark reads as text, leaving the block open and swallowing the
+/// sections after it) cannot come back; and every `(#anchor)` link names a
+/// heading that is outside code blocks.
+#[test]
+fn readme_code_fences_are_well_formed_and_its_anchors_resolve() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let mut in_code = false;
+    let mut anchors = Vec::new();
+    for (number, line) in readme.lines().enumerate() {
+        let number = number + 1;
+        let trimmed = line.trim_start();
+        if let Some(info) = trimmed.strip_prefix("```") {
+            assert!(
+                info.is_empty()
+                    || info
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "+-_".contains(c)),
+                "README.md:{number}: a fence is ``` alone or ```<language>, not {line:?}"
+            );
+            assert!(
+                !in_code || info.is_empty(),
+                "README.md:{number}: a closing fence carries {info:?}"
+            );
+            in_code = !in_code;
+            continue;
+        }
+        if in_code {
+            continue;
+        }
+        if let Some(title) = line.strip_prefix('#') {
+            let title = title.trim_start_matches('#').trim();
+            // GitHub's anchors: lower case, spaces to '-', punctuation dropped.
+            let anchor: String = title
+                .to_lowercase()
+                .chars()
+                .filter_map(|c| match c {
+                    ' ' => Some('-'),
+                    c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+                    _ => None,
+                })
+                .collect();
+            anchors.push(anchor);
+        }
+    }
+    assert!(!in_code, "README.md ends inside a code block");
+    let mut links = 0;
+    for piece in readme.split("](#").skip(1) {
+        let anchor = &piece[..piece.find(')').unwrap()];
+        assert!(
+            anchors.iter().any(|a| a == anchor),
+            "README.md links to #{anchor}, which is no heading outside code blocks: {anchors:?}"
+        );
+        links += 1;
+    }
+    assert!(links > 0, "no #anchor links found");
+}
+
+/// Where the README describes the static tarball it says that host names
+/// still go through the host's NSS (glibc linked statically loads NSS
+/// modules other than files and dns from the host), as contrib/package.sh
+/// does.
+#[test]
+fn the_static_binary_documents_its_name_lookups() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let start = readme
+        .find("- **Static binary**: `contrib/package.sh tarball`")
+        .expect("the README describes the static tarball");
+    let bullet = &readme[start..];
+    let bullet = &bullet[..bullet[2..].find("\n- ").map_or(bullet.len(), |end| end + 2)];
+    let bullet = bullet.split_whitespace().collect::<Vec<_>>().join(" ");
+    for needed in [
+        "looked up through glibc's NSS",
+        "/etc/nsswitch.conf",
+        "IP addresses always work",
+    ] {
+        assert!(bullet.contains(needed), "{needed:?} not in {bullet}");
+    }
+    let script = std::fs::read_to_string(root.join("contrib/package.sh")).unwrap();
+    assert!(script.contains("glibc's NSS"), "contrib/package.sh");
+}

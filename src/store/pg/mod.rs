@@ -967,35 +967,79 @@ pub async fn enqueue_deliveries(url: &str, pairs: &[(i64, String)]) -> anyhow::R
     Ok(pairs.len())
 }
 
-/// Whether the database at `url` can be written, without changing it
-/// (`vodhook doctor`): a transaction writes nothing and is rolled back.
-/// Returns the number of events stored, `None` before the first start.
+/// Why [`probe_writable`] found the database reachable but not writable:
+/// a read-only role or database, a standby, or missing privileges (the
+/// server's message).
+#[derive(Debug)]
+pub struct NotWritable {
+    /// The server's message, credentials redacted.
+    pub reason: String,
+    /// Whether vodhook's tables exist yet (`false`: it was `CREATE TABLE`
+    /// that was refused).
+    pub migrated: bool,
+}
+
+impl std::fmt::Display for NotWritable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl std::error::Error for NotWritable {}
+
+/// Whether the database at `url` can be written, leaving nothing behind
+/// (`vodhook doctor`): `/readyz`'s probe row written and deleted in one
+/// committed transaction; before the first start (no vodhook tables), a
+/// table created in a transaction that is rolled back, as `serve` would
+/// create its schema. Returns the number of events stored, `None` before
+/// the first start.
 ///
 /// # Errors
 ///
-/// The database cannot be reached, or holds another application's tables.
+/// The database cannot be reached, or holds another application's tables;
+/// [`NotWritable`] when it answers but refuses the write.
 pub async fn probe_writable(url: &str) -> anyhow::Result<Option<i64>> {
     let target = target(url)?;
     let location = redact(url).into_owned();
     let mut client = connect(&target, &location).await?;
     let version = schema::version(&client, &location).await?;
-    let transaction = client
-        .transaction()
-        .await
-        .map_err(|e| location_error(&location, &e))?;
     let events = if version == 0 {
         None
     } else {
-        let row = transaction
+        let row = client
             .query_one("SELECT count(*) FROM events", &[])
             .await
             .map_err(|e| location_error(&location, &e))?;
         Some(row.get(0))
     };
-    transaction
-        .rollback()
+    let transaction = client
+        .transaction()
         .await
         .map_err(|e| location_error(&location, &e))?;
+    let written = if version == 0 {
+        transaction
+            .batch_execute("CREATE TABLE vodhook_doctor_probe (id INTEGER PRIMARY KEY)")
+            .await
+    } else {
+        write::write_probe_row(&transaction).await
+    };
+    let refused = |error: tokio_postgres::Error| -> anyhow::Error {
+        if error.as_db_error().is_some() {
+            anyhow::Error::new(NotWritable {
+                reason: format!("database {location}: {}", describe(&error)),
+                migrated: version != 0,
+            })
+        } else {
+            location_error(&location, &error)
+        }
+    };
+    written.map_err(refused)?;
+    if version == 0 {
+        transaction.rollback().await
+    } else {
+        transaction.commit().await
+    }
+    .map_err(refused)?;
     Ok(events)
 }
 

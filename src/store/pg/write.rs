@@ -805,6 +805,16 @@ pub(super) async fn prune(client: &mut Object, cutoff: i64) -> Result<usize, Err
 /// A real committed write (`/readyz` during an outage).
 pub(super) async fn probe_write(client: &mut Object) -> Result<(), Error> {
     let transaction = client.transaction().await?;
+    write_probe_row(&transaction).await?;
+    transaction.commit().await
+}
+
+/// The probe's row (64 KiB) written and deleted, for the caller to commit:
+/// `/readyz` during an outage and `vodhook doctor`. A read-only role, a
+/// read-only database or a standby refuses it.
+pub(super) async fn write_probe_row(
+    transaction: &tokio_postgres::Transaction<'_>,
+) -> Result<(), Error> {
     transaction
         .execute(
             "INSERT INTO ready_probe (id, body) VALUES (1, $1)
@@ -813,5 +823,5 @@ pub(super) async fn probe_write(client: &mut Object) -> Result<(), Error> {
         )
         .await?;
     transaction.execute("DELETE FROM ready_probe", &[]).await?;
-    transaction.commit().await
+    Ok(())
 }
