@@ -14,7 +14,7 @@ use vodhook::sign::{sign, SignKey};
 
 use vodhook::config::Config;
 
-use crate::helpers::{Daemon, TestApp, PATIENCE};
+use crate::helpers::{vodhook, Daemon, TestApp, PATIENCE};
 
 const KEY: &str = "MySignKey123";
 
@@ -491,4 +491,70 @@ async fn only_the_last_forwarded_entry_is_trusted() {
         assert_eq!(status(spoofed).await, 403, "{spoofed}");
     }
     app.stop().await.unwrap();
+}
+
+/// The same through the built binary, with the configuration read from
+/// its file (`auth.allow_ips`, `server.trust_forwarded_for`) and signed
+/// callbacks: the issue's bypasses put an allowed, client-written entry
+/// before a last entry that did not parse as a bare address (a port,
+/// `unknown`, brackets, an empty item); each is now refused, and only
+/// the accepted callbacks are stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_built_binary_trusts_only_the_proxys_forwarded_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "allow_ips = [\"203.0.113.0/24\", \"2001:db8::/32\"]\n\
+                  [server]\ntrust_forwarded_for = true\n";
+    let (mut daemon, url, _) = daemon_with(&dir, config).await;
+    let client = reqwest::Client::new();
+    let cases: &[(&[&str], u16)] = &[
+        // The proxy's entry names a client outside the allow-list…
+        (&["203.0.113.5, 8.8.8.8:4444"], 403),
+        (&["203.0.113.5, [2001:db9::1]"], 403),
+        (&["203.0.113.5, [2001:db9::1]:443"], 403),
+        // …or is no address at all.
+        (&["203.0.113.5, unknown"], 403),
+        (&["203.0.113.5,"], 403),
+        (&["203.0.113.5, "], 403),
+        (&["203.0.113.5", "unknown"], 403),
+        (&["203.0.113.5, [2001:db8::1"], 403),
+        // No header: the peer (127.0.0.1), not allowed.
+        (&[], 403),
+        // The proxy's entry names an allowed client.
+        (&["198.51.100.1, 203.0.113.5"], 200),
+        (&["198.51.100.1, 203.0.113.5:4444"], 200),
+        (&["198.51.100.1, [2001:db8::1]"], 200),
+        (&["198.51.100.1, [2001:db8::1]:443"], 200),
+        (&["198.51.100.1", "203.0.113.5"], 200),
+    ];
+    let mut accepted = 0;
+    for (n, (lines, expected)) in cases.iter().enumerate() {
+        let mut request = client.post(&url).body(signed_event(n));
+        for line in *lines {
+            request = request.header("X-Forwarded-For", *line);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let answer = response.text().await.unwrap();
+        assert_eq!(status, *expected, "X-Forwarded-For {lines:?}: {answer}");
+        if status == 403 {
+            assert!(answer.contains("40300"), "{answer}");
+        } else {
+            accepted += 1;
+        }
+    }
+    daemon.signal("TERM");
+    assert_eq!(daemon.exit_code().await, 0);
+
+    let db = dir.path().join("vodhook.db");
+    let (code, stdout, stderr) =
+        vodhook(&["events", "list", "--json", "--db", db.to_str().unwrap()]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let stored = stdout
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .count();
+    assert_eq!(
+        stored, accepted,
+        "only the accepted ones are stored: {stdout}"
+    );
 }
