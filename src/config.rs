@@ -63,9 +63,10 @@ pub struct ServerConfig {
     /// Take the client address from `X-Forwarded-For` (behind a reverse
     /// proxy only; `server.trust_forwarded_for`, default false).
     pub trust_forwarded_for: bool,
-    /// Connections served at once; further ones wait in the listen backlog
-    /// until one ends (`server.max_connections`, default 1024). Lowered at
-    /// startup to keep file descriptors in reserve.
+    /// Connections served at once (`server.max_connections`, default
+    /// 1024); at the cap, one without work makes room, or new ones wait in
+    /// the listen backlog. Lowered at startup to keep file descriptors in
+    /// reserve.
     pub max_connections: usize,
     /// Average bytes per second a body must arrive at after a 2 s grace
     /// period, else 408; 0 turns the check off (`server.min_body_rate`,

@@ -39,7 +39,7 @@ use crate::events::BodyError;
 use crate::ingest::{Delivery, Ingest, IngestError, Source};
 use crate::metrics::Metrics;
 use crate::secret::Secret;
-use crate::server::client_address;
+use crate::server::{client_address, BodyProgress, Connection};
 use crate::sign::{constant_time_eq, SignError};
 
 pub mod console;
@@ -245,6 +245,7 @@ async fn receive(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|info| info.0);
+    let connection = request.extensions().get::<Connection>().cloned();
     let (parts, body) = request.into_parts();
     let client = client_address(peer, &parts.headers, app.trust_forwarded_for);
     if !allowed(&app.allow, client) {
@@ -267,6 +268,7 @@ async fn receive(
             timeout: app.body_timeout,
             min_rate: app.min_body_rate,
         },
+        connection.as_ref(),
     )
     .await?;
     // The slot bounds work in ingest and the store, not clients still
@@ -367,8 +369,34 @@ impl BodyLimits {
 
 /// Reads the whole body, refusing it with 413 as soon as it exceeds
 /// `limits.max_bytes`, and with 408 once it is late: not complete within
-/// `limits.timeout`, or arriving slower than `limits.min_rate`.
-async fn read_body(headers: &HeaderMap, body: Body, limits: BodyLimits) -> Result<Bytes, ApiError> {
+/// `limits.timeout`, or arriving slower than `limits.min_rate`, or (at
+/// the connection cap) closed to make room while behind that rate
+/// (`server::Connections::evict`).
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limits: BodyLimits,
+    connection: Option<&Connection>,
+) -> Result<Bytes, ApiError> {
+    let Some(connection) = connection else {
+        return read_body_watched(headers, body, limits, None).await;
+    };
+    let progress = connection.reading_body(limits.min_rate);
+    let read = tokio::select! {
+        read = read_body_watched(headers, body, limits, Some(&progress)) => read,
+        () = progress.cut() => Err(limits.late(Late::TooSlow)),
+    };
+    connection.body_read();
+    read
+}
+
+/// [`read_body`], reporting the bytes read to `progress`.
+async fn read_body_watched(
+    headers: &HeaderMap,
+    body: Body,
+    limits: BodyLimits,
+    progress: Option<&BodyProgress>,
+) -> Result<Bytes, ApiError> {
     let limit = limits.max_bytes;
     let too_large = || {
         ApiError::new(
@@ -409,6 +437,9 @@ async fn read_body(headers: &HeaderMap, body: Body, limits: BodyLimits) -> Resul
                 return Err(too_large());
             }
             buffer.extend_from_slice(&data);
+            if let Some(progress) = progress {
+                progress.received(buffer.len());
+            }
         }
     }
 }

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
-use tokio::net::TcpListener;
 
 use vodhook::actions::Actions;
 use vodhook::config::{Config, LogFormat, Overrides};
@@ -854,12 +853,10 @@ async fn daemon(
     // Bound before the store is opened: a serve that cannot start leaves
     // no database file behind.
     let main = if http {
-        let listener = TcpListener::bind(config.server.listen)
-            .await
-            .map_err(|error| {
-                tracing::error!(address = %config.server.listen, %error, "cannot listen");
-                CliError::Reported
-            })?;
+        let listener = vodhook::server::bind(config.server.listen).map_err(|error| {
+            tracing::error!(address = %config.server.listen, %error, "cannot listen");
+            CliError::Reported
+        })?;
         Some(listener)
     } else {
         None
@@ -873,7 +870,7 @@ async fn daemon(
     };
     let admin = match admin_address {
         None => None,
-        Some(address) => Some(TcpListener::bind(address).await.map_err(|error| {
+        Some(address) => Some(vodhook::server::bind(address).map_err(|error| {
             let key = if http {
                 "admin.listen"
             } else {

@@ -6,19 +6,27 @@
 //! here with hyper directly. The peer address goes into each request as
 //! axum's `ConnectInfo`, as `axum::serve` would put it.
 //!
-//! At most `Limits::max_connections` connections are open at once: the
-//! accept loop takes a slot before it accepts, so further clients wait in
-//! the kernel's listen backlog until a connection ends (the header and body
-//! time limits make sure one does). At startup the soft `RLIMIT_NOFILE` is
-//! raised to the hard one and the cap lowered to keep [`FD_RESERVE`]
-//! descriptors for the store, the admin listener and actions. Should
-//! `accept` fail anyway (`EMFILE`, `ENFILE`, …), the loop backs off (up to
-//! one second) and logs at most one line a second, with the number of
-//! failures it did not log.
+//! At most `Limits::max_connections` connections are open at once. The
+//! listener is bound with a listen backlog of [`LISTEN_BACKLOG`], so a
+//! flood of connection attempts waits in the kernel instead of being
+//! dropped (and retried by clients only seconds later). At the cap, a new
+//! connection does not wait behind connections that hold no work: the one
+//! that has waited longest for a request head (silent, slowloris, idle
+//! keep-alive) is closed to make room, or failing that a body read for
+//! [`PRESSED_BODY_GRACE`] and behind its minimum rate
+//! ([`connections`]); only when every connection is at work does the new
+//! one wait for a slot, and further clients in the backlog. At startup
+//! the soft `RLIMIT_NOFILE` is raised to the hard one and the cap lowered
+//! to keep [`FD_RESERVE`] descriptors for the store, the admin listener
+//! and actions. Should `accept` fail anyway (`EMFILE`, `ENFILE`, …), the
+//! loop backs off (up to one second) and logs at most one line a second,
+//! with the number of failures it did not log.
 
+use std::future::Future as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -26,17 +34,22 @@ use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::GracefulConnection;
 use pki_types::pem::PemObject as _;
 use pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::rustls;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::Service as _;
 
 use crate::config::ServerConfig;
+
+mod connections;
+
+pub use connections::{BodyProgress, Connection, Connections, Evicted, PRESSED_BODY_GRACE};
 
 /// File descriptors kept out of the connection cap: the listeners, the
 /// store's database files, admin connections ([`ADMIN_MAX_CONNECTIONS`]),
@@ -52,6 +65,17 @@ const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 /// The first pause after a failed `accept`; it doubles with each failure.
 const FIRST_ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 
+/// Connections the kernel holds for `accept` beyond those being served
+/// (capped by `net.core.somaxconn`, 4096 on current Linux). Tokio's
+/// default, 128, let the kernel drop the connection attempts of a flood
+/// beyond it, and a dropped SYN is tried again only after 1, 3, 7, 15 s.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// How long a connection accepted at the cap waits for the slot of the
+/// one closed to make room before another is closed, or, when none could
+/// be, before looking again.
+const ROOM_RECHECK: Duration = Duration::from_millis(100);
+
 /// Limits applied to every connection.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -60,8 +84,8 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// Largest request head, in bytes (at least 8192); larger heads get 431.
     pub max_header_bytes: usize,
-    /// Connections open at once; further clients wait in the listen
-    /// backlog until one ends.
+    /// Connections open at once; at the cap, one without work is closed
+    /// to make room, or the new one waits for a slot.
     pub max_connections: usize,
 }
 
@@ -245,9 +269,32 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
+/// Binds a listener on `address` with a listen backlog of
+/// [`LISTEN_BACKLOG`] (the kernel caps it at `net.core.somaxconn`), and
+/// `SO_REUSEADDR` as `TcpListener::bind` sets it.
+///
+/// # Errors
+///
+/// The socket cannot be created, bound or put to listen.
+pub fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Serves `router` on `listener` until `stop` is cancelled, then waits for
-/// the connections to finish their requests in flight (idle keep-alive
-/// connections are closed at once). The caller bounds that wait.
+/// the connections to finish their requests in flight (connections with
+/// no request in progress are closed at once). The caller bounds that
+/// wait.
+///
+/// A connection is accepted, then given a slot; at the cap, room is made
+/// by closing a connection that holds no work ([`Connections::evict`]),
+/// or the new one waits for a slot to be given back.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -255,27 +302,12 @@ pub async fn serve(
     tls: Option<TlsAcceptor>,
     stop: CancellationToken,
 ) {
-    let graceful = GracefulShutdown::new();
+    let tasks = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let connections = Arc::new(Connections::default());
     let mut errors = AcceptErrors::new();
-    let mut at_cap = Throttle::new(Duration::from_secs(60));
+    let mut at_cap = AtCap::new();
     loop {
-        if slots.available_permits() == 0 {
-            if let Some(suppressed) = at_cap.allow(Instant::now()) {
-                tracing::warn!(
-                    max_connections = limits.max_connections,
-                    times_since_last_line = suppressed,
-                    "connection cap reached; new connections wait until one ends"
-                );
-            }
-        }
-        let slot = tokio::select! {
-            slot = slots.clone().acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => break,
-            },
-            () = stop.cancelled() => break,
-        };
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => {
@@ -299,7 +331,6 @@ pub async fn serve(
                             "cannot accept a connection"
                         );
                     }
-                    drop(slot);
                     tokio::select! {
                         () = tokio::time::sleep(pause) => continue,
                         () = stop.cancelled() => break,
@@ -308,19 +339,40 @@ pub async fn serve(
             },
             () = stop.cancelled() => break,
         };
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                let room = make_room(&slots, &connections, &mut at_cap, &limits, &stop);
+                match room.await {
+                    Some(slot) => slot,
+                    None => break,
+                }
+            }
+        };
         let _ = stream.set_nodelay(true);
+        let connection = connections.open(Instant::now());
         let router = router.clone();
         let limits = limits.clone();
         let tls = tls.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
+        let stop = stop.clone();
+        tasks.spawn(async move {
             // The slot is given back when the connection ends.
             let _slot = slot;
-            let service =
+            let service = {
+                let connection = connection.clone();
                 hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+                    connection.request_started();
                     request.extensions_mut().insert(ConnectInfo(remote));
-                    router.clone().call(request)
-                });
+                    request.extensions_mut().insert(connection.clone());
+                    let answer = router.clone().call(request);
+                    let connection = connection.clone();
+                    async move {
+                        let answer = answer.await;
+                        connection.answered();
+                        answer
+                    }
+                })
+            };
             let mut http = hyper::server::conn::http1::Builder::new();
             http.timer(TokioTimer::new())
                 .header_read_timeout(limits.header_timeout)
@@ -328,18 +380,26 @@ pub async fn serve(
                 .max_headers(100);
             let result = match tls {
                 None => {
-                    watcher
-                        .watch(http.serve_connection(TokioIo::new(stream), service))
-                        .await
+                    let served = http.serve_connection(TokioIo::new(stream), service);
+                    drive(served, &connection, &stop).await
                 }
                 Some(acceptor) => {
-                    let handshake =
-                        tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await;
+                    // Nothing of a request can arrive before the handshake
+                    // is done: closing it now loses none.
+                    connection.polled();
+                    let handshake = tokio::select! {
+                        handshake = tokio::time::timeout(
+                            limits.header_timeout,
+                            acceptor.accept(stream),
+                        ) => handshake,
+                        // No request yet: nothing to finish.
+                        () = connection.evicted() => return,
+                        () = stop.cancelled() => return,
+                    };
                     match handshake {
                         Ok(Ok(stream)) => {
-                            watcher
-                                .watch(http.serve_connection(TokioIo::new(stream), service))
-                                .await
+                            let served = http.serve_connection(TokioIo::new(stream), service);
+                            drive(served, &connection, &stop).await
                         }
                         Ok(Err(error)) => {
                             tracing::debug!(%remote, %error, "TLS handshake failed");
@@ -358,7 +418,124 @@ pub async fn serve(
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    tasks.close();
+    tasks.wait().await;
+}
+
+/// A slot for a connection accepted at the cap: closes one that holds no
+/// work ([`Connections::evict`]) and waits for its slot; again every
+/// [`ROOM_RECHECK`] while none is given back (a body may fall behind its
+/// rate meanwhile). `None` once `stop` is cancelled.
+async fn make_room(
+    slots: &Arc<Semaphore>,
+    connections: &Connections,
+    at_cap: &mut AtCap,
+    limits: &Limits,
+    stop: &CancellationToken,
+) -> Option<OwnedSemaphorePermit> {
+    loop {
+        let now = Instant::now();
+        at_cap.record(connections.evict(now));
+        if let Some((heads, bodies, waited)) = at_cap.line(now) {
+            tracing::warn!(
+                max_connections = limits.max_connections,
+                closed_waiting_for_a_head = heads,
+                closed_with_a_slow_body = bodies,
+                found_nothing_to_close = waited,
+                "connection cap reached; connections without work are closed to make room"
+            );
+        }
+        tokio::select! {
+            slot = slots.clone().acquire_owned() => return slot.ok(),
+            () = tokio::time::sleep(ROOM_RECHECK) => {}
+            () = stop.cancelled() => return None,
+        }
+    }
+}
+
+/// What happened at the connection cap since the last log line (one a
+/// minute at most).
+#[derive(Debug)]
+struct AtCap {
+    log: Throttle,
+    heads: u64,
+    bodies: u64,
+    waited: u64,
+}
+
+impl AtCap {
+    fn new() -> AtCap {
+        AtCap {
+            log: Throttle::new(Duration::from_secs(60)),
+            heads: 0,
+            bodies: 0,
+            waited: 0,
+        }
+    }
+
+    fn record(&mut self, evicted: Option<Evicted>) {
+        match evicted {
+            Some(Evicted::Head) => self.heads += 1,
+            Some(Evicted::Body) => self.bodies += 1,
+            None => self.waited += 1,
+        }
+    }
+
+    /// The counts to log at `now`, if a line is due; they start over.
+    fn line(&mut self, now: Instant) -> Option<(u64, u64, u64)> {
+        self.log.allow(now)?;
+        Some((
+            std::mem::take(&mut self.heads),
+            std::mem::take(&mut self.bodies),
+            std::mem::take(&mut self.waited),
+        ))
+    }
+}
+
+/// Runs one HTTP connection to its end.
+///
+/// Once the connection has been read for the first time without a
+/// request starting, it may be closed to make room
+/// ([`Connection::polled`]). Told to close (made room for, or `stop`): a
+/// connection on which no request ever started is dropped (it holds at
+/// most part of a head); any other finishes the request in progress, if
+/// there is one, and closes. The connection is polled before the signals,
+/// so a head that is complete when the word comes is read first, and its
+/// request answered, not lost.
+async fn drive<C>(
+    served: C,
+    connection: &Connection,
+    stop: &CancellationToken,
+) -> Result<(), C::Error>
+where
+    C: GracefulConnection,
+{
+    let mut served = std::pin::pin!(served);
+    let mut evicted = std::pin::pin!(connection.evicted());
+    let mut stopped = std::pin::pin!(stop.cancelled());
+    let mut first = true;
+    let told = std::future::poll_fn(|cx| {
+        if let Poll::Ready(result) = served.as_mut().poll(cx) {
+            return Poll::Ready(Some(result));
+        }
+        if std::mem::take(&mut first) {
+            connection.polled();
+        }
+        if evicted.as_mut().poll(cx).is_ready() || stopped.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await;
+    if let Some(result) = told {
+        return result;
+    }
+    let (started, in_progress) = connection.activity();
+    if !started && !in_progress {
+        return Ok(());
+    }
+    served.as_mut().graceful_shutdown();
+    served.await
 }
 
 /// The address a request came from: the peer, or with `trust_forwarded_for`

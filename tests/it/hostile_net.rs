@@ -1,5 +1,6 @@
 //! Receiving under hostile network conditions: slow bodies (slowloris),
-//! more connections than the cap, forged `X-Forwarded-For` entries.
+//! connections that never send a request, more connections than the cap,
+//! forged `X-Forwarded-For` entries.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -13,7 +14,7 @@ use vodhook::sign::{sign, SignKey};
 
 use vodhook::config::Config;
 
-use crate::helpers::{Daemon, TestApp, PATIENCE};
+use crate::helpers::{vodhook, Daemon, TestApp, PATIENCE};
 
 const KEY: &str = "MySignKey123";
 
@@ -133,6 +134,93 @@ async fn slow_bodies_do_not_starve_signed_callbacks() {
     assert_eq!(daemon.exit_code().await, 0);
 }
 
+/// One connection after another that never completes a request head:
+/// silent, or with the start of a head only; a new one when cut off.
+/// `connected` counts established connections.
+async fn silent_attacker(addr: SocketAddr, partial_head: bool, connected: Arc<AtomicUsize>) {
+    loop {
+        let Ok(mut stream) = TcpStream::connect(addr).await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        connected.fetch_add(1, Ordering::Relaxed);
+        if partial_head && stream.write_all(b"POST / HTTP/1.1\r\n").await.is_err() {
+            continue;
+        }
+        // Until the server closes it.
+        let mut sink = [0u8; 256];
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+    }
+}
+
+/// Far more connections that never complete a head than the cap and
+/// the listen backlog hold (tokio's default backlog was 128, and the
+/// kernel dropped connection attempts beyond it): signed callbacks are
+/// still answered 200 within seconds, since connections without a
+/// request give way to new ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_beyond_the_cap_and_backlog_do_not_starve_callbacks() {
+    const CAP: usize = 16;
+    const OLD_BACKLOG: usize = 128;
+    const ATTACKERS: usize = 400;
+    const CALLBACKS: usize = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!("[server]\nmax_connections = {CAP}\nrequest_timeout_secs = 30\n");
+    let (mut daemon, url, addr) = daemon_with(&dir, &config).await;
+
+    let connected = Arc::new(AtomicUsize::new(0));
+    let mut attackers = tokio::task::JoinSet::new();
+    for n in 0..ATTACKERS {
+        attackers.spawn(silent_attacker(addr, n % 2 == 1, connected.clone()));
+    }
+    // The cap and the old backlog are full.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while connected.load(Ordering::Relaxed) < CAP + OLD_BACKLOG {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the attack did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Each callback gets a new connection, and 5 s at most.
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let mut callbacks = tokio::task::JoinSet::new();
+    for n in 0..CALLBACKS {
+        let client = client.clone();
+        let url = url.clone();
+        callbacks.spawn(async move {
+            match client.post(&url).body(signed_event(n)).send().await {
+                Ok(response) => response.status().to_string(),
+                Err(error) => format!("{error:?}"),
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut outcomes = Vec::new();
+    while let Some(outcome) = callbacks.join_next().await {
+        outcomes.push(outcome.unwrap());
+    }
+    let flood = connected.load(Ordering::Relaxed);
+    attackers.abort_all();
+
+    let ok = outcomes
+        .iter()
+        .filter(|outcome| outcome.starts_with("200"))
+        .count();
+    eprintln!("{ok} of {CALLBACKS} callbacks answered 200 among {flood} silent connections");
+    assert_eq!(
+        ok, CALLBACKS,
+        "callbacks starved by silent connections: {outcomes:?}"
+    );
+    daemon.signal("TERM");
+    assert_eq!(daemon.exit_code().await, 0);
+}
+
 /// A body being read holds no concurrency slot: the slot bounds the work
 /// in ingest and the store, not clients that are still sending.
 #[tokio::test]
@@ -236,17 +324,38 @@ async fn accepted_connection(addr: SocketAddr) -> TcpStream {
     stream
 }
 
-/// With `server.max_connections` connections open, a new one is not
-/// served until one of them ends; then it is.
+/// Opens a connection whose body the callback handler is reading ("100
+/// Continue" says so): a connection at work.
+async fn connection_sending_a_body(addr: SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\nexpect: 100-continue\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut interim = [0u8; 12];
+    tokio::time::timeout(PATIENCE, stream.read_exact(&mut interim))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100");
+    stream
+}
+
+/// With `server.max_connections` connections at work, none is closed to
+/// make room: a new one is not served until one of them ends; then it is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_over_the_cap_wait_until_one_ends() {
+async fn connections_over_the_cap_wait_for_connections_at_work() {
     let mut config = Config::default();
     config.server.max_connections = 4;
     config.server.request_timeout_secs = Duration::from_secs(60);
+    // Bodies without a minimum rate are never behind it.
+    config.server.min_body_rate = 0;
     let mut app = TestApp::spawn_with(config).await;
     let mut open = Vec::new();
     for _ in 0..4 {
-        open.push(accepted_connection(app.addr).await);
+        open.push(connection_sending_a_body(app.addr).await);
     }
 
     let request = app
@@ -268,6 +377,43 @@ async fn connections_over_the_cap_wait_until_one_ends() {
         .unwrap();
     assert_eq!(response.status(), 200);
     app.next_event().await;
+    // Requests in progress hold shutdown up.
+    drop(open);
+    app.stop().await.unwrap();
+}
+
+/// At the cap, idle keep-alive connections make room, the one idle
+/// longest first: a new client is served at once, long before
+/// `server.request_timeout_secs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connections_make_room_at_the_cap() {
+    let mut config = Config::default();
+    config.server.max_connections = 4;
+    config.server.request_timeout_secs = Duration::from_secs(600);
+    let mut app = TestApp::spawn_with(config).await;
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        open.push(accepted_connection(app.addr).await);
+    }
+
+    let response = tokio::time::timeout(
+        PATIENCE,
+        app.client
+            .post(&app.url)
+            .body(r#"{"EventType":"FileDeleted","FileDeleteEvent":{"FileIdSet":["room"]}}"#)
+            .send(),
+    )
+    .await
+    .expect("idle keep-alive connections held the cap")
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    app.next_event().await;
+
+    let mut oldest = open.remove(0);
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(PATIENCE, oldest.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the connection idle longest stayed open");
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
     app.stop().await.unwrap();
 }
 
@@ -345,4 +491,70 @@ async fn only_the_last_forwarded_entry_is_trusted() {
         assert_eq!(status(spoofed).await, 403, "{spoofed}");
     }
     app.stop().await.unwrap();
+}
+
+/// The same through the built binary, with the configuration read from
+/// its file (`auth.allow_ips`, `server.trust_forwarded_for`) and signed
+/// callbacks: the issue's bypasses put an allowed, client-written entry
+/// before a last entry that did not parse as a bare address (a port,
+/// `unknown`, brackets, an empty item); each is now refused, and only
+/// the accepted callbacks are stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_built_binary_trusts_only_the_proxys_forwarded_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "allow_ips = [\"203.0.113.0/24\", \"2001:db8::/32\"]\n\
+                  [server]\ntrust_forwarded_for = true\n";
+    let (mut daemon, url, _) = daemon_with(&dir, config).await;
+    let client = reqwest::Client::new();
+    let cases: &[(&[&str], u16)] = &[
+        // The proxy's entry names a client outside the allow-list…
+        (&["203.0.113.5, 8.8.8.8:4444"], 403),
+        (&["203.0.113.5, [2001:db9::1]"], 403),
+        (&["203.0.113.5, [2001:db9::1]:443"], 403),
+        // …or is no address at all.
+        (&["203.0.113.5, unknown"], 403),
+        (&["203.0.113.5,"], 403),
+        (&["203.0.113.5, "], 403),
+        (&["203.0.113.5", "unknown"], 403),
+        (&["203.0.113.5, [2001:db8::1"], 403),
+        // No header: the peer (127.0.0.1), not allowed.
+        (&[], 403),
+        // The proxy's entry names an allowed client.
+        (&["198.51.100.1, 203.0.113.5"], 200),
+        (&["198.51.100.1, 203.0.113.5:4444"], 200),
+        (&["198.51.100.1, [2001:db8::1]"], 200),
+        (&["198.51.100.1, [2001:db8::1]:443"], 200),
+        (&["198.51.100.1", "203.0.113.5"], 200),
+    ];
+    let mut accepted = 0;
+    for (n, (lines, expected)) in cases.iter().enumerate() {
+        let mut request = client.post(&url).body(signed_event(n));
+        for line in *lines {
+            request = request.header("X-Forwarded-For", *line);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let answer = response.text().await.unwrap();
+        assert_eq!(status, *expected, "X-Forwarded-For {lines:?}: {answer}");
+        if status == 403 {
+            assert!(answer.contains("40300"), "{answer}");
+        } else {
+            accepted += 1;
+        }
+    }
+    daemon.signal("TERM");
+    assert_eq!(daemon.exit_code().await, 0);
+
+    let db = dir.path().join("vodhook.db");
+    let (code, stdout, stderr) =
+        vodhook(&["events", "list", "--json", "--db", db.to_str().unwrap()]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let stored = stdout
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .count();
+    assert_eq!(
+        stored, accepted,
+        "only the accepted ones are stored: {stdout}"
+    );
 }

@@ -677,3 +677,110 @@ async fn reindex_on_a_live_daemon_refuses_no_callback_and_misses_no_event() {
     reindex_binary(&db).await;
     assert_eq!(derived_rows(&path), rebuilt, "the state of a fresh fold");
 }
+
+/// The event ids `vodhook events list --json` shows for `db`, newest
+/// first.
+async fn listed_ids(db: &Path) -> Vec<i64> {
+    let (code, stdout, stderr) =
+        vodhook(&["events", "list", "--json", "--db", db.to_str().unwrap()]).await;
+    assert_eq!(code, 0, "{stderr}");
+    stdout
+        .lines()
+        .map(|line| {
+            let event: Value = serde_json::from_str(line).unwrap();
+            event["id"]
+                .as_i64()
+                .unwrap_or_else(|| panic!("no id: {line}"))
+        })
+        .collect()
+}
+
+/// Starts `vodhook serve` with `config` on the store in `dir`; returns it
+/// with its callback URL and its log lines (collected in the
+/// background), whatever was logged before the startup line included.
+async fn serve(
+    dir: &tempfile::TempDir,
+    config: &Path,
+) -> (Daemon, String, Arc<Mutex<Vec<String>>>) {
+    let (mut daemon, first) = Daemon::start(
+        dir,
+        &["--config", config.to_str().unwrap(), "--log-format", "json"],
+    )
+    .await;
+    let mut early = vec![first];
+    while !early.last().unwrap().contains(r#""listening""#) {
+        early.push(daemon.line().await);
+    }
+    let (url, _) = urls(early.last().unwrap());
+    let lines = daemon.collect();
+    lines.lock().unwrap().splice(0..0, early);
+    (daemon, url, lines)
+}
+
+/// Issue 11.10 through the built binary: `vodhook serve` stores events
+/// (each with a delivery) and a refused body; at its next start
+/// `store.retention_days` prunes every one of them; the next event, its
+/// delivery and the next refused body still get ids above any before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_hands_out_no_id_twice_after_pruning_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("vodhook.db");
+    let config = dir.path().join("vodhook.toml");
+    std::fs::write(
+        &config,
+        "[store]\nretention_days = 1\n\
+         [[action]]\nname = \"hook\"\non = \"*\"\nexec = [\"/bin/true\"]\n",
+    )
+    .unwrap();
+    let client = reqwest::Client::new();
+
+    let (mut daemon, url, _) = serve(&dir, &config).await;
+    for n in 0..3 {
+        assert_eq!(status(&client, &url, upload(&format!("old{n}"))).await, 200);
+    }
+    assert_eq!(status(&client, &url, "not json".to_owned()).await, 400);
+    daemon.signal("TERM");
+    assert_eq!(daemon.exit_code().await, 0);
+    assert_eq!(listed_ids(&db).await, [3, 2, 1]);
+    let before = max_ids(&db);
+    assert_eq!(before, (3, 3, 1));
+
+    // Two days old: beyond the retention of one day.
+    let two_days_ms = 2 * 86_400_000;
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch(&format!(
+            "UPDATE events SET received_at = received_at - {two_days_ms};
+             UPDATE deliveries SET created_at = created_at - {two_days_ms};
+             UPDATE rejected SET received_at = received_at - {two_days_ms};"
+        ))
+        .unwrap();
+
+    let (mut daemon, url, lines) = serve(&dir, &config).await;
+    wait_logged(&lines, "pruned old events", 1).await;
+    assert_eq!(
+        listed_ids(&db).await,
+        Vec::<i64>::new(),
+        "everything pruned"
+    );
+    assert_eq!(max_ids(&db), (0, 0, 0));
+
+    assert_eq!(status(&client, &url, upload("new")).await, 200);
+    assert_eq!(
+        status(&client, &url, "still not json".to_owned()).await,
+        400
+    );
+    let ids = listed_ids(&db).await;
+    assert_eq!(ids.len(), 1);
+    assert!(
+        ids[0] > before.0,
+        "event id {} used again (had {})",
+        ids[0],
+        before.0
+    );
+    let (_, delivery, rejected) = max_ids(&db);
+    assert!(delivery > before.1, "delivery id {delivery} used again");
+    assert!(rejected > before.2, "rejected id {rejected} used again");
+    daemon.signal("TERM");
+    assert_eq!(daemon.exit_code().await, 0);
+}
