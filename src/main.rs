@@ -150,9 +150,10 @@ struct CompletionsArgs {
 
 #[derive(Debug, Subcommand)]
 enum StoreCommand {
-    /// Copy every event, refused body, delivery and attempt of an SQLite
-    /// file into a PostgreSQL database (the task and file state is rebuilt
-    /// from the events). Running it again copies nothing twice.
+    /// Copy every event, task and file state, refused body, delivery and
+    /// attempt of an SQLite file into a PostgreSQL database (a state the
+    /// database has already is merged with the copied one). Running it
+    /// again copies nothing twice.
     Copy(StoreCopyArgs),
 }
 
@@ -1148,10 +1149,12 @@ async fn store_copy(args: StoreCopyArgs) -> Result<(), CliError> {
         outln!("{}", serde_json::to_string(&report).unwrap_or_default());
     } else {
         outln!(
-            "copied {} of {} read ({} already there), {}, {}, {} in {:.1} s",
+            "copied {} of {} read ({} already there), {}, {}, {}, {}, {} in {:.1} s",
             inspect::plural(report.events_copied, "event", "events"),
             report.events_read,
             report.events_read - report.events_copied,
+            inspect::plural(report.tasks_copied, "task state", "task states"),
+            inspect::plural(report.files_copied, "file state", "file states"),
             inspect::plural(report.deliveries_copied, "delivery", "deliveries"),
             inspect::plural(report.attempts_copied, "attempt", "attempts"),
             inspect::plural(report.rejected_copied, "refused body", "refused bodies"),

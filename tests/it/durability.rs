@@ -1,32 +1,35 @@
 //! "A 200 means the event is on disk": the built daemon under concurrent
 //! load is killed with SIGKILL at several points and restarted on the same
-//! file; every event that was answered 200 must be there, exactly once.
+//! store; every event that was answered 200 must be there, exactly once.
+//! On both backends: an SQLite file, a PostgreSQL database.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use vodhook::store::{EventFilter, Reader};
+use vodhook::store::{EventFilter, Location, Reader};
 
-use crate::helpers::Daemon;
+use crate::helpers::{on_both_backends, Daemon};
 
 const WORKERS: usize = 32;
 
 /// Kill after this many acknowledged events, round by round.
 const KILL_AFTER: [usize; 3] = [200, 700, 1500];
 
-fn body(id: &str) -> String {
+fn upload(id: &str) -> String {
     format!(
         r#"{{"EventType":"NewFileUpload","FileUploadEvent":{{"FileId":"{id}","MediaBasicInfo":{{"Name":"load {id}","MediaUrl":"https://x/{id}.mp4"}},"ProcedureTaskId":"p-{id}"}}}}"#
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_acknowledged_event_survives_sigkill_exactly_once() {
+on_both_backends! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_acknowledged_event_survives_sigkill_exactly_once(backend) {
     let dir = tempfile::tempdir().unwrap();
+    let db = backend.db(dir.path());
     let acknowledged: Arc<Mutex<Vec<String>>> = Arc::default();
 
     for (round, kill_after) in KILL_AFTER.into_iter().enumerate() {
-        let (mut daemon, first) = Daemon::start(&dir, &["--log-format", "json"]).await;
+        let (mut daemon, first) = Daemon::serve_on(&db, &["--log-format", "json"], &[]).await;
         daemon.drain();
         let startup: serde_json::Value = serde_json::from_str(&first).unwrap();
         let url = startup["url"].as_str().unwrap().to_owned();
@@ -40,7 +43,7 @@ async fn every_acknowledged_event_survives_sigkill_exactly_once() {
             workers.spawn(async move {
                 for n in 0.. {
                     let id = format!("{round}-{worker}-{n}");
-                    match client.post(&url).body(body(&id)).send().await {
+                    match client.post(&url).body(upload(&id)).send().await {
                         Ok(response) if response.status() == 200 => {
                             acknowledged.lock().unwrap().push(id)
                         }
@@ -65,13 +68,13 @@ async fn every_acknowledged_event_survives_sigkill_exactly_once() {
         }
     }
 
-    // Restart once more on the same file: it opens and serves.
-    let (mut daemon, _) = Daemon::start(&dir, &[]).await;
+    // Restart once more on the same store: it opens and serves.
+    let (mut daemon, _) = Daemon::serve_on(&db, &[], &[]).await;
     daemon.drain();
     daemon.signal("TERM");
     assert_eq!(daemon.exit_code().await, 0);
 
-    let reader = Reader::open(&dir.path().join("vodhook.db")).await.unwrap();
+    let reader = Reader::open(Location::parse(&db)).await.unwrap();
     let rows = reader
         .events(&EventFilter {
             limit: 1_000_000,
@@ -104,4 +107,5 @@ async fn every_acknowledged_event_survives_sigkill_exactly_once() {
         file.state.media_url,
         Some(format!("https://x/{sample}.mp4"))
     );
+}
 }

@@ -1,6 +1,7 @@
 //! Derived state at scale and the file index: a file's state stays bounded
 //! however many outputs its events report; an event is found under every
-//! file it names; ids with more digits than `u64` holds stay exact.
+//! file it names; ids with more digits than `u64` holds stay exact. On both
+//! backends, but for the parser's own check.
 
 use serde_json::{json, Value};
 use vodhook::config::Config;
@@ -25,31 +26,43 @@ fn snapshots(file_id: &str, task: usize, count: usize) -> Vec<u8> {
     .unwrap()
 }
 
-/// The stored JSON document of a file, as the writer keeps it.
-fn stored_document(db: &std::path::Path, table: &str, key: &str) -> String {
-    let connection = rusqlite::Connection::open(db).unwrap();
+/// The stored JSON document of a file or task, as the writer keeps it.
+async fn stored_document(
+    backend: &Backend,
+    db: &std::path::Path,
+    table: &str,
+    key: &str,
+) -> String {
     let column = if table == "files" {
         "file_id"
     } else {
         "task_id"
     };
-    connection
-        .query_row(
-            &format!("SELECT state FROM {table} WHERE {column} = ?1"),
-            [key],
-            |row| row.get(0),
-        )
-        .unwrap()
+    let sql = format!("SELECT state FROM {table} WHERE {column} = $1");
+    match backend.postgres() {
+        Some(database) => database
+            .client()
+            .await
+            .query_one(&sql, &[&key])
+            .await
+            .unwrap()
+            .get(0),
+        None => rusqlite::Connection::open(db)
+            .unwrap()
+            .query_row(&sql.replace("$1", "?1"), [key], |row| row.get(0))
+            .unwrap(),
+    }
 }
 
-#[tokio::test]
-async fn a_file_state_stays_bounded_under_many_large_snapshot_events() {
-    let mut app = TestApp::spawn().await;
+on_both_backends! {
+    #[tokio::test]
+    async fn a_file_state_stays_bounded_under_many_large_snapshot_events(backend) {
+    let mut app = TestApp::spawn_on(&backend, Config::default()).await;
     let (events, per_event) = (12, 1000);
     let mut sizes = Vec::new();
     for task in 0..events {
         app.post_event(snapshots("big-1", task, per_event)).await;
-        sizes.push(stored_document(&app.db, "files", "big-1").len());
+        sizes.push(stored_document(&backend, &app.db, "files", "big-1").await.len());
     }
     // A later event repeating a kept URL does not count it twice.
     let again = serde_json::to_vec(&json!({
@@ -94,10 +107,12 @@ async fn a_file_state_stays_bounded_under_many_large_snapshot_events() {
     assert_eq!(listed.len(), events + 1);
     app.stop().await.unwrap();
 }
+}
 
-#[tokio::test]
-async fn a_task_state_keeps_a_bounded_part_of_a_large_sub_task() {
-    let mut app = TestApp::spawn().await;
+on_both_backends! {
+    #[tokio::test]
+    async fn a_task_state_keeps_a_bounded_part_of_a_large_sub_task(backend) {
+    let mut app = TestApp::spawn_on(&backend, Config::default()).await;
     let urls: Vec<Value> = (0..500)
         .map(|i| json!({"TimeOffset": i, "Url": format!("https://x/p/{i}.jpg")}))
         .collect();
@@ -123,7 +138,7 @@ async fn a_task_state_keeps_a_bounded_part_of_a_large_sub_task() {
     assert_eq!(output["urls"].as_array().unwrap().len(), KEPT);
     assert_eq!(output["urls_total"], 500);
     assert!(task.truncated);
-    assert!(stored_document(&app.db, "tasks", "proc-big").len() < 16 * 1024);
+    assert!(stored_document(&backend, &app.db, "tasks", "proc-big").await.len() < 16 * 1024);
     let file = app
         .reader()
         .await
@@ -134,6 +149,7 @@ async fn a_task_state_keeps_a_bounded_part_of_a_large_sub_task() {
         .state;
     assert_eq!((file.snapshots.len(), file.snapshots_total), (KEPT, 500));
     app.stop().await.unwrap();
+}
 }
 
 /// Events that name several files: a v3 and a legacy concatenation, a clip
@@ -245,11 +261,13 @@ on_both_backends! {
     }
 }
 
-#[tokio::test]
-async fn log_lines_list_every_file_an_event_names() {
+on_both_backends! {
+    #[tokio::test]
+    async fn log_lines_list_every_file_an_event_names(backend) {
     let dir = tempfile::tempdir().unwrap();
+    let db = backend.db(dir.path());
     for format in ["json", "text"] {
-        let (mut daemon, first) = Daemon::start(&dir, &["--log-format", format]).await;
+        let (mut daemon, first) = Daemon::serve_on(&db, &["--log-format", format], &[]).await;
         let url = listening_url(&first);
         for (body, files) in multi_file_events() {
             let response = reqwest::Client::new()
@@ -298,6 +316,7 @@ async fn log_lines_list_every_file_an_event_names() {
         assert_eq!(daemon.exit_code().await, 0);
     }
 }
+}
 
 /// The callback URL of a `listening` line, JSON or text.
 fn listening_url(line: &str) -> String {
@@ -338,9 +357,10 @@ async fn every_file_the_state_derives_is_a_file_the_event_names() {
 const BIG_FILE: &str = "123456789012345678901234567890";
 const BIG_TASK: &str = "98765432109876543210987654321";
 
-#[tokio::test]
-async fn integer_ids_beyond_u64_keep_every_digit() {
-    let mut app = TestApp::spawn().await;
+on_both_backends! {
+    #[tokio::test]
+    async fn integer_ids_beyond_u64_keep_every_digit(backend) {
+    let mut app = TestApp::spawn_on(&backend, Config::default()).await;
     let body = format!(
         r#"{{"EventType":"ProcedureStateChanged","ProcedureStateChangeEvent":{{"TaskId":{BIG_TASK},"Status":"FINISH","FileId":{BIG_FILE}}}}}"#
     );
@@ -394,10 +414,12 @@ async fn integer_ids_beyond_u64_keep_every_digit() {
     assert_eq!(view["events"].as_array().unwrap().len(), 2);
     app.stop().await.unwrap();
 }
+}
 
-#[tokio::test]
-async fn events_that_differ_only_in_the_last_digit_of_a_huge_id_are_two_events() {
-    let mut app = TestApp::spawn().await;
+on_both_backends! {
+    #[tokio::test]
+    async fn events_that_differ_only_in_the_last_digit_of_a_huge_id_are_two_events(backend) {
+    let mut app = TestApp::spawn_on(&backend, Config::default()).await;
     let body = |id: &str| {
         format!(r#"{{"EventType":"FileDeleted","FileDeleteEvent":{{"FileIdSet":[{id}]}}}}"#)
     };
@@ -416,4 +438,5 @@ async fn events_that_differ_only_in_the_last_digit_of_a_huge_id_are_two_events()
     assert_eq!(again.stored.id, second.stored.id);
     assert!(again.stored.duplicate());
     app.stop().await.unwrap();
+}
 }

@@ -1,7 +1,8 @@
 //! Fleet mode: several `vodhook serve` processes (the built binary) on one
 //! PostgreSQL database behave as one receiver. Each test makes a database
 //! of its own on `VODHOOK_TEST_PG` (and skips without it); the restart test
-//! runs a PostgreSQL server of its own.
+//! runs a PostgreSQL server of its own. Growing from one box: `vodhook
+//! store copy` from an SQLite file into a fleet's database.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -421,4 +422,137 @@ async fn a_database_restart_loses_nothing_and_service_resumes() {
     for id in &acknowledged {
         assert_eq!(stored.get(id), Some(&1), "acknowledged event {id}");
     }
+}
+
+/// Stores `body` in `store` as received `age_ms` ago.
+async fn insert_aged(store: &vodhook::store::Store, body: serde_json::Value, age_ms: i64) {
+    let raw = serde_json::to_vec(&body).unwrap();
+    let event = vodhook::events::Event::parse(&raw).unwrap();
+    let mut new = vodhook::store::new_event(&event, raw.into(), "push", None);
+    new.received_at -= age_ms;
+    store.insert(new).await.unwrap();
+}
+
+/// `vodhook file|task <id> --json` on `db`.
+async fn view(db: &str, what: &str, id: &str) -> serde_json::Value {
+    let (code, stdout, stderr) = crate::helpers::vodhook(&[what, "--db", db, "--json", id]).await;
+    assert_eq!(code, 0, "{what} {id}: {stdout}{stderr}");
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_copy_keeps_state_whose_events_were_pruned_and_merges_live_state() {
+    use serde_json::json;
+    let Some(db) = PgDatabase::create().await else {
+        return;
+    };
+    const DAY: i64 = 86_400_000;
+    // One box's SQLite file: a file uploaded 40 days ago, transcoded
+    // yesterday; retention (30 days) pruned the upload event, not the
+    // file's state.
+    let dir = tempfile::tempdir().unwrap();
+    let options = vodhook::store::StoreOptions {
+        path: dir.path().join("box.db"),
+        ..Default::default()
+    };
+    let sqlite =
+        vodhook::store::Store::open(&options, vodhook::metrics::Metrics::default()).unwrap();
+    insert_aged(
+        &sqlite,
+        json!({"EventType": "NewFileUpload", "FileUploadEvent": {"FileId": "grown-1",
+            "ProcedureTaskId": "grown-proc",
+            "MediaBasicInfo": {"Name": "holiday", "MediaUrl": "https://x/holiday.mp4"}}}),
+        40 * DAY,
+    )
+    .await;
+    let transcode = |task: &str, status: &str, definition: i64| {
+        json!({"EventType": "ProcedureStateChanged", "ProcedureStateChangeEvent": {
+            "TaskId": task, "Status": status, "FileId": "grown-1",
+            "MediaProcessResultSet": [{"Type": "Transcode", "TranscodeTask": {
+                "Status": "SUCCESS", "Input": {"Definition": definition},
+                "Output": {"Url": format!("https://x/v.f{definition}.mp4"), "Definition": definition}}}]}})
+    };
+    insert_aged(&sqlite, transcode("grown-proc", "FINISH", 100030), DAY).await;
+    // A clip of it: found under the file through the file index.
+    insert_aged(
+        &sqlite,
+        json!({"EventType": "ClipComplete", "ClipCompleteEvent": {"TaskId": "grown-clip",
+            "SrcFileId": "grown-1", "FileInfo": {"ErrCode": 0, "FileId": "grown-1-clip"}}}),
+        DAY,
+    )
+    .await;
+    assert_eq!(
+        sqlite
+            .prune(vodhook::store::now_ms() - 30 * DAY)
+            .await
+            .unwrap(),
+        1
+    );
+    drop(sqlite);
+    let file_db = options.path.to_str().unwrap();
+    let before = view(file_db, "file", "grown-1").await;
+    assert_eq!(before["file"]["name"], "holiday", "{before}");
+    assert_eq!(before["events"].as_array().unwrap().len(), 2, "{before}");
+
+    // The fleet already runs on PostgreSQL: a late PROCESSING of the same
+    // task and another task flow's transcode arrived there.
+    let (mut daemon, callback) = serve(&db.url, &[]).await;
+    let client = reqwest::Client::new();
+    for body in [
+        transcode("grown-proc", "PROCESSING", 100030),
+        transcode("live-proc", "FINISH", 100040),
+    ] {
+        let response = client.post(&callback).json(&body).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    daemon.signal("TERM");
+    assert_eq!(daemon.exit_code().await, 0);
+
+    let copy = || async {
+        let (code, stdout, stderr) = crate::helpers::vodhook(&[
+            "store", "copy", "--from", file_db, "--to", &db.url, "--json",
+        ])
+        .await;
+        assert_eq!(code, 0, "{stdout}{stderr}");
+        serde_json::from_str::<serde_json::Value>(&stdout).unwrap()
+    };
+    let report = copy().await;
+    assert_eq!(report["events_copied"], 2, "{report}");
+    assert_eq!(
+        (&report["tasks_copied"], &report["files_copied"]),
+        (&json!(2), &json!(2)),
+        "{report}"
+    );
+    let check = |file: serde_json::Value, task: serde_json::Value| {
+        // What only the pruned upload said, what the copied event said,
+        // and what the fleet saw.
+        let state = &file["file"];
+        assert_eq!(state["name"], "holiday", "{file}");
+        assert_eq!(state["media_url"], "https://x/holiday.mp4", "{file}");
+        assert_eq!(state["procedure_task_id"], "grown-proc", "{file}");
+        assert_eq!(
+            state["transcodes"],
+            json!({"100030": "https://x/v.f100030.mp4", "100040": "https://x/v.f100040.mp4"}),
+            "{file}"
+        );
+        assert_eq!(file["events"].as_array().unwrap().len(), 4, "{file}");
+        // A late PROCESSING does not undo the FINISH the box saw.
+        assert_eq!(task["task"]["status"], "FINISH", "{task}");
+    };
+    let file = view(&db.url, "file", "grown-1").await;
+    let task = view(&db.url, "task", "grown-proc").await;
+    check(file.clone(), task.clone());
+
+    // Again: nothing copied twice, nothing changed.
+    let again = copy().await;
+    for field in [
+        "events_copied",
+        "tasks_copied",
+        "files_copied",
+        "deliveries_copied",
+    ] {
+        assert_eq!(again[field], 0, "{field}: {again}");
+    }
+    assert_eq!(view(&db.url, "file", "grown-1").await, file);
+    assert_eq!(view(&db.url, "task", "grown-proc").await, task);
 }

@@ -86,6 +86,34 @@ pub enum Backend {
     Postgres(Arc<crate::pg::PgDatabase>),
 }
 
+impl Backend {
+    /// The store as `--db` takes it: the file `vodhook.db` in `dir`, or the
+    /// database's URL.
+    pub fn db(&self, dir: &Path) -> String {
+        match self {
+            Backend::Sqlite => dir.join("vodhook.db").to_str().unwrap().to_owned(),
+            Backend::Postgres(database) => database.url.clone(),
+        }
+    }
+
+    /// Store options for [`Backend::db`].
+    pub fn options(&self, dir: &Path) -> vodhook::store::StoreOptions {
+        vodhook::store::StoreOptions {
+            path: PathBuf::from(self.db(dir)),
+            busy_timeout: Duration::from_secs(2),
+            ..Default::default()
+        }
+    }
+
+    /// The PostgreSQL database, if that is the backend.
+    pub fn postgres(&self) -> Option<&crate::pg::PgDatabase> {
+        match self {
+            Backend::Sqlite => None,
+            Backend::Postgres(database) => Some(database),
+        }
+    }
+}
+
 /// Runs a test body once per backend: `<name>::sqlite`, and
 /// `<name>::postgres` (which skips, saying so, without `VODHOOK_TEST_PG`).
 macro_rules! on_both_backends {

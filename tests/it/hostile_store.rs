@@ -2,15 +2,21 @@
 //! daemon runs, writes failing (a size limit reached), floods of large
 //! refused bodies, everything pruned, `--db` naming another application's
 //! SQLite file, `vodhook reindex` on a live daemon.
+//!
+//! The floods, pruning and reindex tests run on both backends; those of an
+//! SQLite file by nature (its inode moved or deleted, `max_page_count`, the
+//! WAL, an older SQLite schema, another application's SQLite file) on
+//! SQLite only.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use vodhook::store::{Reader, Store, StoreOptions};
+use vodhook::config::Config;
+use vodhook::store::{Location, Reader, Store, StoreOptions};
 
-use crate::helpers::{vodhook, Daemon, TestApp, PATIENCE};
+use crate::helpers::{on_both_backends, vodhook, Backend, Daemon, TestApp, PATIENCE};
 
 /// The log lines that open an outage of the store.
 const OUTAGE: &str = "store cannot write";
@@ -205,17 +211,12 @@ fn file_size(path: &Path) -> u64 {
     std::fs::metadata(path).map_or(0, |m| m.len())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refused_bodies_are_kept_cut_within_a_byte_budget_and_the_wal_shrinks() {
-    const BODY: usize = 100 * 1024;
-    const SENT: usize = 400;
-    let app = TestApp::spawn().await;
-    let wal = app.db.with_file_name("vodhook.db-wal");
-    // A reader holding a snapshot keeps every frame of the flood in the WAL.
-    let snapshot = rusqlite::Connection::open(&app.db).unwrap();
-    snapshot
-        .execute_batch("BEGIN; SELECT count(*) FROM rejected;")
-        .unwrap();
+const BODY: usize = 100 * 1024;
+const SENT: usize = 400;
+
+/// Posts [`SENT`] bodies of [`BODY`] bytes that are not JSON, 20 at a
+/// time; each is refused with 400.
+async fn flood(app: &TestApp) {
     for round in 0..SENT / 20 {
         let mut requests = tokio::task::JoinSet::new();
         for n in round * 20..(round + 1) * 20 {
@@ -229,14 +230,13 @@ async fn refused_bodies_are_kept_cut_within_a_byte_budget_and_the_wal_shrinks() 
             assert_eq!(status.unwrap(), 400);
         }
     }
-    let wal_during = file_size(&wal);
-    assert!(
-        wal_during > vodhook::store::WAL_LIMIT as u64,
-        "{wal_during}"
-    );
-    snapshot.execute_batch("COMMIT").unwrap();
-    drop(snapshot);
+}
 
+on_both_backends! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refused_bodies_are_kept_cut_within_a_byte_budget(backend) {
+    let app = TestApp::spawn_on(&backend, Config::default()).await;
+    flood(&app).await;
     let kept = app.reader().await.rejected(5000).await.unwrap();
     let newest = &kept[0];
     assert!(
@@ -249,6 +249,36 @@ async fn refused_bodies_are_kept_cut_within_a_byte_budget_and_the_wal_shrinks() 
     let bytes: usize = kept.iter().map(|row| row.body.len()).sum();
     assert!(bytes as i64 <= vodhook::store::REJECTED_BUDGET, "{bytes}");
     assert!(kept.len() < SENT, "the oldest were dropped: {}", kept.len());
+
+    let (code, stdout, _) =
+        vodhook(&["events", "rejected", "--db", app.db.to_str().unwrap()]).await;
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains(&format!("{BODY} bytes")),
+        "{}",
+        &stdout[..200]
+    );
+    app.stop().await.unwrap();
+}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_refused_bodies_leaves_a_small_file_and_the_wal_shrinks() {
+    let app = TestApp::spawn().await;
+    let wal = app.db.with_file_name("vodhook.db-wal");
+    // A reader holding a snapshot keeps every frame of the flood in the WAL.
+    let snapshot = rusqlite::Connection::open(&app.db).unwrap();
+    snapshot
+        .execute_batch("BEGIN; SELECT count(*) FROM rejected;")
+        .unwrap();
+    flood(&app).await;
+    let wal_during = file_size(&wal);
+    assert!(
+        wal_during > vodhook::store::WAL_LIMIT as u64,
+        "{wal_during}"
+    );
+    snapshot.execute_batch("COMMIT").unwrap();
+    drop(snapshot);
 
     // The WAL is cut back once checkpointed, without further traffic.
     let deadline = Instant::now() + PATIENCE;
@@ -264,15 +294,6 @@ async fn refused_bodies_are_kept_cut_within_a_byte_budget_and_the_wal_shrinks() 
     assert!(
         db_size < 24 * 1024 * 1024,
         "{SENT} bodies of {BODY} bytes grew the database to {db_size} bytes"
-    );
-
-    let (code, stdout, _) =
-        vodhook(&["events", "rejected", "--db", app.db.to_str().unwrap()]).await;
-    assert_eq!(code, 0);
-    assert!(
-        stdout.contains(&format!("{BODY} bytes")),
-        "{}",
-        &stdout[..200]
     );
     app.stop().await.unwrap();
 }
@@ -306,25 +327,34 @@ async fn reject(store: &Store, tag: &str) {
         .unwrap();
 }
 
-fn max_ids(path: &Path) -> (i64, i64, i64) {
-    rusqlite::Connection::open(path)
-        .unwrap()
-        .query_row(
-            "SELECT (SELECT coalesce(max(id), 0) FROM events), (SELECT coalesce(max(id), 0) FROM deliveries),
-                    (SELECT coalesce(max(id), 0) FROM rejected)",
-            [],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-        )
-        .unwrap()
+/// The largest ids of events, deliveries and refused bodies (0: none).
+async fn max_ids(backend: &Backend, path: &Path) -> (i64, i64, i64) {
+    const SQL: &str = "SELECT (SELECT coalesce(max(id), 0) FROM events),
+        (SELECT coalesce(max(id), 0) FROM deliveries), (SELECT coalesce(max(id), 0) FROM rejected)";
+    match backend.postgres() {
+        Some(database) => {
+            let row = database.client().await.query_one(SQL, &[]).await.unwrap();
+            (row.get(0), row.get(1), row.get(2))
+        }
+        None => rusqlite::Connection::open(path)
+            .unwrap()
+            .query_row(SQL, [], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .unwrap(),
+    }
 }
 
 /// Prunes everything, then checks that new rows get ids above `before`.
-async fn prune_all_then_new_ids_are_higher(store: &Store, path: &Path, before: (i64, i64, i64)) {
+async fn prune_all_then_new_ids_are_higher(
+    backend: &Backend,
+    store: &Store,
+    path: &Path,
+    before: (i64, i64, i64),
+) {
     store.prune(vodhook::store::now_ms() + 1000).await.unwrap();
-    assert_eq!(max_ids(path), (0, 0, 0), "everything pruned");
+    assert_eq!(max_ids(backend, path).await, (0, 0, 0), "everything pruned");
     let event = insert(store, "after").await;
     reject(store, "after").await;
-    let (_, delivery, rejected) = max_ids(path);
+    let (_, delivery, rejected) = max_ids(backend, path).await;
     assert!(
         event > before.0,
         "event id {event} reused (had {})",
@@ -332,7 +362,7 @@ async fn prune_all_then_new_ids_are_higher(store: &Store, path: &Path, before: (
     );
     assert!(delivery > before.1, "delivery id {delivery} reused");
     assert!(rejected > before.2, "rejected id {rejected} reused");
-    let row = Reader::open(path)
+    let row = Reader::open(Location::from(path))
         .await
         .unwrap()
         .event(event)
@@ -343,18 +373,20 @@ async fn prune_all_then_new_ids_are_higher(store: &Store, path: &Path, before: (
     assert_eq!(row.meta.file_id.as_deref(), Some("after"));
 }
 
-#[tokio::test]
-async fn ids_are_never_used_twice_even_when_everything_is_pruned() {
+on_both_backends! {
+    #[tokio::test]
+    async fn ids_are_never_used_twice_even_when_everything_is_pruned(backend) {
     let dir = tempfile::tempdir().unwrap();
-    let options = options(&dir, "ids.db");
+    let options = backend.options(dir.path());
     let store = Store::open(&options, vodhook::metrics::Metrics::default()).unwrap();
     for n in 0..3 {
         insert(&store, &format!("f{n}")).await;
         reject(&store, &format!("r{n}")).await;
     }
-    let before = max_ids(&options.path);
+    let before = max_ids(&backend, &options.path).await;
     assert_eq!(before, (3, 3, 3));
-    prune_all_then_new_ids_are_higher(&store, &options.path, before).await;
+    prune_all_then_new_ids_are_higher(&backend, &store, &options.path, before).await;
+}
 }
 
 #[tokio::test]
@@ -437,8 +469,8 @@ async fn a_schema_3_database_is_rebuilt_with_ids_that_are_never_reused() {
             (10, 10)
         ]
     );
-    assert_eq!(max_ids(&options.path), (3, 3, 3));
-    prune_all_then_new_ids_are_higher(&store, &options.path, (3, 3, 3)).await;
+    assert_eq!(max_ids(&Backend::Sqlite, &options.path).await, (3, 3, 3));
+    prune_all_then_new_ids_are_higher(&Backend::Sqlite, &store, &options.path, (3, 3, 3)).await;
 }
 
 /// The file's bytes, and whether SQLite files were created next to it.
@@ -516,16 +548,29 @@ async fn another_applications_sqlite_file_is_refused_and_left_unchanged() {
     assert!(Reader::open(&empty).await.is_ok());
 }
 
-/// Every row of the derived tables, in key order.
-fn derived_rows(path: &Path) -> Vec<Vec<rusqlite::types::Value>> {
-    let connection = rusqlite::Connection::open(path).unwrap();
+/// Every row of the derived tables, in key order, as text.
+async fn derived_rows(backend: &Backend, path: &Path) -> Vec<String> {
+    const TABLES: [(&str, &str); 3] = [
+        ("tasks", "task_id"),
+        ("files", "file_id"),
+        ("event_files", "file_id, event_id"),
+    ];
     let mut rows = Vec::new();
-    for sql in [
-        "SELECT * FROM tasks ORDER BY task_id",
-        "SELECT * FROM files ORDER BY file_id",
-        "SELECT * FROM event_files ORDER BY file_id, event_id",
-    ] {
-        let mut statement = connection.prepare(sql).unwrap();
+    if let Some(database) = backend.postgres() {
+        let client = database.client().await;
+        for (table, order) in TABLES {
+            let sql = format!("SELECT r::text FROM {table} r ORDER BY {order}");
+            for row in client.query(&sql, &[]).await.unwrap() {
+                rows.push(row.get(0));
+            }
+        }
+        return rows;
+    }
+    let connection = rusqlite::Connection::open(path).unwrap();
+    for (table, order) in TABLES {
+        let mut statement = connection
+            .prepare(&format!("SELECT * FROM {table} ORDER BY {order}"))
+            .unwrap();
         let columns = statement.column_count();
         let table = statement
             .query_map([], |row| {
@@ -534,11 +579,52 @@ fn derived_rows(path: &Path) -> Vec<Vec<rusqlite::types::Value>> {
                     .collect::<Result<Vec<_>, _>>()
             })
             .unwrap()
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap();
+            .map(|row| format!("{:?}", row.unwrap()))
+            .collect::<Vec<_>>();
         rows.extend(table);
     }
     rows
+}
+
+/// Stores `count` events directly, received before now (their state is
+/// left to reindex): uploads of 10,000 files and task flows of 7,000
+/// tasks on them.
+async fn store_directly(backend: &Backend, path: &Path, count: i64) {
+    let since = vodhook::store::now_ms() - count;
+    if let Some(database) = backend.postgres() {
+        database
+            .client()
+            .await
+            .execute(
+                r#"INSERT INTO events (dedup_key, received_at, last_seen, source, format, event_type, raw)
+                   SELECT decode(md5('a' || i) || md5('b' || i), 'hex'), $2::int8 + i, $2::int8 + i, 'push', 'v3',
+                          CASE WHEN i % 2 = 0 THEN 'NewFileUpload' ELSE 'ProcedureStateChanged' END,
+                          convert_to(CASE WHEN i % 2 = 0
+                              THEN format('{"EventType":"NewFileUpload","FileUploadEvent":{"FileId":"f%s","MediaBasicInfo":{"Name":"n%s","MediaUrl":"https://x/%s.mp4"}}}', i % 10000, i, i)
+                              ELSE format('{"EventType":"ProcedureStateChanged","ProcedureStateChangeEvent":{"TaskId":"t%s","Status":"PROCESSING","FileId":"f%s"}}', i % 7000, i % 10000)
+                          END, 'UTF8')
+                   FROM generate_series(0, $1::int8 - 1) AS i"#,
+                &[&count, &since],
+            )
+            .await
+            .unwrap();
+        return;
+    }
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .execute(
+            r#"WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?1)
+               INSERT INTO events (dedup_key, received_at, last_seen, source, format, event_type, raw)
+               SELECT randomblob(32), ?2 + i, ?2 + i, 'push', 'v3',
+                      CASE WHEN i % 2 = 0 THEN 'NewFileUpload' ELSE 'ProcedureStateChanged' END,
+                      CAST(CASE WHEN i % 2 = 0
+                          THEN printf('{"EventType":"NewFileUpload","FileUploadEvent":{"FileId":"f%d","MediaBasicInfo":{"Name":"n%d","MediaUrl":"https://x/%d.mp4"}}}', i % 10000, i, i)
+                          ELSE printf('{"EventType":"ProcedureStateChanged","ProcedureStateChangeEvent":{"TaskId":"t%d","Status":"PROCESSING","FileId":"f%d"}}', i % 7000, i % 10000)
+                      END AS BLOB)
+               FROM n"#,
+            rusqlite::params![count, since],
+        )
+        .unwrap();
 }
 
 async fn reindex_binary(db: &str) -> String {
@@ -560,38 +646,19 @@ async fn reindex_binary(db: &str) -> String {
     stdout
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reindex_on_a_live_daemon_refuses_no_callback_and_misses_no_event() {
+on_both_backends! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reindex_on_a_live_daemon_refuses_no_callback_and_misses_no_event(backend) {
     const EVENTS: i64 = 30_000;
     const WORKERS: usize = 16;
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("vodhook.db");
+    let options = backend.options(dir.path());
+    let path = options.path.clone();
     let db = path.to_str().unwrap().to_owned();
-    drop(
-        Store::open(
-            &options(&dir, "vodhook.db"),
-            vodhook::metrics::Metrics::default(),
-        )
-        .unwrap(),
-    );
-    // Many stored events, written directly (their state is left to reindex).
-    rusqlite::Connection::open(&path)
-        .unwrap()
-        .execute(
-            r#"WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?1)
-               INSERT INTO events (dedup_key, received_at, last_seen, source, format, event_type, raw)
-               SELECT randomblob(32), ?2 + i, ?2 + i, 'push', 'v3',
-                      CASE WHEN i % 2 = 0 THEN 'NewFileUpload' ELSE 'ProcedureStateChanged' END,
-                      CAST(CASE WHEN i % 2 = 0
-                          THEN printf('{"EventType":"NewFileUpload","FileUploadEvent":{"FileId":"f%d","MediaBasicInfo":{"Name":"n%d","MediaUrl":"https://x/%d.mp4"}}}', i % 10000, i, i)
-                          ELSE printf('{"EventType":"ProcedureStateChanged","ProcedureStateChangeEvent":{"TaskId":"t%d","Status":"PROCESSING","FileId":"f%d"}}', i % 7000, i % 10000)
-                      END AS BLOB)
-               FROM n"#,
-            rusqlite::params![EVENTS, vodhook::store::now_ms() - EVENTS],
-        )
-        .unwrap();
+    drop(Store::open(&options, vodhook::metrics::Metrics::default()).unwrap());
+    store_directly(&backend, &path, EVENTS).await;
 
-    let (mut daemon, first) = Daemon::start(&dir, &["--log-format", "json"]).await;
+    let (mut daemon, first) = Daemon::serve_on(&db, &["--log-format", "json"], &[]).await;
     let lines = daemon.collect();
     let (url, _) = urls(&first);
     let client = reqwest::Client::new();
@@ -644,8 +711,8 @@ async fn reindex_on_a_live_daemon_refuses_no_callback_and_misses_no_event() {
 
     // Every event, stored and live, is in the state: a reindex with
     // nothing arriving (a fresh fold in id order) gives the same rows.
-    let rebuilt = derived_rows(&path);
-    let reader = Reader::open(&path).await.unwrap();
+    let rebuilt = derived_rows(&backend, &path).await;
+    let reader = Reader::open(Location::parse(&db)).await.unwrap();
     let (stored, _) = reader.counts().await.unwrap();
     assert!(stored > EVENTS, "live events were stored");
     for (k, kind, _) in &answers {
@@ -675,7 +742,12 @@ async fn reindex_on_a_live_daemon_refuses_no_callback_and_misses_no_event() {
     }
     drop(reader);
     reindex_binary(&db).await;
-    assert_eq!(derived_rows(&path), rebuilt, "the state of a fresh fold");
+    assert_eq!(
+        derived_rows(&backend, &path).await,
+        rebuilt,
+        "the state of a fresh fold"
+    );
+}
 }
 
 /// The event ids `vodhook events list --json` shows for `db`, newest
@@ -742,7 +814,7 @@ async fn the_daemon_hands_out_no_id_twice_after_pruning_everything() {
     daemon.signal("TERM");
     assert_eq!(daemon.exit_code().await, 0);
     assert_eq!(listed_ids(&db).await, [3, 2, 1]);
-    let before = max_ids(&db);
+    let before = max_ids(&Backend::Sqlite, &db).await;
     assert_eq!(before, (3, 3, 1));
 
     // Two days old: beyond the retention of one day.
@@ -763,7 +835,7 @@ async fn the_daemon_hands_out_no_id_twice_after_pruning_everything() {
         Vec::<i64>::new(),
         "everything pruned"
     );
-    assert_eq!(max_ids(&db), (0, 0, 0));
+    assert_eq!(max_ids(&Backend::Sqlite, &db).await, (0, 0, 0));
 
     assert_eq!(status(&client, &url, upload("new")).await, 200);
     assert_eq!(
@@ -778,7 +850,7 @@ async fn the_daemon_hands_out_no_id_twice_after_pruning_everything() {
         ids[0],
         before.0
     );
-    let (_, delivery, rejected) = max_ids(&db);
+    let (_, delivery, rejected) = max_ids(&Backend::Sqlite, &db).await;
     assert!(delivery > before.1, "delivery id {delivery} used again");
     assert!(rejected > before.2, "rejected id {rejected} used again");
     daemon.signal("TERM");

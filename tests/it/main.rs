@@ -24,6 +24,7 @@ mod hostile_net;
 mod hostile_store;
 mod output;
 mod pg;
+mod pg_tls;
 mod pull;
 mod query;
 mod quirks;

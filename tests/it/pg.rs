@@ -1,7 +1,7 @@
 //! PostgreSQL for the tests: a database of the test's own on
 //! `VODHOOK_TEST_PG` (created, dropped afterwards), or a whole server of the
 //! test's own (`initdb` into a temporary directory, its own port) for a
-//! test that restarts it.
+//! test that restarts it or sets it up its own way (TLS).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,7 +25,8 @@ pub fn with_database(url: &str, name: &str) -> String {
     }
 }
 
-async fn client(url: &str) -> tokio_postgres::Client {
+/// A connection without TLS.
+pub async fn client(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .unwrap_or_else(|error| panic!("cannot connect to {url}: {error}"));
@@ -116,6 +117,18 @@ pub struct OwnServer {
     as_postgres: bool,
 }
 
+/// What an [`OwnServer`] gets between `initdb` and its first start.
+#[derive(Debug, Default)]
+pub struct ServerSetup<'a> {
+    /// Files written into the data directory (mode 0600): name, contents.
+    pub files: &'a [(&'a str, &'a str)],
+    /// Lines appended to `postgresql.conf` (e.g. `ssl = on`).
+    pub conf: &'a str,
+    /// Lines put before the others of `pg_hba.conf` (the first match
+    /// wins).
+    pub hba_first: &'a str,
+}
+
 /// The directory of `initdb` and `pg_ctl`, if PostgreSQL is installed.
 fn postgres_bin() -> Option<PathBuf> {
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
@@ -131,6 +144,11 @@ impl OwnServer {
     /// Starts it; `None`, after one line saying why, when PostgreSQL's
     /// programs are not installed.
     pub fn start() -> Option<OwnServer> {
+        OwnServer::start_with(&ServerSetup::default())
+    }
+
+    /// [`OwnServer::start`], with `setup` made after `initdb`.
+    pub fn start_with(setup: &ServerSetup<'_>) -> Option<OwnServer> {
         let Some(bin) = postgres_bin() else {
             eprintln!("skipped: initdb not found under /usr/lib/postgresql (install postgresql)");
             return None;
@@ -172,8 +190,40 @@ impl OwnServer {
                 "--no-sync",
             ],
         );
+        server.set_up(setup);
         server.ctl("start");
         Some(server)
+    }
+
+    fn set_up(&self, setup: &ServerSetup<'_>) {
+        use std::io::Write as _;
+        use std::os::unix::fs::PermissionsExt as _;
+        let data = self.data();
+        for (name, contents) in setup.files {
+            let path = data.join(name);
+            std::fs::write(&path, contents).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        if !setup.conf.is_empty() {
+            let mut conf = std::fs::OpenOptions::new()
+                .append(true)
+                .open(data.join("postgresql.conf"))
+                .unwrap();
+            writeln!(conf, "{}", setup.conf).unwrap();
+        }
+        if !setup.hba_first.is_empty() {
+            let hba = data.join("pg_hba.conf");
+            let rest = std::fs::read_to_string(&hba).unwrap();
+            std::fs::write(&hba, format!("{}\n{rest}", setup.hba_first)).unwrap();
+        }
+        if self.as_postgres {
+            let status = std::process::Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&data)
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
     }
 
     fn data(&self) -> PathBuf {

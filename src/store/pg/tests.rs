@@ -512,6 +512,8 @@ async fn store_copy_copies_everything_once() {
     assert_eq!(report.deliveries_copied, 25);
     assert_eq!(report.attempts_copied, 1);
     assert_eq!(report.rejected_copied, 1);
+    assert_eq!(report.tasks_copied, 25);
+    assert!(report.files_copied >= 25, "{report:?}");
     assert_eq!(seen.last(), Some(&(50, 50)));
     let again = copy_from_sqlite(&options.path, &db.url, |_, _| {})
         .await
@@ -522,9 +524,11 @@ async fn store_copy_copies_everything_once() {
             again.events_copied,
             again.deliveries_copied,
             again.attempts_copied,
-            again.rejected_copied
+            again.rejected_copied,
+            again.tasks_copied,
+            again.files_copied
         ),
-        (0, 0, 0, 0)
+        (0, 0, 0, 0, 0, 0)
     );
     let reader = PgReader::open(&db.url).await.unwrap();
     assert_eq!(reader.counts().await.unwrap(), (50, 51));
