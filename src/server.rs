@@ -14,7 +14,7 @@
 //! that has waited longest for a request head (silent, slowloris, idle
 //! keep-alive) is closed to make room, or failing that a body read for
 //! [`PRESSED_BODY_GRACE`] and behind its minimum rate
-//! ([`connections`]); only when every connection is at work does the new
+//! (`server::connections`); only when every connection is at work does the new
 //! one wait for a slot, and further clients in the backlog. At startup
 //! the soft `RLIMIT_NOFILE` is raised to the hard one and the cap lowered
 //! to keep [`FD_RESERVE`] descriptors for the store, the admin listener
