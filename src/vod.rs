@@ -573,36 +573,14 @@ impl VodClient {
     ///
     /// [`VodError`].
     pub async fn pull_events(&self, timeout: Duration) -> Result<Vec<PulledEvent>, VodError> {
-        #[derive(Deserialize)]
-        struct Pulled<'a> {
-            #[serde(borrow, rename = "EventSet", default)]
-            event_set: Option<Vec<&'a RawValue>>,
-        }
-        #[derive(Deserialize)]
-        struct Handle {
-            #[serde(rename = "EventHandle", default)]
-            event_handle: Option<String>,
-        }
         let response = match self.call("PullEvents", json!({}), timeout).await {
             Err(error) if error.code() == Some("ResourceNotFound") => return Ok(Vec::new()),
             other => other?,
         };
-        let pulled: Pulled<'_> =
-            serde_json::from_slice(&response).map_err(|error| VodError::Transport {
-                action: "PullEvents",
-                reason: format!("unexpected EventSet: {error}"),
-            })?;
-        Ok(pulled
-            .event_set
-            .unwrap_or_default()
-            .into_iter()
-            .map(|element| PulledEvent {
-                handle: serde_json::from_str::<Handle>(element.get())
-                    .ok()
-                    .and_then(|h| h.event_handle),
-                raw: Bytes::copy_from_slice(element.get().as_bytes()),
-            })
-            .collect())
+        event_set(&response).map_err(|error| VodError::Transport {
+            action: "PullEvents",
+            reason: format!("unexpected EventSet: {error}"),
+        })
     }
 
     /// Acknowledges events (at most 16 handles per call).
@@ -693,6 +671,37 @@ impl VodClient {
     }
 }
 
+/// The events of a `PullEvents` response, each with its handle. A handle
+/// is a string in the API reference; a number is taken as its digits, so
+/// that no event arrives without a way to confirm it.
+fn event_set(response: &[u8]) -> Result<Vec<PulledEvent>, serde_json::Error> {
+    #[derive(Deserialize)]
+    struct Pulled<'a> {
+        #[serde(borrow, rename = "EventSet", default)]
+        event_set: Option<Vec<&'a RawValue>>,
+    }
+    #[derive(Deserialize)]
+    struct Handle<'a> {
+        #[serde(borrow, rename = "EventHandle", default)]
+        event_handle: Option<&'a RawValue>,
+    }
+    let pulled: Pulled<'_> = serde_json::from_slice(response)?;
+    Ok(pulled
+        .event_set
+        .unwrap_or_default()
+        .into_iter()
+        .map(|element| PulledEvent {
+            // Objects only: serde would take an array's first element.
+            handle: (element.get().starts_with('{'))
+                .then(|| serde_json::from_str::<Handle<'_>>(element.get()).ok())
+                .flatten()
+                .and_then(|h| h.event_handle)
+                .and_then(crate::events::scalar_text),
+            raw: Bytes::copy_from_slice(element.get().as_bytes()),
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::http_date;
@@ -704,5 +713,33 @@ mod tests {
         let numeric = http_date("Sun, 06 Nov 1994 16:49:37 +0800").map(|t| t.unix_timestamp());
         assert_eq!(numeric, Some(784_111_777));
         assert_eq!(http_date("yesterday"), None);
+    }
+
+    #[test]
+    fn every_pulled_event_keeps_a_handle_to_confirm_it_with() {
+        let response = br#"{"EventSet":[
+            {"EventHandle":"h1","EventType":"FileDeleted"},
+            {"EventHandle":1234567890123,"EventType":"FileDeleted"},
+            {"EventType":"FileDeleted"},
+            [1]
+        ],"RequestId":"r"}"#;
+        let handles: Vec<_> = super::event_set(response)
+            .unwrap()
+            .into_iter()
+            .map(|event| event.handle)
+            .collect();
+        assert_eq!(
+            handles,
+            [
+                Some("h1".to_owned()),
+                Some("1234567890123".to_owned()),
+                None,
+                None
+            ]
+        );
+        assert!(super::event_set(b"{}").unwrap().is_empty());
+        assert!(super::event_set(br#"{"EventSet":null}"#)
+            .unwrap()
+            .is_empty());
     }
 }

@@ -647,7 +647,7 @@ impl<'de> Deserialize<'de> for Key<'de> {
 
 /// A scalar raw value as text: strings unquoted, numbers and booleans as
 /// written; objects and arrays are not scalars.
-fn scalar_text(raw: &RawValue) -> Option<String> {
+pub(crate) fn scalar_text(raw: &RawValue) -> Option<String> {
     let text = raw.get();
     match text.as_bytes().first() {
         Some(b'"') => serde_json::from_str::<String>(text).ok(),
