@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 use super::exec::{run_exec, Spawner};
 use super::forward::run_forward;
 use super::hold::{Hold, BURST_RATE, MAX_HOLD};
-use super::{failed, lock, Actions};
+use super::{failed, lock, Action, Actions};
 use crate::backoff::Backoff;
 use crate::clock::now_ms;
 use crate::metrics::Metrics;
@@ -417,36 +417,7 @@ impl Dispatcher {
             stop.clone(),
         );
         self.tasks.spawn(async move {
-            // Run only what this process holds the claim of: another one on
-            // the same store (`serve` and `pull`, or a fleet) skips it.
-            // A delivery with kept outcomes ran here under a claim that was
-            // not given back (its outcome is not written yet): it is run
-            // again under that claim, even while the store cannot be
-            // written.
-            let held = lock(&this.kept)
-                .outcomes
-                .get(&id)
-                .and_then(|list| list.last())
-                .and_then(|last| last.claim.clone());
-            let claimed = match held {
-                Some(claim) => Ok(Some(claim)),
-                None => this.store.claim(id, now_ms(), this.lease).await,
-            };
-            let settled = match claimed {
-                // Another process runs it, or it no longer waits.
-                Ok(None) => true,
-                Err(error) => load_failed(id, &anyhow::Error::from(error)),
-                Ok(Some(claim)) => match reader.waiting_delivery(id).await {
-                    Ok(Some(mut delivery)) => {
-                        delivery.claim = Some(claim);
-                        // Attempts whose outcome is kept count too.
-                        delivery.attempts += lock(&this.kept).attempts(id);
-                        this.attempt(delivery, &spawner, &stop).await
-                    }
-                    Ok(None) => this.unloadable(&reader, id).await,
-                    Err(error) => load_failed(id, &error),
-                },
-            };
+            let settled = this.claim_and_run(id, &reader, &spawner, &stop).await;
             if !settled {
                 // The store could not be read: give it a moment rather
                 // than try again in a loop.
@@ -564,16 +535,76 @@ impl Shared {
         }
     }
 
-    /// Runs one attempt and records its outcome (written, or kept); false
-    /// when it did not run, and the delivery is still waiting in the store
-    /// (see `rescan`).
-    async fn attempt(
+    /// Claims delivery `id` and runs one attempt of it; false when it did
+    /// not run and is still waiting in the store (see `rescan`).
+    ///
+    /// Only what this process holds the claim of runs: another one on the
+    /// same store (`serve` and `pull`, or a fleet) skips it. The claim is
+    /// taken once the attempt may start — after the action's own limit
+    /// and a burst's hold — so that its lease covers the attempt, not the
+    /// wait: a claim that expired while waiting would let another process
+    /// run the delivery too.
+    async fn claim_and_run(
         &self,
-        delivery: DueDelivery,
+        id: i64,
+        reader: &Reader,
         spawner: &Spawner,
         stop: &CancellationToken,
     ) -> bool {
-        let Some(action) = self.actions.get(&delivery.action) else {
+        let mut delivery = match reader.waiting_delivery(id).await {
+            Ok(Some(delivery)) => delivery,
+            // It no longer waits, or its event is gone.
+            Ok(None) => return self.unloadable(reader, id).await,
+            Err(error) => return load_failed(id, &error),
+        };
+        let action = self.actions.get(&delivery.action);
+        let _slot = match action {
+            Some(action) => match action.slots.acquire().await {
+                Ok(slot) => Some(slot),
+                Err(_) => return false,
+            },
+            None => None,
+        };
+        // Receiving comes first. Stopping while held leaves the delivery
+        // due: it runs after the restart.
+        if !self.hold.wait(stop).await {
+            return false;
+        }
+        // A delivery with kept outcomes ran here under a claim that was
+        // not given back (its outcome is not written yet): it is run again
+        // under that claim, even while the store cannot be written.
+        let held = lock(&self.kept)
+            .outcomes
+            .get(&id)
+            .and_then(|list| list.last())
+            .and_then(|last| last.claim.clone());
+        delivery.claim = match held {
+            Some(claim) => Some(claim),
+            None => match self.store.claim(id, now_ms(), self.lease).await {
+                // Another process runs it, or it no longer waits.
+                Ok(None) => return true,
+                Err(error) => return load_failed(id, &anyhow::Error::from(error)),
+                Ok(Some(claim)) => {
+                    // Another process may have run it since it was read.
+                    delivery.attempts = claim.attempts;
+                    Some(claim.id)
+                }
+            },
+        };
+        // Attempts whose outcome is kept count too.
+        delivery.attempts += lock(&self.kept).attempts(id);
+        self.attempt(delivery, action, spawner).await
+    }
+
+    /// Runs one attempt of `delivery` (claimed, its action's slot held)
+    /// and records its outcome (written, or kept).
+    async fn attempt(
+        &self,
+        delivery: DueDelivery,
+        action: Option<&Action>,
+        spawner: &Spawner,
+    ) -> bool {
+        let Some(action) = action else {
             // The action was removed from the configuration.
             let mut attempt = failed(format!(
                 "action {:?} is no longer configured",
@@ -584,15 +615,6 @@ impl Shared {
                 .await;
             return true;
         };
-        // The action's own limit.
-        let Ok(_slot) = action.slots.acquire().await else {
-            return false;
-        };
-        // Receiving comes first. Stopping while held leaves the delivery
-        // due: it runs after the restart.
-        if !self.hold.wait(stop).await {
-            return false;
-        }
         let config = &action.config;
         let started_at = now_ms();
         let started = Instant::now();

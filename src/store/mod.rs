@@ -42,9 +42,9 @@ use crate::metrics::Metrics;
 pub use crate::clock::now_ms;
 pub use sqlite::{probe_writable, MAX_BATCH, WAL_LIMIT};
 pub use types::{
-    new_event, AttemptRecord, AttemptRow, DeliveryRow, DeliveryStatus, DueDelivery, EventFilter,
-    EventMeta, EventRow, FileRecord, NewEvent, Outbox, OutboxStats, ReindexReport, Rejected,
-    RejectedRow, Stored, TaskRecord,
+    new_event, AttemptRecord, AttemptRow, Claim, DeliveryRow, DeliveryStatus, DueDelivery,
+    EventFilter, EventMeta, EventRow, FileRecord, NewEvent, Outbox, OutboxStats, ReindexReport,
+    Rejected, RejectedRow, Stored, TaskRecord,
 };
 
 /// Bodies refused with 400 kept for inspection.
@@ -283,14 +283,11 @@ impl Store {
         id: i64,
         now: i64,
         lease: Duration,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Option<Claim>, StoreError> {
         let lease_until = now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
         match &self.backend {
             StoreBackend::Sqlite(writes) => writes.claim(id, now, lease_until, &self.holder).await,
-            StoreBackend::Postgres(store) => store
-                .claim(id, now, lease)
-                .await
-                .map(|claimed| claimed.map(|c| c.claim)),
+            StoreBackend::Postgres(store) => store.claim(id, now, lease).await,
         }
     }
 

@@ -221,6 +221,17 @@ pub struct AttemptRecord {
     pub claim: Option<String>,
 }
 
+/// A claim on a delivery ([`Store::claim`](crate::store::Store::claim)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The claim id: only an outcome recorded under it changes the
+    /// delivery ([`AttemptRecord::claim`]).
+    pub id: String,
+    /// Attempts recorded so far, read as the claim was taken: another
+    /// process may have run the delivery since it was read.
+    pub attempts: i64,
+}
+
 /// A delivery with what running it needs.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DueDelivery {

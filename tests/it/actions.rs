@@ -387,6 +387,55 @@ async fn a_slow_action_does_not_hold_up_the_callback() {
 }
 
 #[tokio::test]
+async fn a_delivery_is_claimed_only_once_it_may_start() {
+    // One at a time: the second and third deliveries wait for the first.
+    // Were they claimed while waiting, their leases could run out before
+    // they start, and another process on the store would run them too.
+    let out = tempfile::tempdir().unwrap();
+    let (runs, go) = (out.path().join("runs"), out.path().join("go"));
+    let script = format!(
+        "echo $VODHOOK_DELIVERY_ID >> {runs}; while [ ! -f {go} ]; do sleep 0.02; done",
+        runs = sh_quote(&runs),
+        go = sh_quote(&go)
+    );
+    let mut action = exec_action("one-at-a-time", &["*"], &script);
+    action.max_concurrency = 1;
+    let mut app = TestApp::spawn_with(with_actions(vec![action])).await;
+    for sample in [
+        "samples/v3-NewFileUpload.json",
+        "samples/v3-FileDeleted.json",
+        "samples/v3-ClipComplete.json",
+    ] {
+        app.post_event(fixture(sample)).await;
+    }
+    let read_runs = || std::fs::read_to_string(&runs).unwrap_or_default();
+    let started = std::time::Instant::now();
+    while read_runs().is_empty() {
+        assert!(started.elapsed() < PATIENCE, "the program did not start");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let claimed = |db: &Path| -> i64 {
+        rusqlite::Connection::open(db)
+            .unwrap()
+            .query_row(
+                "SELECT count(*) FROM deliveries WHERE claim IS NOT NULL",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap()
+    };
+    // Give the waiting ones every chance to claim, were they to.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(claimed(&app.db), 1, "only the running delivery is claimed");
+    std::fs::write(&go, "").unwrap();
+    let rows = settled(&app, 3).await;
+    assert!(rows.iter().all(|d| d.status == "ok"), "{rows:?}");
+    assert_eq!(read_runs().lines().count(), 3, "each ran once");
+    assert_eq!(claimed(&app.db), 0);
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn programs_run_only_on_spare_cpu() {
     // SCHED_IDLE (5), so that under a burst the machine receives callbacks
     // first; field 41 of /proc/PID/stat is the scheduling policy.

@@ -52,7 +52,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_postgres_rustls::MakeRustlsConnect;
 use tokio_util::sync::CancellationToken;
 
-use super::{now_ms, AttemptRecord, DueDelivery, NewEvent, Rejected, StoreError, Stored};
+use super::{now_ms, AttemptRecord, Claim, NewEvent, Rejected, StoreError, Stored};
 use crate::metrics::Metrics;
 use crate::redact::redact;
 
@@ -340,11 +340,7 @@ fn pool_error(error: &deadpool_postgres::PoolError) -> String {
 enum Write {
     Insert(Box<NewEvent>, oneshot::Sender<Result<Stored, StoreError>>),
     Reject(Box<Rejected>, oneshot::Sender<Result<(), StoreError>>),
-    Attempt(
-        Box<AttemptRecord>,
-        Option<String>,
-        oneshot::Sender<Result<(), StoreError>>,
-    ),
+    Attempt(Box<AttemptRecord>, oneshot::Sender<Result<(), StoreError>>),
 }
 
 impl Write {
@@ -353,23 +349,11 @@ impl Write {
             Write::Insert(_, reply) => {
                 let _ = reply.send(Err(error.clone()));
             }
-            Write::Reject(_, reply) | Write::Attempt(_, _, reply) => {
+            Write::Reject(_, reply) | Write::Attempt(_, reply) => {
                 let _ = reply.send(Err(error.clone()));
             }
         }
     }
-}
-
-/// A claimed delivery: run it, then finish it with its claim id
-/// ([`PgStore::record_claimed`]).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Claimed {
-    /// The delivery and its event.
-    pub delivery: DueDelivery,
-    /// The claim id; only it finishes the delivery.
-    pub claim: String,
-    /// Until when (ms) no other instance takes the delivery over.
-    pub lease_until: i64,
 }
 
 /// The write handle of a PostgreSQL store; cheap to clone.
@@ -562,30 +546,13 @@ impl PgStore {
     ///
     /// [`StoreError`].
     pub async fn record_attempt(&self, attempt: AttemptRecord) -> Result<(), StoreError> {
-        self.call(|reply| Write::Attempt(Box::new(attempt), None, reply))
-            .await
-    }
-
-    /// Records an attempt of a claimed delivery. The attempt is recorded in
-    /// any case (it ran); the delivery's state changes only when `claim` is
-    /// still its claim id (a holder whose lease expired and whose delivery
-    /// was taken over changes nothing).
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError`].
-    pub async fn record_claimed(
-        &self,
-        attempt: AttemptRecord,
-        claim: String,
-    ) -> Result<(), StoreError> {
-        self.call(|reply| Write::Attempt(Box::new(attempt), Some(claim), reply))
+        self.call(|reply| Write::Attempt(Box::new(attempt), reply))
             .await
     }
 
     /// Claims delivery `id` for `lease`, when it is waiting, due at `now`
-    /// and nobody holds an unexpired claim on it; returns it with its event
-    /// and claim id, `None` when it is not to be run here.
+    /// and nobody holds an unexpired claim on it; `None` when it is not to
+    /// be run here.
     ///
     /// # Errors
     ///
@@ -595,89 +562,15 @@ impl PgStore {
         id: i64,
         now: i64,
         lease: Duration,
-    ) -> Result<Option<Claimed>, StoreError> {
-        self.on_runtime(move |this| async move { this.claim_here(id, now, lease).await })
-            .await
-    }
-
-    async fn claim_here(
-        &self,
-        id: i64,
-        now: i64,
-        lease: Duration,
-    ) -> Result<Option<Claimed>, StoreError> {
-        let client = self.shared.client().await?;
-        let lease_until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
-        let claimed = write::claim(&client, &self.holder, id, now, lease_until)
-            .await
-            .map_err(|e| self.shared.error(&e))?;
-        let Some(claim) = claimed else {
-            return Ok(None);
-        };
-        let reader = PgReader::from_pool(self.shared.pool.clone());
-        match reader.delivery_of(&client, id).await {
-            Ok(Some(delivery)) => Ok(Some(Claimed {
-                delivery,
-                claim,
-                lease_until,
-            })),
-            Ok(None) => Ok(None),
-            Err(error) => Err(StoreError::Unavailable(format!("{error:#}"))),
-        }
-    }
-
-    /// Claims up to `limit` waiting deliveries due at `now` (retries by
-    /// time, then pending by id) that nobody else holds, skipping those
-    /// another instance is claiming at this moment (`SKIP LOCKED`).
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError`].
-    pub async fn claim_due(
-        &self,
-        now: i64,
-        limit: u32,
-        lease: Duration,
-    ) -> Result<Vec<(i64, String)>, StoreError> {
-        self.on_runtime(move |this| async move { this.claim_due_here(now, limit, lease).await })
-            .await
-    }
-
-    async fn claim_due_here(
-        &self,
-        now: i64,
-        limit: u32,
-        lease: Duration,
-    ) -> Result<Vec<(i64, String)>, StoreError> {
-        let client = self.shared.client().await?;
-        let lease_until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
-        write::claim_due(&client, &self.holder, now, lease_until, i64::from(limit))
-            .await
-            .map_err(|e| self.shared.error(&e))
-    }
-
-    /// Gives a claim back without an outcome (the dispatcher is stopping):
-    /// the delivery may be claimed again at once.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError`].
-    pub async fn release(&self, id: i64, claim: &str) -> Result<(), StoreError> {
-        let claim = claim.to_owned();
-        self.on_runtime(move |this| async move { this.release_here(id, &claim).await })
-            .await
-    }
-
-    async fn release_here(&self, id: i64, claim: &str) -> Result<(), StoreError> {
-        let client = self.shared.client().await?;
-        client
-            .execute(
-                "UPDATE deliveries SET claim = NULL, lease_until = NULL WHERE id = $1 AND claim = $2",
-                &[&id, &claim],
-            )
-            .await
-            .map_err(|e| self.shared.error(&e))?;
-        Ok(())
+    ) -> Result<Option<Claim>, StoreError> {
+        self.on_runtime(move |this| async move {
+            let client = this.shared.client().await?;
+            let lease_until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
+            write::claim(&client, &this.holder, id, now, lease_until)
+                .await
+                .map_err(|e| this.shared.error(&e))
+        })
+        .await
     }
 
     /// Deletes events received before `cutoff_ms`, and task and file state
@@ -895,7 +788,7 @@ fn answer(batch: Vec<Write>, results: write::Results) {
                 let result = stored.next().ok_or(StoreError::Closed);
                 let _ = reply.send(result);
             }
-            Write::Reject(_, reply) | Write::Attempt(_, _, reply) => {
+            Write::Reject(_, reply) | Write::Attempt(_, reply) => {
                 let _ = reply.send(Ok(()));
             }
         }

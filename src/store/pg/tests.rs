@@ -298,14 +298,27 @@ async fn each_delivery_is_claimed_by_one_instance() {
     }
     let lease = Duration::from_secs(60);
     let now = now_ms();
-    let (from_a, from_b) = tokio::join!(a.claim_due(now, 40, lease), b.claim_due(now, 40, lease));
-    let (from_a, from_b) = (from_a.unwrap(), from_b.unwrap());
-    let mut ids: Vec<i64> = from_a.iter().chain(&from_b).map(|(id, _)| *id).collect();
-    ids.sort_unstable();
-    let before = ids.len();
-    ids.dedup();
-    assert_eq!(ids.len(), before, "a delivery was claimed twice");
+    let ids: Vec<i64> = a.reader().outbox(0, now, 100).await.unwrap().due;
     assert_eq!(ids.len(), 50);
+    // Both instances try every delivery at once: each is claimed once.
+    let claim_all = |store: PgStore| {
+        let ids = ids.clone();
+        async move {
+            let mut claimed = Vec::new();
+            for id in ids {
+                if let Some(claim) = store.claim(id, now, lease).await.unwrap() {
+                    assert_eq!(claim.attempts, 0);
+                    claimed.push((id, claim.id));
+                }
+            }
+            claimed
+        }
+    };
+    let (from_a, from_b) = tokio::join!(claim_all(a.clone()), claim_all(b.clone()));
+    let mut both: Vec<i64> = from_a.iter().chain(&from_b).map(|(id, _)| *id).collect();
+    both.sort_unstable();
+    assert_eq!(both, ids, "a delivery was claimed twice, or not at all");
+    assert!(!from_a.is_empty() && !from_b.is_empty());
     // Claimed: not offered again, not claimable by the other.
     let outbox = a.reader().outbox(0, now_ms(), 100).await.unwrap();
     assert!(outbox.due.is_empty(), "{outbox:?}");
@@ -314,28 +327,37 @@ async fn each_delivery_is_claimed_by_one_instance() {
     // Its holder may claim it again (a retry of an outcome it kept).
     let (again, _) = from_a[1].clone();
     let reclaimed = a.claim(again, now_ms(), lease).await.unwrap().unwrap();
-    assert_ne!(reclaimed.claim, from_a[1].1);
+    assert_ne!(reclaimed.id, from_a[1].1);
     // A stale claim id changes nothing; the holder's finishes it.
-    b.record_claimed(outcome(id, true), "not-the-claim".to_owned())
-        .await
-        .unwrap();
+    let mut stale = outcome(id, true);
+    stale.claim = Some("not-the-claim".to_owned());
+    b.record_attempt(stale).await.unwrap();
     assert!(a.reader().is_waiting(id).await.unwrap());
-    a.record_claimed(outcome(id, true), claim).await.unwrap();
+    let mut finished = outcome(id, true);
+    finished.claim = Some(claim);
+    a.record_attempt(finished).await.unwrap();
     assert!(!a.reader().is_waiting(id).await.unwrap());
     let (row, attempts) = a.reader().delivery(id).await.unwrap().unwrap();
     assert_eq!(row.status, "ok");
     assert_eq!(attempts.len(), 2);
-    // An expired lease lets another instance take a delivery over.
-    let (id, _) = from_b[0].clone();
+    // An expired lease lets another instance take a delivery over, and
+    // the claim says how many attempts were recorded meanwhile.
+    let (id, claim) = from_b[0].clone();
+    let mut failed = outcome(id, false);
+    failed.claim = Some(claim);
+    failed.next_at = now_ms();
+    b.record_attempt(failed).await.unwrap();
+    assert!(b.claim(id, now_ms(), lease).await.unwrap().is_some());
     let later = now_ms() + 61_000;
     let taken = a.claim(id, later, lease).await.unwrap().unwrap();
-    assert_eq!(taken.delivery.id, id);
-    assert_eq!(taken.delivery.action, "run");
-    assert!(taken.delivery.raw.starts_with(b"{"));
+    assert_eq!(taken.attempts, 1);
+    let delivery = a.reader().waiting_delivery(id).await.unwrap().unwrap();
+    assert_eq!(delivery.action, "run");
+    assert!(delivery.raw.starts_with(b"{"));
     // A retry is recorded with its error (NUL characters and all).
-    a.record_claimed(outcome(id, false), taken.claim)
-        .await
-        .unwrap();
+    let mut retry = outcome(id, false);
+    retry.claim = Some(taken.id);
+    a.record_attempt(retry).await.unwrap();
     let (row, _) = a.reader().delivery(id).await.unwrap().unwrap();
     assert_eq!(row.status, "retrying");
     assert_eq!(row.last_error.as_deref(), Some("exit 1\u{FFFD}nul"));

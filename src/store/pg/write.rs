@@ -10,8 +10,8 @@ use tokio_postgres::Error;
 use super::{claims, clean, clean_opt, Write, CHANNEL};
 use crate::state::{Derived, FileState, TaskState};
 use crate::store::{
-    now_ms, AttemptRecord, EventMeta, NewEvent, Rejected, Stored, EVENT_GONE, REJECTED_BUDGET,
-    REJECTED_KEPT, REJECTED_PREFIX,
+    now_ms, AttemptRecord, Claim, EventMeta, NewEvent, Rejected, Stored, EVENT_GONE,
+    REJECTED_BUDGET, REJECTED_KEPT, REJECTED_PREFIX,
 };
 
 fn to_json(value: &impl serde::Serialize) -> String {
@@ -33,9 +33,7 @@ pub(super) async fn write_batch(client: &mut Object, batch: &[Write]) -> Result<
         match write {
             Write::Insert(event, _) => events.push(&**event),
             Write::Reject(body, _) => rejected.push(&**body),
-            Write::Attempt(attempt, claim, _) => {
-                attempts.push((&**attempt, claim.as_deref().or(attempt.claim.as_deref())));
-            }
+            Write::Attempt(attempt, _) => attempts.push(&**attempt),
         }
     }
     let transaction = client.transaction().await?;
@@ -605,12 +603,12 @@ async fn insert_rejected<C: GenericClient>(
 /// delivery changes only if the claim is still its own.
 async fn record_attempts<C: GenericClient>(
     client: &C,
-    attempts: &mut [(&AttemptRecord, Option<&str>)],
+    attempts: &mut [&AttemptRecord],
 ) -> Result<(), Error> {
     if attempts.is_empty() {
         return Ok(());
     }
-    attempts.sort_by_key(|(record, _)| record.delivery_id);
+    attempts.sort_by_key(|record| record.delivery_id);
     let update = client
         .prepare_cached(
             "UPDATE deliveries SET status = $2, attempts = attempts + 1, next_at = $3, updated_at = $4,
@@ -626,8 +624,8 @@ async fn record_attempts<C: GenericClient>(
         )
         .await?;
     let now = now_ms();
-    for (record, claim) in attempts.iter() {
-        let attempt = &record.attempt;
+    for record in attempts.iter() {
+        let (attempt, claim) = (&record.attempt, &record.claim);
         let error = clean_opt(attempt.error.as_deref());
         let changed = client
             .execute(
@@ -677,7 +675,7 @@ pub(super) async fn claim<C: GenericClient>(
     id: i64,
     now: i64,
     lease_until: i64,
-) -> Result<Option<String>, Error> {
+) -> Result<Option<Claim>, Error> {
     let statement = client
         .prepare_cached(
             "UPDATE deliveries SET claim = $4, lease_until = $3
@@ -685,7 +683,7 @@ pub(super) async fn claim<C: GenericClient>(
                          WHERE id = $1 AND status IN ('pending', 'retrying') AND next_at <= $2
                            AND (lease_until IS NULL OR lease_until <= $2 OR claim LIKE $5)
                          FOR UPDATE SKIP LOCKED)
-             RETURNING claim",
+             RETURNING claim, attempts",
         )
         .await?;
     Ok(client
@@ -700,55 +698,10 @@ pub(super) async fn claim<C: GenericClient>(
             ],
         )
         .await?
-        .map(|row| row.get(0)))
-}
-
-/// Claims up to `limit` due, unclaimed deliveries: retries by time first,
-/// then pending ones by id.
-pub(super) async fn claim_due<C: GenericClient>(
-    client: &C,
-    holder: &str,
-    now: i64,
-    lease_until: i64,
-    limit: i64,
-) -> Result<Vec<(i64, String)>, Error> {
-    let statement = client
-        .prepare_cached(
-            "WITH retries AS (
-                 SELECT id, next_at FROM deliveries
-                 WHERE status = 'retrying' AND next_at <= $1
-                   AND (lease_until IS NULL OR lease_until <= $1 OR claim LIKE $5)
-                 ORDER BY next_at, id LIMIT $3 FOR UPDATE SKIP LOCKED),
-             pending AS (
-                 SELECT id FROM deliveries
-                 WHERE status = 'pending' AND (lease_until IS NULL OR lease_until <= $1 OR claim LIKE $5)
-                 ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED),
-             due AS (
-                 SELECT id FROM (SELECT id, 0 AS k, next_at AS o FROM retries
-                                 UNION ALL SELECT id, 1, id FROM pending) c
-                 ORDER BY k, o LIMIT $3)
-             UPDATE deliveries d SET claim = $4 || '/' || d.id, lease_until = $2
-             FROM due WHERE d.id = due.id
-             RETURNING d.id, d.claim",
-        )
-        .await?;
-    let mut claimed: Vec<(i64, String)> = client
-        .query(
-            &statement,
-            &[
-                &now,
-                &lease_until,
-                &limit,
-                &claims::next(holder),
-                &claims::of(holder),
-            ],
-        )
-        .await?
-        .iter()
-        .map(|row| (row.get(0), row.get(1)))
-        .collect();
-    claimed.sort_by_key(|(id, _)| *id);
-    Ok(claimed)
+        .map(|row| Claim {
+            id: row.get(0),
+            attempts: row.get(1),
+        }))
 }
 
 /// Deletes what is older than `cutoff` (the caller holds the housekeeping

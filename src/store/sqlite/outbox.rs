@@ -11,7 +11,7 @@ use super::read::{event_row, ReadConnection, EVENT_COLUMNS};
 use super::schema::open_existing;
 use crate::clock::now_ms;
 use crate::store::{
-    AttemptRecord, AttemptRow, DeliveryRow, DeliveryStatus, DueDelivery, Outbox, OutboxStats,
+    AttemptRecord, AttemptRow, Claim, DeliveryRow, DeliveryStatus, DueDelivery, Outbox, OutboxStats,
 };
 
 impl ToSql for DeliveryStatus {
@@ -87,22 +87,32 @@ pub(super) fn claim(
     now: i64,
     lease_until: i64,
     holder: &str,
-) -> rusqlite::Result<Option<String>> {
+) -> rusqlite::Result<Option<Claim>> {
     let claim = crate::store::pg::claims::next(holder);
-    let changed = connection
+    connection
         .prepare_cached(
             "UPDATE deliveries SET claim = ?4, lease_until = ?3
              WHERE id = ?1 AND status IN ('pending', 'retrying') AND next_at <= ?2
-               AND (lease_until IS NULL OR lease_until <= ?2 OR claim LIKE ?5)",
+               AND (lease_until IS NULL OR lease_until <= ?2 OR claim LIKE ?5)
+             RETURNING attempts",
         )?
-        .execute(params![
-            id,
-            now,
-            lease_until,
-            claim,
-            crate::store::pg::claims::of(holder)
-        ])?;
-    Ok((changed == 1).then_some(claim))
+        .query_row(
+            params![
+                id,
+                now,
+                lease_until,
+                claim,
+                crate::store::pg::claims::of(holder)
+            ],
+            |row| row.get(0),
+        )
+        .optional()
+        .map(|attempts| {
+            attempts.map(|attempts| Claim {
+                id: claim,
+                attempts,
+            })
+        })
 }
 
 /// Queues deliveries for already stored events (`vodhook replay`), through

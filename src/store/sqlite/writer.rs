@@ -31,7 +31,7 @@ use super::schema::{migrate, open_connection, schema_version};
 use super::{prune, write};
 use crate::metrics::Metrics;
 use crate::store::{
-    AttemptRecord, ConsoleWrite, NewEvent, Rejected, StoreError, Stored, REJECTED_BUDGET,
+    AttemptRecord, Claim, ConsoleWrite, NewEvent, Rejected, StoreError, Stored, REJECTED_BUDGET,
     REJECTED_KEPT,
 };
 
@@ -75,7 +75,7 @@ enum Control {
     /// A change asked for in the web console, in a transaction of its own.
     Console(Box<ConsoleWrite>, Reply<usize>),
     /// A claim on a delivery; the claims waiting share a transaction.
-    Claim(Box<ClaimRequest>, Reply<Option<String>>),
+    Claim(Box<ClaimRequest>, Reply<Option<Claim>>),
 }
 
 /// A claim on a delivery: (id, now, lease until, holder).
@@ -314,7 +314,7 @@ impl Writes {
         now: i64,
         lease_until: i64,
         holder: &str,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Option<Claim>, StoreError> {
         let request = Box::new((id, now, lease_until, holder.to_owned()));
         self.call(|reply| Command::Control(Control::Claim(request, reply)))
             .await
@@ -391,7 +391,7 @@ impl Writer {
     /// Claims deliveries for the dispatchers, every claim waiting in one
     /// transaction: with `synchronous=FULL` each commit is an fsync, and
     /// one per claim held publishing to ~250 deliveries/s.
-    fn claim(&mut self, claims: Vec<(Box<ClaimRequest>, Reply<Option<String>>)>) {
+    fn claim(&mut self, claims: Vec<(Box<ClaimRequest>, Reply<Option<Claim>>)>) {
         let transaction = match self
             .connection
             .transaction_with_behavior(TransactionBehavior::Immediate)
