@@ -273,7 +273,7 @@ async fn receive(
     .await?;
     // The slot bounds work in ingest and the store, not clients still
     // sending: it is taken only once the body is complete.
-    let Ok(_permit) = app.in_flight.clone().try_acquire_owned() else {
+    let Ok(permit) = app.in_flight.clone().try_acquire_owned() else {
         tracing::warn!("too many callbacks in flight; answered 503");
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -303,8 +303,32 @@ async fn receive(
         remote,
         header_signature: (header("Sign"), header("T")),
     };
-    app.ingest.accept(delivery).await?;
-    Ok(Json(json!({ "code": 0 })))
+    // A task of its own: a client hanging up while its event commits
+    // cancels this handler, and with it what follows the commit (the log
+    // line, the metrics, waking the actions): the event would be stored
+    // unseen.
+    let ingest = app.ingest.clone();
+    let in_flight = app.metrics().callback_in_flight();
+    let accepted = tokio::spawn(async move {
+        let _held = (permit, in_flight);
+        ingest.accept(delivery).await
+    })
+    .await;
+    match accepted {
+        Ok(result) => {
+            result?;
+            Ok(Json(json!({ "code": 0 })))
+        }
+        Err(error) => {
+            tracing::error!(%error, "receiving a callback failed; answered 500");
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                50000,
+                "internal",
+                "the callback could not be handled, send it again",
+            ))
+        }
+    }
 }
 
 /// How much of a body is read, and how fast it must come.

@@ -50,6 +50,7 @@ struct Inner {
     commit_duration: Histogram,
     batch_size: Histogram,
     store_writable: Gauge,
+    callbacks_in_flight: Gauge,
     pull_requests: Family<ResultLabels, Counter>,
     confirmed: Counter,
     redeliveries: Counter,
@@ -100,6 +101,16 @@ pub struct Metrics {
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Metrics")
+    }
+}
+
+/// Counts one callback in `vodhook_callbacks_in_flight` while it lives.
+#[derive(Debug)]
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -160,6 +171,12 @@ impl Default for Metrics {
             "vodhook_store_writable",
             "1 while the store commits writes, 0 while they fail (as /readyz)",
             store_writable.clone(),
+        );
+        let callbacks_in_flight = Gauge::default();
+        registry.register(
+            "vodhook_callbacks_in_flight",
+            "Callbacks read in full and not yet answered (being stored)",
+            callbacks_in_flight.clone(),
         );
         let pull_requests = Family::<ResultLabels, Counter>::default();
         registry.register(
@@ -236,6 +253,7 @@ impl Default for Metrics {
                 commit_duration,
                 batch_size,
                 store_writable,
+                callbacks_in_flight,
                 pull_requests,
                 confirmed,
                 redeliveries,
@@ -291,6 +309,13 @@ impl Metrics {
     pub fn commit(&self, size: usize, seconds: f64) {
         self.inner.commit_duration.observe(seconds);
         self.inner.batch_size.observe(size as f64);
+    }
+
+    /// A callback read in full is being handled until the guard drops
+    /// (`vodhook_callbacks_in_flight`).
+    pub fn callback_in_flight(&self) -> InFlight {
+        self.inner.callbacks_in_flight.inc();
+        InFlight(self.inner.callbacks_in_flight.clone())
     }
 
     /// The store commits writes (`true`), or they fail.

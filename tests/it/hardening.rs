@@ -558,3 +558,51 @@ async fn the_key_and_signatures_never_reach_the_log() {
         "{stdout}"
     );
 }
+
+#[tokio::test]
+async fn a_client_hanging_up_while_its_event_commits_does_not_leave_it_unseen() {
+    let mut config = Config::default();
+    config.store.busy_timeout_ms = Duration::from_secs(60);
+    let mut app = TestApp::spawn_with(config).await;
+    // The store is held by another connection: the event waits to commit.
+    let blocker = rusqlite::Connection::open(&app.db).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let body = crate::helpers::fixture("samples/v3-NewFileUpload.json");
+    let mut socket = TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: vodhook\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(&body).await.unwrap();
+    let started = std::time::Instant::now();
+    while !app
+        .metrics()
+        .await
+        .contains("vodhook_callbacks_in_flight 1")
+    {
+        assert!(started.elapsed() < PATIENCE, "the callback was not read");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The client gives up. The server sees the hang-up at once; give it
+    // time to, before the commit can go through.
+    drop(socket);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    blocker.execute_batch("ROLLBACK").unwrap();
+    // The event is stored, logged and counted all the same.
+    let received = app.next_event().await;
+    assert_eq!(received.event.event_type, "NewFileUpload");
+    assert!(!received.stored.duplicate());
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains(
+            r#"vodhook_events_received_total{event_type="NewFileUpload",source="push"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("vodhook_callbacks_in_flight 0"),
+        "{metrics}"
+    );
+    app.stop().await.unwrap();
+}
