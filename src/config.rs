@@ -488,8 +488,9 @@ pub const DEFAULT_MAX_LEN: u64 = 1_000_000;
 
 /// `url` with every `${NAME}` replaced by the environment variable `NAME`.
 /// A variable in the user information (`amqp://user:${PASSWORD}@host/`) is
-/// percent-encoded, so that a password holding `@`, `/`, `:` or `%` stays
-/// a password; elsewhere (`${BROKER_URL}` as the whole URL, say) the value
+/// percent-encoded, so that a password holding `@`, `/`, `?`, `#` or `%`
+/// stays a password (`:` is kept: a user and password may come in one
+/// variable, and a password may hold `:` as written); elsewhere (`${BROKER_URL}` as the whole URL, say) the value
 /// is taken as written.
 ///
 /// # Errors
@@ -497,12 +498,26 @@ pub const DEFAULT_MAX_LEN: u64 = 1_000_000;
 /// The name of a variable that is not set (or not valid UTF-8), or of an
 /// unterminated `${`.
 pub fn expand_env(url: &str) -> Result<String, String> {
-    /// Everything but the unreserved characters of RFC 3986.
-    const USERINFO: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'.')
-        .remove(b'_')
-        .remove(b'~');
+    /// What would end or break the user information; `:` stays, so that
+    /// `${CREDENTIALS}` may hold `user:password`.
+    const USERINFO: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+        .add(b' ')
+        .add(b'"')
+        .add(b'#')
+        .add(b'%')
+        .add(b'/')
+        .add(b'<')
+        .add(b'>')
+        .add(b'?')
+        .add(b'@')
+        .add(b'[')
+        .add(b'\\')
+        .add(b']')
+        .add(b'^')
+        .add(b'`')
+        .add(b'{')
+        .add(b'|')
+        .add(b'}');
     let mut out = String::with_capacity(url.len());
     let mut rest = url;
     while let Some(start) = rest.find("${") {
@@ -811,23 +826,42 @@ const SECRET_VARIABLES: [(&str, &str); 5] = [
 impl Overrides {
     /// The secrets vodhook reads from the environment.
     pub fn from_env() -> Overrides {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let empty_variables = SECRET_VARIABLES
-            .iter()
-            .map(|(variable, _)| *variable)
-            .filter(|variable| std::env::var_os(variable).is_some_and(|v| v.is_empty()))
-            .collect();
-        Overrides {
-            empty_variables,
-            sign_key: var("VODHOOK_SIGN_KEY"),
-            admin_token: var("VODHOOK_ADMIN_TOKEN"),
-            tencentcloud: [
-                var("TENCENTCLOUD_SECRET_ID"),
-                var("TENCENTCLOUD_SECRET_KEY"),
-                var("TENCENTCLOUD_SESSION_TOKEN"),
-            ],
-            ..Overrides::default()
+        let mut overrides = Overrides::default();
+        for (variable, _) in SECRET_VARIABLES {
+            if let Some(value) = std::env::var_os(variable) {
+                overrides.set_secret(variable, &value.to_string_lossy());
+            }
         }
+        overrides
+    }
+
+    /// The value of secret variable `variable` (`VODHOOK_SIGN_KEY`, …), as
+    /// from the environment or an `EnvironmentFile` (`vodhook doctor`
+    /// reads `secrets.env`): an empty one is noted as a configuration
+    /// error. A value already set is kept; false when `variable` is not
+    /// one of vodhook's secrets.
+    pub fn set_secret(&mut self, variable: &str, value: &str) -> bool {
+        let Some(&(variable, _)) = SECRET_VARIABLES.iter().find(|(name, _)| *name == variable)
+        else {
+            return false;
+        };
+        if value.is_empty() {
+            if !self.empty_variables.contains(&variable) {
+                self.empty_variables.push(variable);
+            }
+            return true;
+        }
+        let slot = match variable {
+            "VODHOOK_SIGN_KEY" => &mut self.sign_key,
+            "VODHOOK_ADMIN_TOKEN" => &mut self.admin_token,
+            "TENCENTCLOUD_SECRET_ID" => &mut self.tencentcloud[0],
+            "TENCENTCLOUD_SECRET_KEY" => &mut self.tencentcloud[1],
+            _ => &mut self.tencentcloud[2],
+        };
+        if slot.is_none() {
+            *slot = Some(value.to_owned());
+        }
+        true
     }
 
     /// The keys these overrides take from the environment, each with its
@@ -1550,12 +1584,16 @@ impl Config {
                     "action {name:?}: `on` lists no event type (use \"*\" for all)"
                 )));
             }
-            if let Some(url) = &action.publish {
+            if let Some(configured) = &action.publish {
                 if action.exec.is_some() || action.forward.is_some() {
                     return Err(ConfigError::Invalid(format!(
                         "action {name:?}: give exactly one of exec, forward and publish"
                     )));
                 }
+                // Checked as it will be used: `${BROKER_URL}` is a URL.
+                let url = expand_env(configured).map_err(|error| {
+                    ConfigError::Invalid(format!("action {name:?}: publish URL: {error}"))
+                })?;
                 let scheme = url.split_once("://").map(|(scheme, _)| scheme);
                 let Some(scheme @ ("amqp" | "amqps" | "nats" | "redis" | "rediss")) = scheme else {
                     return Err(ConfigError::Invalid(format!(
@@ -1585,11 +1623,6 @@ impl Config {
                 if action.max_len.is_some() && !scheme.starts_with("redis") {
                     return Err(ConfigError::Invalid(format!(
                         "action {name:?}: max_len applies to redis publish only"
-                    )));
-                }
-                if let Err(error) = expand_env(url) {
-                    return Err(ConfigError::Invalid(format!(
-                        "action {name:?}: publish URL: {error}"
                     )));
                 }
             } else if action.topic.is_some() || action.max_len.is_some() || !action.format.is_raw()
@@ -2086,6 +2119,14 @@ mod tests {
             shown.contains("amqps://<redacted>@rabbit.example.com"),
             "{shown}"
         );
+        std::env::set_var("VODHOOK_UNIT_BROKER_URL", "nats://127.0.0.1:4222");
+        Config::parse(
+            "[[action]]\nname = \"a\"\non = \"*\"\n\
+             publish = \"${VODHOOK_UNIT_BROKER_URL}\"\ntopic = \"vod\"\n",
+        )
+        .unwrap()
+        .validate()
+        .expect("a whole URL from the environment is checked once expanded");
         let base = "[[action]]\nname = \"a\"\non = \"*\"\n";
         for (rest, needle) in [
             ("publish = \"kafka://x\"\ntopic = \"t\"\n", "amqp(s)://"),
@@ -2127,6 +2168,26 @@ mod tests {
     }
 
     #[test]
+    fn every_secret_variable_can_be_set_from_a_file() {
+        let mut overrides = Overrides::default();
+        for (variable, _) in SECRET_VARIABLES {
+            assert!(overrides.set_secret(variable, "x"), "{variable}");
+        }
+        assert_eq!(overrides.from_environment().len(), SECRET_VARIABLES.len());
+        assert!(!overrides.set_secret("VODHOOK_DB", "x"));
+        overrides.set_secret("VODHOOK_SIGN_KEY", "later");
+        assert_eq!(
+            overrides.sign_key.as_deref(),
+            Some("x"),
+            "the first one stays"
+        );
+        let mut empty = Overrides::default();
+        empty.set_secret("VODHOOK_ADMIN_TOKEN", "");
+        assert_eq!(empty.empty_variables, ["VODHOOK_ADMIN_TOKEN"]);
+        assert_eq!(empty.admin_token, None);
+    }
+
+    #[test]
     fn env_references_in_urls_are_expanded() {
         std::env::set_var("VODHOOK_UNIT_EXPAND_PASSWORD", "pw");
         assert_eq!(
@@ -2137,8 +2198,14 @@ mod tests {
         std::env::set_var("VODHOOK_UNIT_EXPAND_ODD", "p@ss/w:rd%");
         assert_eq!(
             expand_env("amqp://u:${VODHOOK_UNIT_EXPAND_ODD}@h/").unwrap(),
-            "amqp://u:p%40ss%2Fw%3Ard%25@h/",
+            "amqp://u:p%40ss%2Fw:rd%25@h/",
             "a password in the user information is percent-encoded"
+        );
+        std::env::set_var("VODHOOK_UNIT_EXPAND_CREDENTIALS", "user:p@ss");
+        assert_eq!(
+            expand_env("amqp://${VODHOOK_UNIT_EXPAND_CREDENTIALS}@h/").unwrap(),
+            "amqp://user:p%40ss@h/",
+            "user and password in one variable"
         );
         std::env::set_var("VODHOOK_UNIT_EXPAND_URL", "redis://:p@h:6379/0");
         assert_eq!(

@@ -255,30 +255,8 @@ fn read_secrets(path: &Path, overrides: &mut Overrides) -> Check {
         if key.trim_start().starts_with('#') {
             continue;
         }
-        if value.is_empty() {
-            // systemd sets it empty, and serve refuses an empty secret.
-            let variable = match key.trim() {
-                "VODHOOK_SIGN_KEY" => "VODHOOK_SIGN_KEY",
-                "TENCENTCLOUD_SECRET_ID" => "TENCENTCLOUD_SECRET_ID",
-                "TENCENTCLOUD_SECRET_KEY" => "TENCENTCLOUD_SECRET_KEY",
-                "TENCENTCLOUD_SESSION_TOKEN" => "TENCENTCLOUD_SESSION_TOKEN",
-                _ => continue,
-            };
-            if !overrides.empty_variables.contains(&variable) {
-                overrides.empty_variables.push(variable);
-            }
-            continue;
-        }
-        let slot = match key.trim() {
-            "VODHOOK_SIGN_KEY" => &mut overrides.sign_key,
-            "TENCENTCLOUD_SECRET_ID" => &mut overrides.tencentcloud[0],
-            "TENCENTCLOUD_SECRET_KEY" => &mut overrides.tencentcloud[1],
-            "TENCENTCLOUD_SESSION_TOKEN" => &mut overrides.tencentcloud[2],
-            _ => continue,
-        };
-        if slot.is_none() {
-            *slot = Some(value.to_owned());
-        }
+        // systemd sets an empty one empty, and serve refuses it.
+        overrides.set_secret(key.trim(), value);
     }
     match std::fs::metadata(path).map(|m| m.permissions().mode() & 0o777) {
         Ok(mode) if mode & 0o077 != 0 => Check::fail(
