@@ -1271,7 +1271,13 @@ async fn repost(
         .sign_key
         .as_ref()
         .map(|key| crate::send::Signature::new(key, crate::clock::now_secs()));
-    match crate::send::post(&url, raw, signature.as_ref(), Duration::from_secs(10)).await {
+    // As `replay --to`: a captured callback carries VOD's `Sign` and `T`,
+    // which a receiver reads before the headers; they are replaced.
+    let body = match &signature {
+        Some(signature) => signature.apply_to_bytes(raw),
+        None => raw,
+    };
+    match crate::send::post(&url, body, signature.as_ref(), Duration::from_secs(10)).await {
         Ok(answer) => {
             if json {
                 return Json(json!({ "done": "posted", "status": answer.status })).into_response();

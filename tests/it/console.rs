@@ -1021,3 +1021,59 @@ async fn repost_does_not_follow_redirects() {
     assert_eq!(hits.load(Ordering::SeqCst), 0, "the redirect was followed");
     app.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn repost_replaces_the_signature_a_captured_callback_carries() {
+    const KEY: &str = "MySignKey123";
+    let signed = || {
+        let mut config = Config::default();
+        config.auth.sign_key = Some(vodhook::sign::SignKey::new(KEY).unwrap());
+        config
+    };
+    let mut app = TestApp::spawn_with(signed()).await;
+    let mut strict = signed();
+    strict.auth.clock_skew_secs = Duration::ZERO;
+    let receiver = TestApp::spawn_with(strict).await;
+    let console = Console::of(&app);
+    // A callback signed as VOD signs it, valid for two more seconds.
+    let t = vodhook::clock::now_secs() + 2;
+    let key = vodhook::sign::SignKey::new(KEY).unwrap();
+    let body = json!({
+        "EventType": "FileDeleted",
+        "FileDeleteEvent": {"FileIdSet": ["r1"]},
+        "Sign": vodhook::sign::sign(&key, &t.to_string()),
+        "T": t,
+    });
+    let id = app
+        .post_event(serde_json::to_vec(&body).unwrap())
+        .await
+        .stored
+        .id;
+    // Its own signature has expired: the receiver reads the body's
+    // `Sign` and `T` before the headers, so the re-POST must replace them.
+    let started = std::time::Instant::now();
+    while vodhook::clock::now_secs() <= t + 1 {
+        assert!(started.elapsed() < PATIENCE);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let csrf = console.csrf().await;
+    let answer = console
+        .post(
+            &format!("/events/{id}/repost"),
+            &[("csrf", &csrf), ("url", &receiver.url)],
+        )
+        .await;
+    assert_eq!(answer.status(), 303);
+    let location = answer.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        location.ends_with("done=posted&n=1&status=200"),
+        "{location}"
+    );
+    let (stored, raw) = receiver.reader().await.event(1).await.unwrap().unwrap();
+    assert_eq!(stored.meta.event_type, "FileDeleted");
+    let reposted: Value = serde_json::from_slice(&raw).unwrap();
+    assert!(reposted["T"].as_i64().unwrap() > t, "{reposted}");
+    assert_eq!(reposted["FileDeleteEvent"], body["FileDeleteEvent"]);
+    receiver.stop().await.unwrap();
+    app.stop().await.unwrap();
+}
