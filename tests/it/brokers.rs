@@ -46,7 +46,7 @@ impl Kind {
         match std::env::var(self.variable()) {
             Ok(url) if !url.is_empty() => Some(url),
             _ => {
-                println!("skipped: {} is not set", self.variable());
+                crate::helpers::skip(&format!("set {} to run the broker tests", self.variable()));
                 None
             }
         }

@@ -44,7 +44,9 @@ fn tools() -> Option<(PathBuf, PathBuf)> {
             panic!("VODHOOK_TEST_BROWSER is set but chromium or chromedriver is missing (apt-get install chromium chromium-driver)")
         }
         _ => {
-            eprintln!("skipped: chromium or chromedriver not installed (set VODHOOK_TEST_BROWSER to require them)");
+            crate::helpers::skip(
+                "chromium or chromedriver not installed (set VODHOOK_TEST_BROWSER to require them)",
+            );
             None
         }
     }

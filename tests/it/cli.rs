@@ -254,7 +254,7 @@ async fn serve_refuses_a_bad_configuration_with_status_2() {
 
 /// `vodhook check-config` with only these environment variables of vodhook's.
 async fn check_config_with_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let mut command = tokio::process::Command::new(crate::helpers::BIN);
+    let mut command = crate::helpers::bin();
     command.arg("check-config").args(args);
     for name in [
         "VODHOOK_SIGN_KEY",

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::helpers::{Daemon, BIN, PATIENCE};
+use crate::helpers::{Daemon, PATIENCE};
 
 /// The variables vodhook reads secrets from; removed from every command
 /// here so that the test's own environment cannot change the answer.
@@ -19,7 +19,7 @@ const SECRET_VARIABLES: [&str; 4] = [
 /// `vodhook <args>` with only `env` of vodhook's variables:
 /// (status, stdout, stderr).
 async fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let mut command = tokio::process::Command::new(BIN);
+    let mut command = crate::helpers::bin();
     command.args(args).env_remove("VODHOOK_DB");
     for name in SECRET_VARIABLES {
         command.env_remove(name);

@@ -20,6 +20,16 @@ use vodhook::ingest::Received;
 use vodhook::store::Reader;
 use vodhook::Listeners;
 
+/// Says on the terminal that the running test skips, and why: one line,
+/// written past the test harness's capture (which would hide an
+/// `eprintln!` of a passing test).
+pub fn skip(why: &str) {
+    use std::io::Write as _;
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("a test");
+    let _ = writeln!(std::io::stderr(), "{test}: skipped: {why}");
+}
+
 /// An action running `script` with `/bin/sh -c` for the event types `on`
 /// (`*` for all): 10 s timeout, 5 attempts, a quick backoff (20 ms to 1 s).
 /// Tests change what they need with struct update syntax
@@ -378,8 +388,27 @@ pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_vodhook");
 
+/// The built binary, without the settings the daemon reads from the
+/// environment (`VODHOOK_*`, `TENCENTCLOUD_*`, `PG*`, `RUST_LOG`): a
+/// developer's own must not change what a test runs. A test sets what it
+/// needs after this.
+pub fn bin() -> Command {
+    let mut command = Command::new(BIN);
+    for (name, _) in std::env::vars_os() {
+        let Some(text) = name.to_str() else { continue };
+        if ["VODHOOK_", "TENCENTCLOUD_", "PG"]
+            .iter()
+            .any(|prefix| text.starts_with(prefix))
+            || matches!(text, "RUST_LOG" | "NO_COLOR" | "JOURNAL_STREAM")
+        {
+            command.env_remove(&name);
+        }
+    }
+    command
+}
+
 pub async fn vodhook(args: &[&str]) -> (i32, String, String) {
-    let output = tokio::time::timeout(PATIENCE, Command::new(BIN).args(args).output())
+    let output = tokio::time::timeout(PATIENCE, bin().args(args).output())
         .await
         .expect("vodhook did not finish in time")
         .unwrap();
@@ -455,7 +484,7 @@ impl Daemon {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> (Daemon, String) {
-        let mut child = Command::new(BIN)
+        let mut child = bin()
             .envs(env.iter().copied())
             .args(&args[..1])
             .arg("--db")
@@ -542,7 +571,7 @@ impl Daemon {
 /// (`VODHOOK_*` and Tencent Cloud credentials from the caller's
 /// environment are removed): (status, stdout, stderr).
 pub async fn vodhook_with_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let mut command = Command::new(BIN);
+    let mut command = bin();
     command.args(args);
     for name in [
         "VODHOOK_SIGN_KEY",

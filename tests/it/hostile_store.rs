@@ -630,9 +630,7 @@ async fn store_directly(backend: &Backend, path: &Path, count: i64) {
 async fn reindex_binary(db: &str) -> String {
     let output = tokio::time::timeout(
         Duration::from_secs(300),
-        tokio::process::Command::new(crate::helpers::BIN)
-            .args(["reindex", "--db", db])
-            .output(),
+        crate::helpers::bin().args(["reindex", "--db", db]).output(),
     )
     .await
     .expect("reindex did not finish in time")

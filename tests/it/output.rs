@@ -9,12 +9,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::process::{Child, ChildStdout};
 use tokio::task::JoinHandle;
 use vodhook::config::{ActionConfig, Config};
 use vodhook::sign::{sign, SignKey};
 
-use crate::helpers::{exec_action, TestApp, BIN, PATIENCE};
+use crate::helpers::{exec_action, TestApp, PATIENCE};
 
 /// Writes that must not end the line they are in: C0, DEL, C1 and the
 /// Unicode line and paragraph separators.
@@ -49,7 +49,7 @@ struct Served {
 
 impl Served {
     async fn start(dir: &Path, args: &[&str]) -> Served {
-        let mut child = Command::new(BIN)
+        let mut child = crate::helpers::bin()
             .arg("serve")
             .arg("--db")
             .arg(dir.join("vodhook.db"))
@@ -405,7 +405,7 @@ async fn control_characters_cannot_forge_log_lines() {
 
 /// Runs the built binary to the end; its status, stdout and stderr.
 async fn run_cli(args: &[&str]) -> (i32, String, String) {
-    let output = tokio::time::timeout(PATIENCE, Command::new(BIN).args(args).output())
+    let output = tokio::time::timeout(PATIENCE, crate::helpers::bin().args(args).output())
         .await
         .expect("vodhook did not finish in time")
         .unwrap();
@@ -516,7 +516,7 @@ async fn control_characters_are_escaped_in_query_output() {
 /// Starts `args` with stdout piped, reads one line, closes the pipe; the
 /// exit status and stderr.
 async fn read_one_line_then_close(args: &[&str]) -> (i32, String) {
-    let mut child = Command::new(BIN)
+    let mut child = crate::helpers::bin()
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

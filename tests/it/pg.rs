@@ -51,9 +51,9 @@ impl PgDatabase {
     /// which variable to set, when it is unset.
     pub async fn create() -> Option<PgDatabase> {
         let Ok(admin) = std::env::var(VARIABLE) else {
-            eprintln!(
-                "skipped: set {VARIABLE} (e.g. postgres://postgres@127.0.0.1:5432/test) to run the PostgreSQL tests"
-            );
+            crate::helpers::skip(&format!(
+                "set {VARIABLE} (e.g. postgres://postgres@127.0.0.1:5432/test) to run the PostgreSQL tests"
+            ));
             return None;
         };
         static COUNT: AtomicU64 = AtomicU64::new(0);
@@ -150,7 +150,7 @@ impl OwnServer {
     /// [`OwnServer::start`], with `setup` made after `initdb`.
     pub fn start_with(setup: &ServerSetup<'_>) -> Option<OwnServer> {
         let Some(bin) = postgres_bin() else {
-            eprintln!("skipped: initdb not found under /usr/lib/postgresql (install postgresql)");
+            crate::helpers::skip("initdb not found under /usr/lib/postgresql (install postgresql)");
             return None;
         };
         let as_postgres = {

@@ -7,7 +7,7 @@ use std::process::Stdio;
 
 use tokio::io::AsyncBufReadExt as _;
 
-use crate::helpers::{Daemon, BIN, PATIENCE};
+use crate::helpers::{Daemon, PATIENCE};
 
 #[tokio::test]
 async fn serve_tells_the_service_manager_when_it_is_ready_and_when_it_stops() {
@@ -50,7 +50,7 @@ async fn lines_for_the_journal_have_a_priority_and_no_time() {
     let stream = std::fs::metadata(format!("/proc/self/fd/{}", theirs.as_raw_fd())).unwrap();
     let journal_stream = format!("{}:{}", stream.dev(), stream.ino());
     let db = dir.path().join("vodhook.db");
-    let mut child = tokio::process::Command::new(BIN)
+    let mut child = crate::helpers::bin()
         .args([
             "serve",
             "--listen",

@@ -510,7 +510,7 @@ async fn verbose_shows_debug_lines_and_quiet_hides_info() {
         .port();
     let listen = format!("127.0.0.1:{port}");
     let db = db_of(&dir);
-    let child = tokio::process::Command::new(crate::helpers::BIN)
+    let child = crate::helpers::bin()
         .args([
             "-q",
             "serve",
