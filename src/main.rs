@@ -1140,7 +1140,7 @@ async fn store_copy(args: StoreCopyArgs) -> Result<(), CliError> {
     let mut shown = std::time::Instant::now();
     let report = store::pg::copy_from_sqlite(&args.from, &args.to, |done, total| {
         if shown.elapsed() >= std::time::Duration::from_secs(1) || done == total {
-            eprintln!("copied {done} of {total} events");
+            note(&format!("copied {done} of {total} events"));
             shown = std::time::Instant::now();
         }
     })
