@@ -9,7 +9,7 @@
 //! files as events, received over the last 30 days (the newest within the
 //! last hour), one event in ten with an action's delivery, one delivery in
 //! a hundred dead; `BENCH_DB` keeps the file to reuse it. Then `vodhook`
-//! serves it (`vodhook::run`, in-process) and each page is fetched over
+//! serves it (`App::run`, in-process) and each page is fetched over
 //! HTTP from the admin listener, as HTML and as JSON, `BENCH_REPEAT`
 //! times (default 20); the median and the slowest are printed.
 
