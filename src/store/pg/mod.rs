@@ -83,6 +83,9 @@ const CHANNEL: &str = "vodhook_outbox";
 const LOCK_MIGRATIONS: i64 = 0x766f_6468_6f6f_6b01;
 /// Advisory lock held while pruning (one housekeeper in the fleet).
 const LOCK_HOUSEKEEPING: i64 = 0x766f_6468_6f6f_6b02;
+/// Advisory lock a transaction storing refused bodies holds until it ends,
+/// so that each trims the table with every earlier one's rows in sight.
+const LOCK_REJECTED: i64 = 0x766f_6468_6f6f_6b03;
 
 /// Times a batch is tried again after a deadlock or serialization failure.
 const CONFLICT_RETRIES: usize = 5;

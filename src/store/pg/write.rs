@@ -7,7 +7,7 @@ use deadpool_postgres::{GenericClient, Object};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Error;
 
-use super::{claims, clean, clean_opt, Write, CHANNEL};
+use super::{claims, clean, clean_opt, Write, CHANNEL, LOCK_REJECTED};
 use crate::state::{Derived, FileState, TaskState};
 use crate::store::{
     now_ms, AttemptRecord, Claim, EventMeta, NewEvent, Rejected, Stored, EVENT_GONE,
@@ -574,6 +574,12 @@ async fn insert_rejected<C: GenericClient>(
         length.push(r.body.len() as i64);
         body.push(r.body[..r.body.len().min(REJECTED_PREFIX)].to_vec());
     }
+    // Batches commit concurrently (several writers, several instances):
+    // without the lock, each would trim without the others' new rows and
+    // together keep more than the budget.
+    client
+        .execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_REJECTED])
+        .await?;
     let insert = client
         .prepare_cached(
             "INSERT INTO rejected (received_at, source, remote, reason, length, body)
