@@ -261,13 +261,7 @@ async fn copy_batch<C: GenericClient>(
         }
     }
     if !file_ids.is_empty() {
-        let statement = client
-            .prepare_cached(
-                "INSERT INTO event_files (file_id, event_id)
-                 SELECT * FROM unnest($1::text[], $2::int8[]) AS u(f, e) ORDER BY f, e
-                 ON CONFLICT DO NOTHING",
-            )
-            .await?;
+        let statement = client.prepare_cached(super::write::LINK_FILES).await?;
         client.execute(&statement, &[&file_ids, &event_ids]).await?;
     }
     // Deliveries and attempts of the new events.

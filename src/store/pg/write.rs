@@ -49,6 +49,12 @@ pub(super) async fn write_batch(client: &mut Object, batch: &[Write]) -> Result<
     Ok(Results { stored })
 }
 
+/// Indexes events under the files they name (`$1` file ids, `$2` event
+/// ids), in key order; a pair already there is left alone.
+pub(super) const LINK_FILES: &str = "INSERT INTO event_files (file_id, event_id)
+     SELECT * FROM unnest($1::text[], $2::int8[]) AS u(f, e) ORDER BY f, e
+     ON CONFLICT DO NOTHING";
+
 /// One distinct event of a batch (a dedup key may arrive twice in one).
 struct Distinct {
     /// Index of its first arrival in the batch.
@@ -292,13 +298,7 @@ pub(super) async fn fold<C: GenericClient>(client: &C, events: &[Folded<'_>]) ->
                 .push((event.id, event.at, file));
         }
     }
-    let link = client
-        .prepare_cached(
-            "INSERT INTO event_files (file_id, event_id)
-             SELECT * FROM unnest($1::text[], $2::int8[]) AS u(f, e) ORDER BY f, e
-             ON CONFLICT DO NOTHING",
-        )
-        .await?;
+    let link = client.prepare_cached(LINK_FILES).await?;
     let create_tasks = client
         .prepare_cached(
             "INSERT INTO tasks (task_id, task_type, file_id, status, state, first_event, last_event, updated_at)
