@@ -396,25 +396,30 @@ async fn idle_keep_alive_connections_make_room_at_the_cap() {
         open.push(accepted_connection(app.addr).await);
     }
 
-    let response = tokio::time::timeout(
-        PATIENCE,
-        app.client
-            .post(&app.url)
-            .body(r#"{"EventType":"FileDeleted","FileDeleteEvent":{"FileIdSet":["room"]}}"#)
-            .send(),
-    )
-    .await
-    .expect("idle keep-alive connections held the cap")
-    .unwrap();
+    stored_despite_the_cap(&mut app, "room", "idle keep-alive connections held the cap").await;
+    closed_quietly(open.remove(0), "the connection idle longest stayed open").await;
+    app.stop().await.unwrap();
+}
+
+/// Posts an event for `file_id` and expects it stored in time (`why` if
+/// not).
+async fn stored_despite_the_cap(app: &mut TestApp, file_id: &str, why: &str) {
+    let body =
+        format!(r#"{{"EventType":"FileDeleted","FileDeleteEvent":{{"FileIdSet":["{file_id}"]}}}}"#);
+    let response = tokio::time::timeout(PATIENCE, app.client.post(&app.url).body(body).send())
+        .await
+        .expect(why)
+        .unwrap();
     assert_eq!(response.status(), 200);
     app.next_event().await;
+}
 
-    let mut oldest = open.remove(0);
+/// Expects the server to close `stream` without a byte (`why` if not).
+async fn closed_quietly(mut stream: TcpStream, why: &str) {
     let mut rest = Vec::new();
-    let closed = tokio::time::timeout(PATIENCE, oldest.read_to_end(&mut rest)).await;
-    assert!(closed.is_ok(), "the connection idle longest stayed open");
+    let closed = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "{why}");
     assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
-    app.stop().await.unwrap();
 }
 
 /// Connections that never send a request are closed after
@@ -429,23 +434,9 @@ async fn idle_connections_do_not_hold_the_cap() {
     for _ in 0..6 {
         idle.push(TcpStream::connect(app.addr).await.unwrap());
     }
-    let response = tokio::time::timeout(
-        PATIENCE,
-        app.client
-            .post(&app.url)
-            .body(r#"{"EventType":"FileDeleted","FileDeleteEvent":{"FileIdSet":["late"]}}"#)
-            .send(),
-    )
-    .await
-    .expect("idle connections held the cap")
-    .unwrap();
-    assert_eq!(response.status(), 200);
-    app.next_event().await;
-    for mut stream in idle {
-        let mut rest = Vec::new();
-        let closed = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut rest)).await;
-        assert!(closed.is_ok(), "an idle connection stayed open");
-        assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    stored_despite_the_cap(&mut app, "late", "idle connections held the cap").await;
+    for stream in idle {
+        closed_quietly(stream, "an idle connection stayed open").await;
     }
     app.stop().await.unwrap();
 }
