@@ -306,25 +306,31 @@ async fn each_delivery_is_claimed_by_one_instance() {
     let now = now_ms();
     let ids: Vec<i64> = a.reader().outbox(0, now, 100).await.unwrap().due;
     assert_eq!(ids.len(), 50);
-    // Both instances try every delivery at once: each is claimed once.
-    let claim_all = |store: PgStore| {
-        let ids = ids.clone();
-        async move {
-            let mut claimed = Vec::new();
-            for id in ids {
-                if let Some(claim) = store.claim(id, now, lease).await.unwrap() {
-                    assert_eq!(claim.attempts, 0);
-                    claimed.push((id, claim.id));
-                }
+    // Each instance holds a claim of its own before the race (what
+    // follows uses them; a race alone may let one instance win them all).
+    let claim_all = |store: PgStore, ids: Vec<i64>| async move {
+        let mut claimed = Vec::new();
+        for id in ids {
+            if let Some(claim) = store.claim(id, now, lease).await.unwrap() {
+                assert_eq!(claim.attempts, 0);
+                claimed.push((id, claim.id));
             }
-            claimed
         }
+        claimed
     };
-    let (from_a, from_b) = tokio::join!(claim_all(a.clone()), claim_all(b.clone()));
+    let mut from_a = claim_all(a.clone(), ids[..2].to_vec()).await;
+    let mut from_b = claim_all(b.clone(), ids[49..].to_vec()).await;
+    assert_eq!((from_a.len(), from_b.len()), (2, 1));
+    // Then both try every delivery at once, from opposite ends so that
+    // they meet: each is claimed once.
+    let rest: Vec<i64> = ids[2..49].to_vec();
+    let reversed: Vec<i64> = rest.iter().rev().copied().collect();
+    let (more_a, more_b) = tokio::join!(claim_all(a.clone(), rest), claim_all(b.clone(), reversed));
+    from_a.extend(more_a);
+    from_b.extend(more_b);
     let mut both: Vec<i64> = from_a.iter().chain(&from_b).map(|(id, _)| *id).collect();
     both.sort_unstable();
     assert_eq!(both, ids, "a delivery was claimed twice, or not at all");
-    assert!(!from_a.is_empty() && !from_b.is_empty());
     // Claimed: not offered again, not claimable by the other.
     let outbox = a.reader().outbox(0, now_ms(), 100).await.unwrap();
     assert!(outbox.due.is_empty(), "{outbox:?}");
