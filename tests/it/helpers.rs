@@ -573,16 +573,6 @@ impl Daemon {
 pub async fn vodhook_with_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut command = bin();
     command.args(args);
-    for name in [
-        "VODHOOK_SIGN_KEY",
-        "VODHOOK_DB",
-        "VODHOOK_CONFIG",
-        "TENCENTCLOUD_SECRET_ID",
-        "TENCENTCLOUD_SECRET_KEY",
-        "TENCENTCLOUD_SESSION_TOKEN",
-    ] {
-        command.env_remove(name);
-    }
     let output = tokio::time::timeout(PATIENCE, command.envs(env.iter().copied()).output())
         .await
         .expect("vodhook did not finish in time")

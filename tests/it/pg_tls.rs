@@ -4,7 +4,7 @@
 //! `sslkey`. Against a PostgreSQL server of the test's own with `ssl = on`
 //! and certificates made here.
 
-use crate::helpers::{vodhook, Daemon};
+use crate::helpers::{vodhook, vodhook_with_env, Daemon};
 use crate::pg::{OwnServer, ServerSetup};
 
 /// A CA and what it signs.
@@ -209,4 +209,58 @@ async fn verify_full_with_sslrootcert_connects_and_another_ca_is_a_clear_error()
     let (code, output) = list(&as_certuser("")).await;
     assert_eq!(code, 1, "{output}");
     assert!(output.contains("client certificate"), "{output}");
+
+    // libpq's default files, ~/.postgresql/root.crt, postgresql.crt and
+    // postgresql.key: used when the URL names none.
+    let home = tempfile::tempdir().unwrap();
+    let defaults = home.path().join(".postgresql");
+    std::fs::create_dir(&defaults).unwrap();
+    std::fs::copy(&ca_file, defaults.join("root.crt")).unwrap();
+    std::fs::copy(&cert_file, defaults.join("postgresql.crt")).unwrap();
+    std::fs::copy(&key_file, defaults.join("postgresql.key")).unwrap();
+    let home = home.path().to_str().unwrap();
+    let certuser = with(&url, "certuser", "127.0.0.1", "sslmode=verify-full");
+    let (code, stdout, stderr) =
+        vodhook_with_env(&["events", "list", "--db", &certuser], &[("HOME", home)]).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    // The default root file is checked like a named one, with `require`
+    // too: another CA there is refused.
+    std::fs::copy(&other_ca, defaults.join("root.crt")).unwrap();
+    let require = with(&url, "postgres", "127.0.0.1", "sslmode=require");
+    let (code, stdout, stderr) =
+        vodhook_with_env(&["events", "list", "--db", &require], &[("HOME", home)]).await;
+    let output = format!("{stdout}{stderr}");
+    assert_eq!(code, 1, "{output}");
+    assert!(
+        output.contains("not signed by a certificate of sslrootcert")
+            && output.contains("root.crt"),
+        "{output}"
+    );
+    // With `prefer` (the default) a failed handshake is followed by a
+    // connection without TLS, as with libpq, and a warning; `certuser`,
+    // which the server lets in over TLS only, still gets the TLS error.
+    let prefer = with(&url, "postgres", "127.0.0.1", "application_name=t");
+    let (code, stdout, stderr) =
+        vodhook_with_env(&["events", "list", "--db", &prefer], &[("HOME", home)]).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let (mut daemon, mut line) = Daemon::serve_on(&prefer, &[], &[("HOME", home)]).await;
+    let mut lines = 1;
+    while !line.contains("connected without TLS") {
+        assert!(
+            lines < 10,
+            "no warning among the first lines; the last: {line}"
+        );
+        line = daemon.line().await;
+        lines += 1;
+    }
+    assert!(!line.contains("hunter2"), "{line}");
+    daemon.signal("TERM");
+    assert_eq!(daemon.exit_code().await, 0);
+    let certuser = with(&url, "certuser", "127.0.0.1", "application_name=t");
+    let (code, stdout, stderr) =
+        vodhook_with_env(&["events", "list", "--db", &certuser], &[("HOME", home)]).await;
+    let output = format!("{stdout}{stderr}");
+    assert_eq!(code, 1, "{output}");
+    assert!(output.contains("not signed by a certificate"), "{output}");
+    assert!(!output.contains("hunter2"), "{output}");
 }

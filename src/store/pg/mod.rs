@@ -144,6 +144,49 @@ impl std::fmt::Debug for Target {
     }
 }
 
+/// A connection, and the future that drives it (to be spawned).
+type Opened = (
+    tokio_postgres::Client,
+    tokio_postgres::Connection<
+        tokio_postgres::Socket,
+        <MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>>::Stream,
+    >,
+);
+
+impl Target {
+    /// Connects as libpq does: with `sslmode=prefer` (the default), a TLS
+    /// handshake that fails (a certificate that does not check out) is
+    /// followed by one more try without TLS; if that fails too, the TLS
+    /// error is the one reported.
+    async fn open(&self) -> Result<Opened, tokio_postgres::Error> {
+        let error = match self.config.connect(self.tls.clone()).await {
+            Ok(opened) => return Ok(opened),
+            Err(error) => error,
+        };
+        // tokio-postgres says which step failed only in the text.
+        if self.config.get_ssl_mode() != tokio_postgres::config::SslMode::Prefer
+            || !error
+                .to_string()
+                .starts_with("error performing TLS handshake")
+        {
+            return Err(error);
+        }
+        let mut plain = self.config.clone();
+        plain.ssl_mode(tokio_postgres::config::SslMode::Disable);
+        let Ok(opened) = plain.connect(self.tls.clone()).await else {
+            return Err(error);
+        };
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            tracing::warn!(
+                error = describe(&error),
+                "the database's TLS handshake failed; connected without TLS, as sslmode=prefer allows (set sslmode=require or verify-full to refuse)"
+            );
+        });
+        Ok(opened)
+    }
+}
+
 /// The connection settings of `url` (libpq URL syntax): the password from
 /// `PGPASSWORD` when the URL has none, `synchronous_commit = on` and
 /// `plan_cache_mode = force_custom_plan` for every session, vodhook's
@@ -160,7 +203,7 @@ impl std::fmt::Debug for Target {
 ///
 /// The URL does not parse (the message shows it without its password).
 fn target(url: &str) -> anyhow::Result<Target> {
-    let (url, verify) = tls::split_verify(url);
+    let (url, verify) = tls::split_verify(url, tls::Defaults::from_home());
     let url = url.as_str();
     let mut config: tokio_postgres::Config =
         url.parse().map_err(|error: tokio_postgres::Error| {
@@ -378,9 +421,9 @@ impl std::fmt::Debug for PgStore {
 
 /// A pool of `size` connections to `target`.
 fn pool(target: &Target, size: usize) -> anyhow::Result<Pool> {
-    let manager = Manager::from_config(
+    let manager = Manager::from_connect(
         target.config.clone(),
-        target.tls.clone(),
+        Reconnect(target.clone()),
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -395,11 +438,33 @@ fn pool(target: &Target, size: usize) -> anyhow::Result<Pool> {
         .map_err(|error| anyhow::anyhow!("cannot create the connection pool: {error}"))
 }
 
+/// The pool's connections, opened by [`Target::open`].
+struct Reconnect(Target);
+
+impl deadpool_postgres::Connect for Reconnect {
+    fn connect(
+        &self,
+        _: &tokio_postgres::Config,
+    ) -> futures_util::future::BoxFuture<
+        '_,
+        Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error>,
+    > {
+        Box::pin(async move {
+            let (client, connection) = self.0.open().await?;
+            let driver = tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!(error = describe(&error), "database connection ended");
+                }
+            });
+            Ok((client, driver))
+        })
+    }
+}
+
 /// Connects once, outside the pool (migrations, `LISTEN`, tools).
 async fn connect(target: &Target, location: &str) -> anyhow::Result<tokio_postgres::Client> {
     let (client, connection) = target
-        .config
-        .connect(target.tls.clone())
+        .open()
         .await
         .map_err(|e| location_error(location, &e))?;
     tokio::spawn(async move {
@@ -678,7 +743,7 @@ impl PgStore {
 
 /// One `LISTEN` connection, until it fails.
 async fn listen_once(target: &Target, wake: &Notify) -> Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = target.config.connect(target.tls.clone()).await?;
+    let (client, mut connection) = target.open().await?;
     let (sender, mut messages) = mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
         loop {

@@ -13,15 +13,20 @@
 //! - `sslrootcert=<file>`: the root certificates (PEM, one or more) the
 //!   verifying modes check against, instead of the system's store. With
 //!   `require` or `prefer` it also checks the chain, as libpq does when a
-//!   root certificate file exists (a `prefer` connection whose certificate
-//!   does not check out fails instead of falling back to no TLS).
+//!   root certificate file exists; a `prefer` connection whose TLS
+//!   handshake fails is then tried once more without TLS, as libpq does
+//!   (a warning says so once).
 //!   `sslrootcert=system` is the system's store and, as in libpq 16, asks
 //!   for `verify-full` (the default then; any weaker mode is an error).
-//!   Without `sslrootcert`, the verifying modes use the system's store (not
-//!   libpq's `~/.postgresql/root.crt`).
+//!   Without `sslrootcert`, libpq's default `~/.postgresql/root.crt` is
+//!   used when it exists, as if named (so `require` and `prefer` check the
+//!   chain too); when it does not, the verifying modes use the system's
+//!   store (libpq would refuse to connect).
 //! - `sslcert=<file>` and `sslkey=<file>` (PEM, both or neither): a client
 //!   certificate for servers that ask for one (`cert` authentication). The
-//!   key must not be encrypted (`sslpassword` is not supported).
+//!   key must not be encrypted (`sslpassword` is not supported). Without
+//!   either, libpq's `~/.postgresql/postgresql.crt` and `postgresql.key`
+//!   are used when both exist.
 //!
 //! The client (`tokio-postgres`) knows the first three modes and none of
 //! the file parameters: [`split_verify`] takes them out of the URL (a
@@ -83,12 +88,46 @@ pub(super) struct TlsSettings {
     pub(super) problem: Option<String>,
 }
 
+/// libpq's default files under `~/.postgresql/`, those that exist: used
+/// when the URL names none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Defaults {
+    /// `root.crt`.
+    pub(super) root: Option<PathBuf>,
+    /// `postgresql.crt` and `postgresql.key`, when both exist.
+    pub(super) identity: Option<(PathBuf, PathBuf)>,
+}
+
+impl Defaults {
+    /// The files under `$HOME/.postgresql/`.
+    pub(super) fn from_home() -> Defaults {
+        let Some(home) = std::env::var_os("HOME").filter(|home| !home.is_empty()) else {
+            return Defaults::default();
+        };
+        let dir = Path::new(&home).join(".postgresql");
+        let existing = |name: &str| {
+            let path = dir.join(name);
+            path.is_file().then_some(path)
+        };
+        Defaults {
+            root: existing("root.crt"),
+            identity: existing("postgresql.crt").zip(existing("postgresql.key")),
+        }
+    }
+}
+
 /// `url` without the TLS parameters `tokio-postgres` does not know
 /// (`sslrootcert`, `sslcert`, `sslkey`) and with a verifying `sslmode`
-/// replaced by `require`, and the settings they make.
-pub(super) fn split_verify(url: &str) -> (String, TlsSettings) {
+/// replaced by `require`, and the settings they make, with `defaults`
+/// where the URL names no file.
+pub(super) fn split_verify(url: &str, defaults: Defaults) -> (String, TlsSettings) {
     let mut settings = TlsSettings::default();
     let Some(query_at) = url.find('?') else {
+        settings = settings.with_defaults(None, defaults);
+        // The default mode (prefer) with a root file checks the chain.
+        if matches!(settings.roots, Roots::File(_)) {
+            settings.verify = Verify::Chain;
+        }
         return (url.to_owned(), settings);
     };
     let decode = |text: &str| percent_decode_str(text).decode_utf8_lossy().into_owned();
@@ -110,10 +149,7 @@ pub(super) fn split_verify(url: &str) -> (String, TlsSettings) {
         }
     }
     let system = root_file.as_deref() == Some("system");
-    settings.roots = match root_file {
-        Some(file) if !system && !file.is_empty() => Roots::File(PathBuf::from(file)),
-        _ => Roots::System,
-    };
+    settings = settings.with_defaults(root_file, defaults);
     let file = matches!(settings.roots, Roots::File(_));
     let passed = match mode.as_deref() {
         // libpq 16: sslrootcert=system makes verify-full the default.
@@ -154,6 +190,24 @@ pub(super) fn split_verify(url: &str) -> (String, TlsSettings) {
         (base.to_owned(), settings)
     } else {
         (format!("{base}?{}", parameters.join("&")), settings)
+    }
+}
+
+impl TlsSettings {
+    /// Roots from `sslrootcert` (`None`: not in the URL), and `defaults`
+    /// for the files the URL does not name.
+    fn with_defaults(mut self, root_file: Option<String>, defaults: Defaults) -> TlsSettings {
+        self.roots = match root_file {
+            Some(file) if file != "system" && !file.is_empty() => Roots::File(PathBuf::from(file)),
+            Some(_) => Roots::System,
+            None => defaults.root.map_or(Roots::System, Roots::File),
+        };
+        if self.cert.is_none() && self.key.is_none() {
+            if let Some((cert, key)) = defaults.identity {
+                (self.cert, self.key) = (Some(cert), Some(key));
+            }
+        }
+        self
     }
 }
 
@@ -448,7 +502,7 @@ mod tests {
     use super::*;
 
     fn split(url: &str) -> (String, Verify, Roots) {
-        let (url, settings) = split_verify(url);
+        let (url, settings) = split_verify(url, Defaults::default());
         assert_eq!(settings.problem, None, "{url}");
         (url, settings.verify, settings.roots)
     }
@@ -568,7 +622,10 @@ mod tests {
                 Roots::System
             )
         );
-        let (_, settings) = split_verify("postgres://h/db?sslmode=require&sslrootcert=system");
+        let (_, settings) = split_verify(
+            "postgres://h/db?sslmode=require&sslrootcert=system",
+            Defaults::default(),
+        );
         let error = connector(settings).err().unwrap().to_string();
         assert!(
             error.contains("sslmode=require is not allowed with sslrootcert=system"),
@@ -577,14 +634,66 @@ mod tests {
     }
 
     #[test]
+    fn libpq_default_files_count_where_the_url_names_none() {
+        let defaults = || Defaults {
+            root: Some(PathBuf::from("/home/u/.postgresql/root.crt")),
+            identity: Some((
+                PathBuf::from("/home/u/.postgresql/postgresql.crt"),
+                PathBuf::from("/home/u/.postgresql/postgresql.key"),
+            )),
+        };
+        let root = file("/home/u/.postgresql/root.crt");
+        // As if named: the default mode and require check the chain.
+        for url in [
+            "postgres://h/db",
+            "postgres://h/db?application_name=x",
+            "postgres://h/db?sslmode=require",
+        ] {
+            let (_, settings) = split_verify(url, defaults());
+            assert_eq!(
+                (settings.verify, &settings.roots),
+                (Verify::Chain, &root),
+                "{url}"
+            );
+            assert_eq!(
+                settings.cert.as_deref(),
+                Some(Path::new("/home/u/.postgresql/postgresql.crt"))
+            );
+            assert_eq!(
+                settings.key.as_deref(),
+                Some(Path::new("/home/u/.postgresql/postgresql.key"))
+            );
+        }
+        let (_, settings) = split_verify("postgres://h/db?sslmode=verify-full", defaults());
+        assert_eq!((settings.verify, settings.roots), (Verify::Full, root));
+        // What the URL names wins.
+        let (_, settings) = split_verify(
+            "postgres://h/db?sslmode=verify-full&sslrootcert=/ca.pem&sslcert=/c.crt&sslkey=/c.key",
+            defaults(),
+        );
+        assert_eq!(settings.roots, file("/ca.pem"));
+        assert_eq!(settings.cert.as_deref(), Some(Path::new("/c.crt")));
+        let (_, settings) = split_verify("postgres://h/db?sslrootcert=system", defaults());
+        assert_eq!(
+            (settings.verify, settings.roots),
+            (Verify::Full, Roots::System)
+        );
+        // No TLS, nothing checked.
+        let (_, settings) = split_verify("postgres://h/db?sslmode=disable", defaults());
+        assert_eq!(settings.verify, Verify::Nothing);
+    }
+
+    #[test]
     fn client_certificate_parameters_are_taken_out() {
         let (url, settings) = split_verify(
             "postgres://h/db?sslcert=%2Fk%2Fclient.crt&sslmode=verify-full&sslkey=/k/client.key",
+            Defaults::default(),
         );
         assert_eq!(url, "postgres://h/db?sslmode=require");
         assert_eq!(settings.cert, Some(PathBuf::from("/k/client.crt")));
         assert_eq!(settings.key, Some(PathBuf::from("/k/client.key")));
-        let (_, settings) = split_verify("postgres://h/db?sslcert=/k/client.crt");
+        let (_, settings) =
+            split_verify("postgres://h/db?sslcert=/k/client.crt", Defaults::default());
         let error = connector(settings).err().unwrap().to_string();
         assert!(error.contains("sslcert needs sslkey"), "{error}");
     }
@@ -695,7 +804,7 @@ mod tests {
                 "postgres://u:hunter2@h/db?sslmode=verify-full&sslrootcert={}",
                 path.display()
             );
-            let (_, settings) = split_verify(&url);
+            let (_, settings) = split_verify(&url, Defaults::default());
             let error = format!("{:#}", connector(settings).err().unwrap());
             assert!(
                 error.contains(&format!("sslrootcert {}", path.display()))
