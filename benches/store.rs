@@ -10,6 +10,12 @@
 //! group-commits as it does under load. The two kinds of run take turns;
 //! the medians are compared. The figure is the writer's cost of the outbox
 //! (issue #6): the ingest benchmark is bound by this thread.
+//!
+//! Also printed: the CPU µs per event of the writer and checkpoint threads
+//! (`vodhook-store`, `vodhook-checkpoint`: utime+stime of
+//! `/proc/self/task/<tid>/stat`) and of the whole process. The writer's
+//! figure is what the SQLite store alone costs each event, the floor under
+//! `vodhook serve`'s CPU per request in the ingest benchmark (issue #17).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -43,16 +49,64 @@ fn events(count: usize, with_action: bool) -> Vec<NewEvent> {
         .collect()
 }
 
-/// Events/s committed, and a check that every one was stored.
-async fn run(count: usize, with_action: bool) -> f64 {
+/// CPU seconds (utime+stime) of each thread named `vodhook-store` or
+/// `vodhook-checkpoint` (the name cut to 15 bytes), by thread id, and of
+/// the whole process.
+fn cpu_secs() -> (std::collections::HashMap<String, f64>, f64) {
+    let ticks = 100.0; // USER_HZ on Linux
+    let parse = |stat: &str| -> f64 {
+        // The fields after the command name, which ends with ')'.
+        let rest = &stat[stat.rfind(')').map_or(0, |at| at + 2)..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let field = |n: usize| {
+            fields
+                .get(n)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        // utime and stime are fields 14 and 15, 12 and 13 after the name.
+        (field(11) + field(12)) / ticks
+    };
+    let mut threads = std::collections::HashMap::new();
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for task in tasks.flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if matches!(comm.trim(), "vodhook-store" | "vodhook-checkpo") {
+                let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+                threads.insert(
+                    task.file_name().to_string_lossy().into_owned(),
+                    parse(&stat),
+                );
+            }
+        }
+    }
+    let all = parse(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default());
+    (threads, all)
+}
+
+/// One run's figures.
+struct Figures {
+    rate: f64,
+    /// CPU µs per event of the writer and checkpoint threads.
+    store_us: f64,
+    /// CPU µs per event of the process.
+    all_us: f64,
+}
+
+/// Events/s committed and CPU per event, and a check that every one was
+/// stored.
+async fn run(count: usize, with_action: bool) -> Figures {
     let dir = tempfile::tempdir().expect("tempdir");
     let options = StoreOptions {
         path: dir.path().join("bench.db"),
         busy_timeout: Duration::from_secs(5),
         ..Default::default()
     };
-    let store = Store::open(&options, Metrics::default()).expect("open the store");
     let queue = Arc::new(Mutex::new(events(count, with_action)));
+    // The store's threads are new with each store (an earlier run's may
+    // linger: only what each thread used from here on counts).
+    let (threads_before, all_before) = cpu_secs();
+    let store = Store::open(&options, Metrics::default()).expect("open the store");
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(TASKS);
     for _ in 0..TASKS {
@@ -69,6 +123,17 @@ async fn run(count: usize, with_action: bool) -> f64 {
         task.await.expect("task");
     }
     let rate = count as f64 / started.elapsed().as_secs_f64();
+    let (threads_after, all_after) = cpu_secs();
+    let store_secs: f64 = threads_after
+        .iter()
+        .map(|(tid, secs)| secs - threads_before.get(tid).copied().unwrap_or(0.0))
+        .sum();
+    let per_event = |secs: f64| secs * 1e6 / count as f64;
+    let figures = Figures {
+        rate,
+        store_us: per_event(store_secs),
+        all_us: per_event(all_after - all_before),
+    };
     let (events, _) = store::Reader::open(&options.path)
         .await
         .expect("reader")
@@ -76,8 +141,9 @@ async fn run(count: usize, with_action: bool) -> f64 {
         .await
         .expect("count");
     assert_eq!(events as usize, count, "every event is stored");
+    drop(store);
     let _ = std::process::Command::new("sync").status();
-    rate
+    figures
 }
 
 fn median(rates: &mut [f64]) -> f64 {
@@ -99,19 +165,32 @@ fn main() {
         .expect("runtime");
     println!("{count} events per run, {TASKS} tasks, {rounds} round(s)");
     let (mut plain, mut with) = (Vec::new(), Vec::new());
+    let (mut store_us, mut all_us) = (Vec::new(), Vec::new());
     runtime.block_on(async {
         for round in 1..=rounds {
             let a = run(count, false).await;
             let b = run(count, true).await;
             println!(
-                "round {round}: no outbox {a:.0} events/s, outbox row per event {b:.0} events/s ({:.2})",
-                b / a
+                "round {round}: no outbox {:.0} events/s, outbox row per event {:.0} events/s ({:.2}); \
+                 CPU per event without outbox: writer {:.1} µs, process {:.1} µs",
+                a.rate,
+                b.rate,
+                b.rate / a.rate,
+                a.store_us,
+                a.all_us
             );
-            plain.push(a);
-            with.push(b);
+            plain.push(a.rate);
+            with.push(b.rate);
+            store_us.push(a.store_us);
+            all_us.push(a.all_us);
         }
     });
     let (a, b) = (median(&mut plain), median(&mut with));
     println!("median: no outbox {a:.0} events/s, outbox row per event {b:.0} events/s");
     println!("ratio outbox/no outbox  {:.2}", b / a);
+    println!(
+        "CPU per event without outbox (median): writer and checkpoint threads {:.1} µs, process {:.1} µs",
+        median(&mut store_us),
+        median(&mut all_us)
+    );
 }
