@@ -15,6 +15,7 @@ use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 use time::OffsetDateTime;
 
+use crate::console::Redacted as _;
 use crate::events::{describe, Event};
 use crate::log::{json_safe, Escaping};
 use crate::redact::redact;
@@ -625,6 +626,7 @@ pub async fn delivery_show(
     let Some((row, attempts)) = reader.delivery(id).await? else {
         return Ok(None);
     };
+    let attempts = attempts.redacted();
     if as_json {
         let attempts: Vec<Value> = attempts
             .iter()

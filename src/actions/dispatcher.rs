@@ -627,10 +627,13 @@ impl Shared {
             (None, None, Some(publisher)) => publisher.publish(&delivery, timeout).await,
             (None, None, None) => failed("action has neither exec, forward nor publish".to_owned()),
         };
-        // Errors may quote a URL, credentials and all.
-        if let Some(error) = &mut outcome.error {
-            if let Cow::Owned(redacted) = redact(error) {
-                *error = redacted;
+        // Errors and outputs may quote a URL, credentials and all.
+        for text in [&mut outcome.error, &mut outcome.stdout, &mut outcome.stderr]
+            .into_iter()
+            .flatten()
+        {
+            if let Cow::Owned(redacted) = redact(text) {
+                *text = redacted;
             }
         }
         let attempts = delivery.attempts + 1;

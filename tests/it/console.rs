@@ -891,9 +891,10 @@ async fn execute(backend: &crate::helpers::Backend, app: &TestApp, sql: &str) {
 }
 
 on_both_backends! {
-    /// Errors are redacted before they are recorded, but a row recorded
-    /// before that holds a forward URL's credentials: the console shows it
-    /// redacted, as `deliveries list|show` do, in its HTML and its JSON.
+    /// Errors and outputs are redacted before they are recorded, but a row
+    /// recorded before that holds a forward URL's credentials: the console
+    /// shows it redacted, as `deliveries list|show` do, in its HTML and its
+    /// JSON.
     #[tokio::test]
     async fn stored_errors_are_shown_with_the_credentials_of_their_urls_redacted(backend) {
     let mut app = TestApp::spawn_on(&backend, failing_config("")).await;
@@ -909,7 +910,8 @@ on_both_backends! {
         &backend,
         &app,
         &format!(
-            "UPDATE deliveries SET last_error = '{old}'; UPDATE attempts SET error = '{old}';"
+            "UPDATE deliveries SET last_error = '{old}';
+             UPDATE attempts SET error = '{old}', stdout = 'out {old}', stderr = 'err {old}';"
         ),
     )
     .await;
@@ -920,6 +922,8 @@ on_both_backends! {
     let one = console.json("/deliveries/1").await;
     assert_eq!(one["delivery"]["last_error"], shown, "{one}");
     assert_eq!(one["attempts"][0]["error"], shown, "{one}");
+    assert_eq!(one["attempts"][0]["stdout"], format!("out {shown}"), "{one}");
+    assert_eq!(one["attempts"][0]["stderr"], format!("err {shown}"), "{one}");
     let event = console.json(&format!("/events/{id}")).await;
     assert_eq!(event["deliveries"][0]["last_error"], shown, "{event}");
 
