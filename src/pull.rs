@@ -8,9 +8,9 @@
 //! with jitter on errors, and a graceful stop: on cancellation no new pull
 //! starts, and what is in hand is stored and confirmed before `run` returns.
 //!
-//! A refused credential (`AuthFailure.*`, `UnauthorizedOperation`) is not
-//! transient, and not one puller's problem: `Credentials`, shared by the
-//! pullers, pauses all of them, logs the advice once, and lets one request
+//! A refused credential (`AuthFailure.*`, `UnauthorizedOperation`, to a
+//! PullEvents or a ConfirmEvents) is not transient, and not one puller's
+//! problem: `Credentials`, shared by the pullers, pauses all of them, logs the advice once, and lets one request
 //! at a time find out whether VOD accepts them again, backing off from
 //! `auth_backoff` to `max_backoff`. At start one puller makes the first
 //! request alone, so that wrong credentials cost one request, not
@@ -452,15 +452,14 @@ async fn puller(index: usize, shared: &Shared) {
         ingest,
         options,
         stop,
-        confirms,
         credentials,
+        ..
     } = shared;
     let mut backoff = Backoff::new(
         options.min_backoff,
         options.max_backoff,
         Backoff::clock_seed(index as u64),
     );
-    let metrics = ingest.metrics().clone();
     loop {
         let Some(pass) = credentials.pass(stop).await else {
             return;
@@ -481,7 +480,7 @@ async fn puller(index: usize, shared: &Shared) {
             Ok(pulled) => {
                 backoff.reset();
                 if pulled.events > 0 {
-                    spawn_confirm(client, pulled, options, &metrics, confirms);
+                    spawn_confirm(shared, pulled);
                 }
                 continue;
             }
@@ -490,7 +489,7 @@ async fn puller(index: usize, shared: &Shared) {
                 not_stored,
                 events,
             }) => {
-                spawn_confirm(client, stored, options, &metrics, confirms);
+                spawn_confirm(shared, stored);
                 let wait = backoff.step();
                 tracing::warn!(
                     reason = format!("{not_stored} of {events} pulled events could not be stored; they will be delivered again"),
@@ -512,20 +511,24 @@ async fn puller(index: usize, shared: &Shared) {
     }
 }
 
-fn spawn_confirm(
-    client: &VodClient,
-    pulled: Pulled,
-    options: &PullOptions,
-    metrics: &Metrics,
-    confirms: &TaskTracker,
-) {
-    let (client, options, metrics) = (client.clone(), options.clone(), metrics.clone());
-    confirms.spawn(async move {
+/// Confirms `pulled` in the background. A refused credential pauses the
+/// pullers as a refused PullEvents does.
+fn spawn_confirm(shared: &Shared, pulled: Pulled) {
+    let (client, options, metrics) = (
+        shared.client.clone(),
+        shared.options.clone(),
+        shared.ingest.metrics().clone(),
+    );
+    let credentials = shared.credentials.clone();
+    shared.confirms.spawn(async move {
         let started = Instant::now();
         match confirm(&client, &pulled, &options, &metrics).await {
             Ok(confirmed) => tracing::debug!(confirmed, elapsed_ms = started.elapsed().as_millis() as u64, "confirmed"),
             Err(error) => {
                 metrics.pull_request(error.label());
+                if error.is_auth() {
+                    credentials.report(Pass::Free, Some(&error));
+                }
                 tracing::warn!(error = %error, events = pulled.handles.len(), "confirming failed; the events will be delivered again");
             }
         }

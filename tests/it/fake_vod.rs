@@ -88,6 +88,8 @@ pub struct Shared {
     /// Answer this many requests with AuthFailure.UnauthorizedOperation
     /// (a permission VOD grants again later).
     pub refuse_next: AtomicUsize,
+    /// The same for this many ConfirmEvents only.
+    pub refuse_confirms: AtomicUsize,
     /// The applications that exist; `None`: any SubAppId is accepted.
     /// Others are answered `InvalidParameterValue.SubAppId`.
     pub sub_app_ids: Mutex<Option<Vec<u64>>>,
@@ -121,6 +123,7 @@ impl FakeVod {
             hold_confirms: AtomicBool::new(false),
             empty_as_not_found: AtomicBool::new(false),
             refuse_next: AtomicUsize::new(0),
+            refuse_confirms: AtomicUsize::new(0),
             sub_app_ids: Mutex::new(None),
             date_offset_secs: AtomicI64::new(0),
         });
@@ -368,10 +371,13 @@ async fn handle(
     if let Err((code, message)) = authenticate(&shared, &headers, &body) {
         return error(&shared, code, &message).into_response();
     }
-    if shared
-        .refuse_next
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-        .is_ok()
+    let refused = |counter: &AtomicUsize| {
+        counter
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    };
+    if refused(&shared.refuse_next)
+        || (action == "ConfirmEvents" && refused(&shared.refuse_confirms))
     {
         return error(
             &shared,

@@ -597,6 +597,58 @@ async fn a_wrong_secret_pauses_every_puller_and_advises_once() {
 }
 
 #[tokio::test]
+async fn a_refused_confirm_pauses_the_pullers_as_a_refused_pull_does() {
+    // Events not confirmed come back after a second.
+    let fake = FakeVod::start(FakeOptions {
+        window: Duration::from_secs(1),
+        ..FakeOptions::default()
+    })
+    .await;
+    fake.enqueue(backlog().into_iter().take(3));
+    fake.shared.refuse_confirms.store(1, Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("vodhook.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[vod]\nendpoint = \"{}\"\n[pull]\nmax_backoff_secs = 1\n",
+            fake.endpoint
+        ),
+    )
+    .unwrap();
+    let env = [
+        (
+            "TENCENTCLOUD_SECRET_ID",
+            fake.shared.options.secret_id.as_str(),
+        ),
+        (
+            "TENCENTCLOUD_SECRET_KEY",
+            fake.shared.options.secret_key.as_str(),
+        ),
+    ];
+    let (mut daemon, first) =
+        Daemon::pull(&dir, &["--config", config.to_str().unwrap()], &env).await;
+    assert!(first.contains("pulling events"), "{first}");
+    // Refused once, then delivered again and confirmed.
+    fake.drained(PATIENCE).await;
+    daemon.signal("TERM");
+    let log = daemon.rest().await;
+    assert_eq!(daemon.exit_code().await, 0, "{log:#?}");
+    assert_eq!(fake.errors("AuthFailure.UnauthorizedOperation"), 1);
+    let lines = |text: &str| log.iter().filter(|line| line.contains(text)).count();
+    assert_eq!(lines("VOD refused the credentials"), 1, "{log:#?}");
+    assert_eq!(lines("VOD accepts the credentials again"), 1, "{log:#?}");
+    // Stored once, seen twice.
+    assert_eq!(lines("source=pull"), 6, "{log:#?}");
+    assert_eq!(lines("duplicate=true times_seen=2"), 3, "{log:#?}");
+    assert!(
+        fake.deliveries().iter().all(|d| *d == 2),
+        "{:?}",
+        fake.deliveries()
+    );
+}
+
+#[tokio::test]
 async fn pullers_resume_together_once_the_credentials_are_accepted() {
     let fake = FakeVod::start(FakeOptions::default()).await;
     fake.enqueue(backlog().into_iter().take(40));
