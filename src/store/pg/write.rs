@@ -24,8 +24,13 @@ pub(super) struct Results {
     pub(super) stored: Vec<Stored>,
 }
 
-/// Writes `batch` in one transaction.
-pub(super) async fn write_batch(client: &mut Object, batch: &[Write]) -> Result<Results, Error> {
+/// Writes `batch` in one transaction, calling `before_commit` once its
+/// statements are sent, before the `COMMIT`.
+pub(super) async fn write_batch(
+    client: &mut Object,
+    batch: &[Write],
+    before_commit: &mut (dyn FnMut() + Send),
+) -> Result<Results, Error> {
     let mut events = Vec::new();
     let mut rejected = Vec::new();
     let mut attempts = Vec::new();
@@ -45,6 +50,7 @@ pub(super) async fn write_batch(client: &mut Object, batch: &[Write]) -> Result<
             .batch_execute(&format!("NOTIFY {CHANNEL}"))
             .await?;
     }
+    before_commit();
     transaction.commit().await?;
     Ok(Results { stored })
 }
