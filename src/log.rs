@@ -14,11 +14,12 @@
 //! Logging never waits for stdout. A formatted line is appended to a
 //! bounded queue (`QUEUE_BYTES`) and one writer thread hands everything
 //! queued to stdout in one `write`, then sleeps a few milliseconds
-//! (`LINGER`) so that under load it writes batches, not single lines. When stdout does not keep up (a stalled
-//! pipe, journald under pressure) or cannot be written at all (the reader is
-//! gone), lines are dropped and counted (`vodhook_log_lines_dropped_total`),
-//! with one notice on stderr when dropping starts and one when it stops: the
-//! store, not stdout, is the record of events.
+//! (`LINGER`) so that under load it writes batches, not single lines. When
+//! stdout does not keep up (a stalled pipe, journald under pressure) or
+//! cannot be written at all (the reader is gone), lines are dropped and
+//! counted (`vodhook_log_lines_dropped_total`), with one notice on stderr
+//! when dropping starts and one when it stops: the store, not stdout, is
+//! the record of events.
 //!
 //! Text that people read is escaped ([`Escaping`]): control characters (C0,
 //! DEL, C1) and the Unicode line and paragraph separators in any field, the
@@ -82,7 +83,6 @@ const QUIET: Duration = Duration::from_secs(1);
 /// How long [`LogGuard`] waits at exit for queued lines to be written.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// How long [`LogGuard`] waits at exit for the last notice on stderr.
 /// How long the writer thread sleeps after each write before it takes the
 /// next lines. Without it, under load every line woke the thread (and its
 /// pusher paid for the wake-up): writing what a few milliseconds bring in
@@ -90,6 +90,7 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 /// `docs/benchmarks.md`). A line written alone is still written at once.
 const LINGER: Duration = Duration::from_millis(4);
 
+/// How long [`LogGuard`] waits at exit for the last notice on stderr.
 const NOTICE_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// Installs the global subscriber writing to stdout through the queue.

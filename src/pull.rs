@@ -10,11 +10,11 @@
 //!
 //! A refused credential (`AuthFailure.*`, `UnauthorizedOperation`, to a
 //! PullEvents or a ConfirmEvents) is not transient, and not one puller's
-//! problem: `Credentials`, shared by the pullers, pauses all of them, logs the advice once, and lets one request
-//! at a time find out whether VOD accepts them again, backing off from
-//! `auth_backoff` to `max_backoff`. At start one puller makes the first
-//! request alone, so that wrong credentials cost one request, not
-//! `concurrency`.
+//! problem: `Credentials`, shared by the pullers, pauses all of them, logs
+//! the advice once, and lets one request at a time find out whether VOD
+//! accepts them again, backing off from `auth_backoff` to `max_backoff`.
+//! At start one puller makes the first request alone, so that wrong
+//! credentials cost one request, not `concurrency`.
 //!
 //! Invariants: an event is confirmed only after its commit, and never after
 //! `confirm_deadline` (VOD refuses confirmations older than 30 s; such an
