@@ -104,6 +104,20 @@ pub struct FakeVod {
 }
 
 impl FakeVod {
+    /// The environment that gives a `vodhook pull` this fake's credentials.
+    pub fn credentials(&self) -> [(&'static str, &str); 2] {
+        [
+            (
+                "TENCENTCLOUD_SECRET_ID",
+                self.shared.options.secret_id.as_str(),
+            ),
+            (
+                "TENCENTCLOUD_SECRET_KEY",
+                self.shared.options.secret_key.as_str(),
+            ),
+        ]
+    }
+
     pub async fn start(options: FakeOptions) -> FakeVod {
         let shared = Arc::new(Shared {
             options,

@@ -506,16 +506,7 @@ async fn the_pull_command_drains_the_queue_and_stops_on_sigterm() {
         format!("[vod]\nendpoint = \"{}\"\n", fake.endpoint),
     )
     .unwrap();
-    let env = [
-        (
-            "TENCENTCLOUD_SECRET_ID",
-            fake.shared.options.secret_id.as_str(),
-        ),
-        (
-            "TENCENTCLOUD_SECRET_KEY",
-            fake.shared.options.secret_key.as_str(),
-        ),
-    ];
+    let env = fake.credentials();
     let (mut daemon, _) = Daemon::pull(&dir, &["--config", config.to_str().unwrap()], &env).await;
     fake.drained(PATIENCE).await;
     daemon.signal("TERM");
@@ -616,16 +607,7 @@ async fn a_refused_confirm_pauses_the_pullers_as_a_refused_pull_does() {
         ),
     )
     .unwrap();
-    let env = [
-        (
-            "TENCENTCLOUD_SECRET_ID",
-            fake.shared.options.secret_id.as_str(),
-        ),
-        (
-            "TENCENTCLOUD_SECRET_KEY",
-            fake.shared.options.secret_key.as_str(),
-        ),
-    ];
+    let env = fake.credentials();
     let (mut daemon, first) =
         Daemon::pull(&dir, &["--config", config.to_str().unwrap()], &env).await;
     assert!(first.contains("pulling events"), "{first}");
@@ -676,16 +658,7 @@ async fn serve_and_pull_run_side_by_side_with_one_configuration_file() {
     let fake = FakeVod::start(FakeOptions::default()).await;
     fake.enqueue(backlog().into_iter().take(5));
     let dir = tempfile::tempdir().unwrap();
-    let env = [
-        (
-            "TENCENTCLOUD_SECRET_ID",
-            fake.shared.options.secret_id.as_str(),
-        ),
-        (
-            "TENCENTCLOUD_SECRET_KEY",
-            fake.shared.options.secret_key.as_str(),
-        ),
-    ];
+    let env = fake.credentials();
     // `serve` on a free port; then the file both use names that port as
     // admin.listen, as an installed config.example.toml names 9101.
     let serve_config = dir.path().join("serve.toml");
