@@ -201,9 +201,10 @@ pub struct RejectedPage {
 /// Rows as the console shows them: the credentials of every URL in their
 /// errors and in an attempt's output (a program's stdout and stderr, a
 /// forward's answer) hidden by [`crate::redact::redact`], as `deliveries
-/// list|show` hide them. They are redacted before they are recorded; this
-/// covers rows recorded before that. The handlers give every page's data through
-/// it, so its HTML and its `?format=json` twin show the same redacted text.
+/// list|show` hide them with it too. They are redacted before they are
+/// recorded; this covers rows recorded before that. The handlers give
+/// every page's data through it, so its HTML and its `?format=json` twin
+/// show the same redacted text.
 pub trait Redacted {
     /// `self` with its errors redacted.
     #[must_use]

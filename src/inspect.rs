@@ -18,7 +18,6 @@ use time::OffsetDateTime;
 use crate::console::Redacted as _;
 use crate::events::{describe, Event};
 use crate::log::{json_safe, Escaping};
-use crate::redact::redact;
 use crate::state::{SubtaskState, TaskState, KEPT};
 use crate::store::{
     DeliveryRow, DeliveryStatus, EventFilter, EventRow, FileRecord, Reader, RejectedRow, TaskRecord,
@@ -553,15 +552,8 @@ pub async fn task_view(
     Ok(Some(out.into_string()))
 }
 
-/// An error recorded for a delivery, as shown: credentials in URLs hidden,
-/// also in rows recorded before they were hidden at the source.
-fn shown_error(error: Option<&str>) -> Option<String> {
-    error.map(|error| redact(error).into_owned())
-}
-
 fn delivery_json(row: &DeliveryRow) -> Value {
     let mut value = serde_json::to_value(row).unwrap_or(Value::Null);
-    value["last_error"] = json!(shown_error(row.last_error.as_deref()));
     for key in ["next_at", "created_at", "updated_at"] {
         if let Some(ms) = value[key].as_i64() {
             value[key] = json!(format_ms(ms));
@@ -582,7 +574,9 @@ pub async fn deliveries_list(
     limit: u32,
     as_json: bool,
 ) -> anyhow::Result<String> {
-    let rows = reader.deliveries(status, action, limit).await?;
+    // Credentials in URLs hidden, also in rows recorded before they were
+    // hidden at the source.
+    let rows = reader.deliveries(status, action, limit).await?.redacted();
     if as_json {
         return Ok(to_json_lines(
             &rows.iter().map(delivery_json).collect::<Vec<_>>(),
@@ -607,7 +601,7 @@ pub async fn deliveries_list(
             row.action,
             row.status,
             row.attempts,
-            dash(shown_error(row.last_error.as_deref()).as_deref())
+            dash(row.last_error.as_deref())
         );
     }
     Ok(out.into_string())
@@ -626,14 +620,13 @@ pub async fn delivery_show(
     let Some((row, attempts)) = reader.delivery(id).await? else {
         return Ok(None);
     };
-    let attempts = attempts.redacted();
+    let (row, attempts) = (row.redacted(), attempts.redacted());
     if as_json {
         let attempts: Vec<Value> = attempts
             .iter()
             .map(|attempt| {
                 let mut value = serde_json::to_value(attempt).unwrap_or(Value::Null);
                 value["started_at"] = json!(format_ms(attempt.started_at));
-                value["error"] = json!(shown_error(attempt.error.as_deref()));
                 value
             })
             .collect();
@@ -674,7 +667,9 @@ pub async fn delivery_show(
             format_ms(attempt.started_at),
             attempt.duration_ms,
             result,
-            shown_error(attempt.error.as_deref())
+            attempt
+                .error
+                .as_deref()
                 .map(|e| format!("  ({e})"))
                 .unwrap_or_default()
         );
