@@ -407,16 +407,10 @@ pub fn bin() -> Command {
     command
 }
 
+/// `vodhook <args>` run to the end (see [`bin`]): (status, stdout,
+/// stderr).
 pub async fn vodhook(args: &[&str]) -> (i32, String, String) {
-    let output = tokio::time::timeout(PATIENCE, bin().args(args).output())
-        .await
-        .expect("vodhook did not finish in time")
-        .unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    vodhook_with_env(args, &[]).await
 }
 
 /// A `vodhook serve` child with its stdout read line by line.
@@ -567,9 +561,8 @@ impl Daemon {
     }
 }
 
-/// `vodhook <args>` with only these of vodhook's environment variables
-/// (`VODHOOK_*` and Tencent Cloud credentials from the caller's
-/// environment are removed): (status, stdout, stderr).
+/// [`vodhook`] with these environment variables set (the caller's own
+/// settings are removed, see [`bin`]).
 pub async fn vodhook_with_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut command = bin();
     command.args(args);

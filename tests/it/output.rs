@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use vodhook::config::{ActionConfig, Config};
 use vodhook::sign::{sign, SignKey};
 
-use crate::helpers::{exec_action, TestApp, PATIENCE};
+use crate::helpers::{exec_action, vodhook, TestApp, PATIENCE};
 
 /// Writes that must not end the line they are in: C0, DEL, C1 and the
 /// Unicode line and paragraph separators.
@@ -403,19 +403,6 @@ async fn control_characters_cannot_forge_log_lines() {
     }
 }
 
-/// Runs the built binary to the end; its status, stdout and stderr.
-async fn run_cli(args: &[&str]) -> (i32, String, String) {
-    let output = tokio::time::timeout(PATIENCE, crate::helpers::bin().args(args).output())
-        .await
-        .expect("vodhook did not finish in time")
-        .unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
 fn failing_action() -> ActionConfig {
     ActionConfig {
         max_attempts: 1,
@@ -462,7 +449,7 @@ async fn control_characters_are_escaped_in_query_output() {
     }
     let db = app.db.to_str().unwrap().to_owned();
 
-    let (code, list, stderr) = run_cli(&["events", "list", "--db", &db]).await;
+    let (code, list, stderr) = vodhook(&["events", "list", "--db", &db]).await;
     assert_eq!(code, 0, "{stderr}");
     assert_no_raw_control("events list", &list);
     assert_eq!(
@@ -479,26 +466,26 @@ async fn control_characters_are_escaped_in_query_output() {
         let id = id.to_string();
         outputs.push((
             "events show",
-            run_cli(&["events", "show", &id, "--db", &db]).await,
+            vodhook(&["events", "show", &id, "--db", &db]).await,
         ));
         outputs.push((
             "deliveries show",
-            run_cli(&["deliveries", "show", &id, "--db", &db]).await,
+            vodhook(&["deliveries", "show", &id, "--db", &db]).await,
         ));
     }
     outputs.push((
         "file",
-        run_cli(&["file", "f\r2\u{1b}[2J\u{2028}", "--db", &db]).await,
+        vodhook(&["file", "f\r2\u{1b}[2J\u{2028}", "--db", &db]).await,
     ));
-    outputs.push(("file", run_cli(&["file", "f\u{1b}3", "--db", &db]).await));
-    outputs.push(("task", run_cli(&["task", "t\n1", "--db", &db]).await));
+    outputs.push(("file", vodhook(&["file", "f\u{1b}3", "--db", &db]).await));
+    outputs.push(("task", vodhook(&["task", "t\n1", "--db", &db]).await));
     outputs.push((
         "deliveries list",
-        run_cli(&["deliveries", "list", "--db", &db]).await,
+        vodhook(&["deliveries", "list", "--db", &db]).await,
     ));
     outputs.push((
         "events rejected",
-        run_cli(&["events", "rejected", "--db", &db]).await,
+        vodhook(&["events", "rejected", "--db", &db]).await,
     ));
     for (what, (code, stdout, stderr)) in &outputs {
         assert_eq!(*code, 0, "{what}: {stderr}");
