@@ -52,36 +52,19 @@ fn events(count: usize, with_action: bool) -> Vec<NewEvent> {
 /// CPU seconds (utime+stime) of each thread named `vodhook-store` or
 /// `vodhook-checkpoint` (the name cut to 15 bytes), by thread id, and of
 /// the whole process.
-fn cpu_secs() -> (std::collections::HashMap<String, f64>, f64) {
-    let ticks = 100.0; // USER_HZ on Linux
-    let parse = |stat: &str| -> f64 {
-        // The fields after the command name, which ends with ')'.
-        let rest = &stat[stat.rfind(')').map_or(0, |at| at + 2)..];
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let field = |n: usize| {
-            fields
-                .get(n)
-                .and_then(|f| f.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        // utime and stime are fields 14 and 15, 12 and 13 after the name.
-        (field(11) + field(12)) / ticks
-    };
-    let mut threads = std::collections::HashMap::new();
-    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
-        for task in tasks.flatten() {
-            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-            if matches!(comm.trim(), "vodhook-store" | "vodhook-checkpo") {
-                let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-                threads.insert(
-                    task.file_name().to_string_lossy().into_owned(),
-                    parse(&stat),
-                );
-            }
-        }
-    }
-    let all = parse(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default());
-    (threads, all)
+fn cpu_secs() -> (std::collections::HashMap<i32, f64>, f64) {
+    let ticks = procfs::ticks_per_second().max(1) as f64;
+    let secs = |stat: &procfs::process::Stat| (stat.utime + stat.stime) as f64 / ticks;
+    let process = procfs::process::Process::myself().expect("/proc/self");
+    let threads = process
+        .tasks()
+        .expect("/proc/self/task")
+        .filter_map(Result::ok)
+        .filter_map(|task| Some((task.tid, task.stat().ok()?)))
+        .filter(|(_, stat)| matches!(stat.comm.as_str(), "vodhook-store" | "vodhook-checkpo"))
+        .map(|(tid, stat)| (tid, secs(&stat)))
+        .collect();
+    (threads, secs(&process.stat().expect("/proc/self/stat")))
 }
 
 /// One run's figures.
