@@ -490,8 +490,8 @@ pub const DEFAULT_MAX_LEN: u64 = 1_000_000;
 /// A variable in the user information (`amqp://user:${PASSWORD}@host/`) is
 /// percent-encoded, so that a password holding `@`, `/`, `?`, `#` or `%`
 /// stays a password (`:` is kept: a user and password may come in one
-/// variable, and a password may hold `:` as written); elsewhere (`${BROKER_URL}` as the whole URL, say) the value
-/// is taken as written.
+/// variable, and a password may hold `:` as written); elsewhere
+/// (`${BROKER_URL}` as the whole URL, say) the value is taken as written.
 ///
 /// # Errors
 ///
