@@ -33,15 +33,29 @@ fn main() {
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
     println!("cargo:rerun-if-changed=build.rs");
     if ours {
-        for path in ["HEAD", "packed-refs"] {
+        let mut paths = vec!["HEAD".to_owned(), "packed-refs".to_owned()];
+        paths.extend(git(&manifest_dir, &["symbolic-ref", "-q", "HEAD"]));
+        for path in &paths {
             if let Some(file) = git(&manifest_dir, &["rev-parse", "--git-path", path]) {
-                println!("cargo:rerun-if-changed={}", absolute(&manifest_dir, &file));
+                watch(Path::new(&absolute(&manifest_dir, &file)), path);
             }
         }
-        if let Some(reference) = git(&manifest_dir, &["symbolic-ref", "-q", "HEAD"]) {
-            if let Some(file) = git(&manifest_dir, &["rev-parse", "--git-path", &reference]) {
-                println!("cargo:rerun-if-changed={}", absolute(&manifest_dir, &file));
-            }
+    }
+}
+
+/// Asks cargo to run this script again when `file` (the git file `name`)
+/// changes. A file that does not exist would make every build run it
+/// again (cargo counts a missing file as changed): a fresh clone has no
+/// `packed-refs`, and a packed branch no file of its own. For a missing
+/// branch file its folder is watched instead, where a commit creates it;
+/// a missing `packed-refs` appears only with a `git pack-refs`, which also
+/// deletes the watched branch file.
+fn watch(file: &Path, name: &str) {
+    if file.exists() {
+        println!("cargo:rerun-if-changed={}", file.display());
+    } else if name.starts_with("refs/") {
+        if let Some(folder) = file.parent().filter(|folder| folder.is_dir()) {
+            println!("cargo:rerun-if-changed={}", folder.display());
         }
     }
 }
