@@ -7,9 +7,10 @@
 //!   server's certificate.
 //! - `verify-ca`: TLS, and the server's certificate must chain to a root
 //!   certificate; its host name is not checked. `verify-full`: the
-//!   certificate must also name the host of the URL (its subjectAltName:
-//!   unlike libpq, a certificate naming the host only in its CN is
-//!   refused).
+//!   certificate must also name the host of the URL: in its
+//!   subjectAltName, or, as libpq accepts, in its CN when the
+//!   subjectAltName has no name of the host's kind (DNS name or IP
+//!   address).
 //! - `sslrootcert=<file>`: the root certificates (PEM, one or more) the
 //!   verifying modes check against, instead of the system's store. With
 //!   `require` or `prefer` it also checks the chain, as libpq does when a
@@ -404,7 +405,7 @@ impl ServerCertVerifier for Verifying {
         };
         let text = match &error {
             CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
-                if !self.host_name {
+                if !self.host_name || named_by_common_name(end_entity, server_name) {
                     return Ok(ServerCertVerified::assertion());
                 }
                 format!(
@@ -444,6 +445,63 @@ impl ServerCertVerifier for Verifying {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
     }
+}
+
+/// Whether `certificate` names `host` in its CN where libpq (14 and later)
+/// looks there under `verify-full`: only when its subjectAltName has no
+/// name of the host's kind (a DNS name for a host name, an IP address for
+/// an address); RFC 6125 leaves the CN to such certificates. Compared as
+/// libpq does: ignoring case, and a CN of `*.example.com` matches one
+/// label in place of the `*`.
+fn named_by_common_name(certificate: &CertificateDer<'_>, host: &ServerName<'_>) -> bool {
+    use x509_parser::prelude::{FromDer as _, GeneralName, X509Certificate};
+    let Ok((_, certificate)) = X509Certificate::from_der(certificate.as_ref()) else {
+        return false;
+    };
+    let (host, is_address) = match host {
+        ServerName::DnsName(name) => (name.as_ref().to_owned(), false),
+        ServerName::IpAddress(address) => (std::net::IpAddr::from(*address).to_string(), true),
+        _ => return false,
+    };
+    if let Ok(Some(names)) = certificate.subject_alternative_name() {
+        let names_hosts = names.value.general_names.iter().any(|name| match name {
+            GeneralName::DNSName(_) => !is_address,
+            GeneralName::IPAddress(_) => is_address,
+            _ => false,
+        });
+        if names_hosts {
+            return false;
+        }
+    }
+    let Some(common_name) = certificate
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|name| name.as_str().ok())
+    else {
+        return false;
+    };
+    matches_host_name(common_name, &host)
+}
+
+/// libpq's comparison of a certificate's name with the host.
+fn matches_host_name(pattern: &str, host: &str) -> bool {
+    if pattern.contains('\0') {
+        return false;
+    }
+    if pattern.eq_ignore_ascii_case(host) {
+        return true;
+    }
+    // `*.example.com`: a non-empty first label without a dot, then the rest.
+    let Some(rest) = pattern.strip_prefix('*') else {
+        return false;
+    };
+    rest.starts_with('.')
+        && rest.len() > 1
+        && host.len() > rest.len()
+        && host.is_char_boundary(host.len() - rest.len())
+        && host[host.len() - rest.len()..].eq_ignore_ascii_case(rest)
+        && !host[..host.len() - rest.len()].contains('.')
 }
 
 /// libpq's `prefer`/`require` without a root certificate file: any
@@ -705,6 +763,11 @@ mod tests {
     }
 
     fn pki(ca_name: &str, names: &[&str]) -> Pki {
+        pki_with_cn(ca_name, names, None)
+    }
+
+    /// As [`pki`], the server certificate with a CN.
+    fn pki_with_cn(ca_name: &str, names: &[&str], cn: Option<&str>) -> Pki {
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params
@@ -715,10 +778,13 @@ mod tests {
         let issuer = rcgen::Issuer::new(ca_params, ca_key);
         let server_key = rcgen::KeyPair::generate().unwrap();
         let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-        let server = rcgen::CertificateParams::new(names)
-            .unwrap()
-            .signed_by(&server_key, &issuer)
-            .unwrap();
+        let mut server = rcgen::CertificateParams::new(names).unwrap();
+        if let Some(cn) = cn {
+            server
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, cn);
+        }
+        let server = server.signed_by(&server_key, &issuer).unwrap();
         Pki {
             ca_pem: ca.pem(),
             server: server.der().clone(),
@@ -774,6 +840,52 @@ mod tests {
                 "{error}"
             );
         }
+    }
+
+    #[test]
+    fn verify_full_takes_the_cn_only_when_the_alt_names_name_no_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let check_cn = |names: &[&str], cn: &str, host: &str| {
+            let pki = pki_with_cn("our CA", names, Some(cn));
+            let path = dir.path().join("ca.pem");
+            std::fs::write(&path, &pki.ca_pem).unwrap();
+            let full = verifying(Verify::Full, &Roots::File(path)).unwrap();
+            check(&full, &pki.server, host)
+        };
+        // No subjectAltName: the CN, ignoring case, one wildcard label.
+        assert_eq!(check_cn(&[], "db.example", "db.example"), Ok(()));
+        assert_eq!(check_cn(&[], "DB.Example", "db.example"), Ok(()));
+        assert_eq!(check_cn(&[], "*.example.com", "db.example.com"), Ok(()));
+        assert_eq!(check_cn(&[], "127.0.0.1", "127.0.0.1"), Ok(()));
+        for (cn, host) in [
+            ("db.example", "other.example"),
+            ("*.example.com", "a.b.example.com"),
+            ("*.example.com", "example.com"),
+            ("db*.example.com", "db1.example.com"),
+        ] {
+            let error = check_cn(&[], cn, host).unwrap_err();
+            assert!(error.contains("verify-ca"), "{cn} for {host}: {error}");
+        }
+        // An alt name of the host's kind: the CN is not looked at.
+        assert!(check_cn(&["other.example"], "db.example", "db.example").is_err());
+        assert!(check_cn(&["10.0.0.1"], "127.0.0.1", "127.0.0.1").is_err());
+        // Of the other kind only: the CN still counts (as in libpq).
+        assert_eq!(check_cn(&["10.0.0.1"], "db.example", "db.example"), Ok(()));
+        assert_eq!(
+            check_cn(&["other.example"], "127.0.0.1", "127.0.0.1"),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn matching_a_host_name_as_libpq_does() {
+        assert!(matches_host_name("db.example", "DB.EXAMPLE"));
+        assert!(matches_host_name("*.example", "db.example"));
+        assert!(!matches_host_name("*.example", ".example"));
+        assert!(!matches_host_name("*.", "db."));
+        assert!(!matches_host_name("*example", "dbexample"));
+        assert!(!matches_host_name("db.example\0.evil", "db.example"));
+        assert!(!matches_host_name("*.é.example", "a.x.example"));
     }
 
     #[test]
