@@ -37,7 +37,10 @@
 //! hand-written receiver does it; `vodhook-pg`, `vodhook serve` on
 //! PostgreSQL; `vodhook-pg2`, two `vodhook serve` on one database, each
 //! taking half of the connections. For these the PostgreSQL server's own
-//! CPU per request is reported too (every `postgres` process). Goals
+//! CPU per request is reported too (every `postgres` process). Like the
+//! anchor, vodhook talks to PostgreSQL in plain text (`sslmode=disable` is
+//! added to its URL); `BENCH_PG_TLS=1` leaves its URL as given, so that it
+//! takes TLS where the server offers it (`sslmode=prefer`). Goals
 //! (issue #16): vodhook-pg ≥ 1.0× the anchor's req/s, p99 ≤ 50 ms, no
 //! errors; vodhook-pg2 ≥ 0.9× vodhook-pg.
 //!
@@ -466,7 +469,13 @@ async fn run_vodhook(duration: Duration, config: Option<&str>, db: Db<'_>) -> Ru
     let dir = tempfile::tempdir().expect("tempdir");
     let (location, instances) = match db {
         Db::Sqlite => (dir.path().join("bench.db").display().to_string(), 1),
-        Db::Postgres { url, instances } => (url.to_owned(), instances),
+        // The anchor talks to PostgreSQL in plain text; so does vodhook
+        // unless BENCH_PG_TLS is set (its default `sslmode=prefer` takes TLS
+        // where the server offers it, as Debian's does).
+        Db::Postgres { url, instances } if std::env::var_os("BENCH_PG_TLS").is_some() => {
+            (url.to_owned(), instances)
+        }
+        Db::Postgres { url, instances } => (format!("{url}?sslmode=disable"), instances),
     };
     let config_path = config.map(|config| {
         let path = dir.path().join("vodhook.toml");
