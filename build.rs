@@ -47,14 +47,17 @@ fn main() {
 /// changes. A file that does not exist would make every build run it
 /// again (cargo counts a missing file as changed): a fresh clone has no
 /// `packed-refs`, and a packed branch no file of its own. For a missing
-/// branch file its folder is watched instead, where a commit creates it;
-/// a missing `packed-refs` appears only with a `git pack-refs`, which also
-/// deletes the watched branch file.
+/// branch file the nearest folder of it that exists is watched instead
+/// (cargo looks through a folder's files), where a commit creates it:
+/// `refs/heads` at most, also for a branch named `a/b`. A missing
+/// `packed-refs` appears only with a `git pack-refs`, which also deletes
+/// the watched branch file.
 fn watch(file: &Path, name: &str) {
     if file.exists() {
         println!("cargo:rerun-if-changed={}", file.display());
-    } else if name.starts_with("refs/") {
-        if let Some(folder) = file.parent().filter(|folder| folder.is_dir()) {
+    } else if let Some(branch) = name.strip_prefix("refs/") {
+        let depth = branch.matches('/').count();
+        if let Some(folder) = file.ancestors().skip(1).take(depth).find(|f| f.is_dir()) {
             println!("cargo:rerun-if-changed={}", folder.display());
         }
     }
