@@ -49,8 +49,10 @@
 //! column on its own) are compared. `BENCH_SERVERS` picks some of `bare`,
 //! `naive`, `vodhook`, `action`, `pg-anchor`, `vodhook-pg`, `vodhook-pg2`
 //! (default all, the PostgreSQL ones only with `BENCH_PG`;
-//! `BENCH_SKIP_ACTION=1` leaves out `action`). Dirty pages left by one server are written back (`sync`)
-//! before the next one starts.
+//! `BENCH_SKIP_ACTION=1` leaves out `action`). `BENCH_VODHOOK_ENV` gives
+//! the vodhook processes environment settings in turn, to compare two
+//! settings in one run (see `environment_in_turn`). Dirty pages left by
+//! one server are written back (`sync`) before the next one starts.
 
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -498,6 +500,9 @@ async fn run_vodhook(duration: Duration, config: Option<&str>, db: Db<'_>) -> Ru
                 &location,
             ])
             .env("RUST_LOG", "vodhook=info");
+        for (name, value) in environment_in_turn() {
+            command.env(name, value);
+        }
         if let Some(path) = &config_path {
             command.arg("--config").arg(path);
         }
@@ -552,6 +557,26 @@ async fn run_vodhook(duration: Duration, config: Option<&str>, db: Db<'_>) -> Ru
         child.wait().await.ok();
     }
     run
+}
+
+/// The environment of the next vodhook process started: with
+/// `BENCH_VODHOOK_ENV="A=1 B=2|A=3"`, each set in turn (`A=1 B=2` for the
+/// first, `A=3` for the second, the first again for the third, …), so
+/// that two settings of vodhook are compared in one run, round after
+/// round (with `BENCH_SERVERS=pg-anchor,vodhook-pg`, say, the first
+/// setting runs in the odd rounds).
+fn environment_in_turn() -> Vec<(String, String)> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static STARTED: AtomicUsize = AtomicUsize::new(0);
+    let Ok(sets) = std::env::var("BENCH_VODHOOK_ENV") else {
+        return Vec::new();
+    };
+    let sets: Vec<&str> = sets.split('|').collect();
+    let set = sets[STARTED.fetch_add(1, Ordering::Relaxed) % sets.len()];
+    set.split_whitespace()
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect()
 }
 
 /// Lets the kernel write back what the last server left dirty, so that it
